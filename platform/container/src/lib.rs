@@ -1,0 +1,1 @@
+//! parachute-container (being built).

@@ -1,0 +1,205 @@
+//! Atomic, compare-before-write file helpers.
+//!
+//! Every file Parachute writes for a service manager, and every state file it keeps under
+//! the home, goes through [`write_atomic`]: the bytes go to a temporary file in the same
+//! directory, are fsynced, and are renamed over the target, and the directory is fsynced
+//! so the rename itself is durable. A reader therefore sees either the old or the new
+//! file, never a torn one, even across a crash or power loss. Before writing,
+//! the current content is compared, so an unchanged file is not rewritten (its mtime and
+//! inode stay, and a manager watching it sees no change).
+#![warn(missing_docs)]
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+#[cfg(unix)]
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// An I/O error that names the path it happened on.
+#[derive(Debug, thiserror::Error)]
+#[error("{op} {}: {source}", path.display())]
+pub struct Error {
+    /// What was being done ("write", "rename", "create directory", …).
+    pub op: &'static str,
+    /// The path involved.
+    pub path: PathBuf,
+    /// The underlying OS error.
+    #[source]
+    pub source: io::Error,
+}
+
+impl Error {
+    fn new(op: &'static str, path: &Path, source: io::Error) -> Self {
+        Error { op, path: path.to_path_buf(), source }
+    }
+}
+
+/// Whether a write changed anything on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// The file was created or its content replaced.
+    Changed,
+    /// The file already held exactly these bytes; nothing was written.
+    Unchanged,
+}
+
+/// Options for [`write_atomic_with`].
+#[derive(Debug, Clone, Copy)]
+pub struct WriteOptions {
+    /// Permission bits of the new file (Unix). Default `0o644`.
+    pub mode: u32,
+    /// Create missing parent directories (mode `0o755`). Default `true`.
+    pub create_parents: bool,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        WriteOptions { mode: 0o644, create_parents: true }
+    }
+}
+
+/// Reads a file, returning `None` when it does not exist.
+pub fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, Error> {
+    match fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::new("read", path, e)),
+    }
+}
+
+/// Writes `bytes` to `path` atomically with default options, unless it already holds them.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<Written, Error> {
+    write_atomic_with(path, bytes, WriteOptions::default())
+}
+
+/// Writes `bytes` to `path` atomically (temp file, fsync, rename, fsync of the directory),
+/// unless the file already holds exactly these bytes and has the requested mode.
+pub fn write_atomic_with(path: &Path, bytes: &[u8], opts: WriteOptions) -> Result<Written, Error> {
+    if let Some(current) = read_optional(path)?
+        && current == bytes
+        && mode_matches(path, opts.mode)
+    {
+        return Ok(Written::Unchanged);
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if opts.create_parents {
+        fs::create_dir_all(&dir).map_err(|e| Error::new("create directory", &dir, e))?;
+    }
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{file_name}.tmp-{}-{}", std::process::id(), unique()));
+    let result = (|| {
+        let mut open = OpenOptions::new();
+        open.write(true).create_new(true);
+        #[cfg(unix)]
+        open.mode(opts.mode);
+        let mut f = open.open(&tmp).map_err(|e| Error::new("create", &tmp, e))?;
+        #[cfg(unix)]
+        f.set_permissions(fs::Permissions::from_mode(opts.mode)).map_err(|e| Error::new("chmod", &tmp, e))?;
+        f.write_all(bytes).map_err(|e| Error::new("write", &tmp, e))?;
+        f.sync_all().map_err(|e| Error::new("fsync", &tmp, e))?;
+        fs::rename(&tmp, path).map_err(|e| Error::new("rename", path, e))?;
+        sync_dir(&dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map(|()| Written::Changed)
+}
+
+/// Removes a file; a file that is already gone is success (`Unchanged`).
+pub fn remove_file(path: &Path) -> Result<Written, Error> {
+    match fs::remove_file(path) {
+        Ok(()) => {
+            if let Some(dir) = path.parent() {
+                let _ = sync_dir(dir);
+            }
+            Ok(Written::Changed)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Written::Unchanged),
+        Err(e) => Err(Error::new("remove", path, e)),
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), Error> {
+    // fsync of the directory makes the rename durable; some filesystems refuse it, which
+    // is not worth failing a write over.
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn mode_matches(path: &Path, mode: u32) -> bool {
+    fs::metadata(path).map(|m| m.permissions().mode() & 0o7777 == mode).unwrap_or(false)
+}
+
+#[cfg(not(unix))]
+fn mode_matches(_path: &Path, _mode: u32) -> bool {
+    true
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0);
+    (COUNTER.fetch_add(1, Ordering::Relaxed) << 32) ^ nanos
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_then_skips_identical_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a/b/unit.service");
+        assert_eq!(write_atomic(&p, b"one").unwrap(), Written::Changed);
+        let ino1 = std::os::unix::fs::MetadataExt::ino(&fs::metadata(&p).unwrap());
+        assert_eq!(write_atomic(&p, b"one").unwrap(), Written::Unchanged);
+        let ino2 = std::os::unix::fs::MetadataExt::ino(&fs::metadata(&p).unwrap());
+        assert_eq!(ino1, ino2, "an unchanged file must not be replaced");
+        assert_eq!(write_atomic(&p, b"two").unwrap(), Written::Changed);
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        // no temp files left behind
+        let names: Vec<_> =
+            fs::read_dir(p.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    #[test]
+    fn mode_is_applied_and_a_mode_change_rewrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("token");
+        let opts = WriteOptions { mode: 0o600, ..Default::default() };
+        write_atomic_with(&p, b"x", opts).unwrap();
+        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(write_atomic_with(&p, b"x", opts).unwrap(), Written::Changed);
+        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn remove_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        fs::write(&p, "x").unwrap();
+        assert_eq!(remove_file(&p).unwrap(), Written::Changed);
+        assert_eq!(remove_file(&p).unwrap(), Written::Unchanged);
+    }
+
+    #[test]
+    fn error_names_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("file");
+        fs::write(&blocker, "x").unwrap();
+        let err = write_atomic(&blocker.join("child"), b"x").unwrap_err();
+        assert!(err.to_string().contains("file"), "{err}");
+    }
+}

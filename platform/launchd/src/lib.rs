@@ -1,0 +1,1 @@
+//! parachute-launchd (being built).

@@ -1,0 +1,1 @@
+//! parachute-process (being built).

@@ -1,0 +1,1 @@
+//! parachute-systemd (being built).

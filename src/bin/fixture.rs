@@ -1,0 +1,254 @@
+//! `parachute-fixture`: a small, real module for tests, benchmarks and the demo.
+//!
+//! It behaves like a Parachute module as far as a supervisor can tell: it is a process,
+//! it may bind a TCP port, print, crash, ignore signals and leave children behind. Every
+//! behaviour is chosen by flags, so a test states exactly what it exercises:
+//!
+//! ```text
+//! parachute-fixture [--port N] [--listen-delay-ms MS | --no-listen] [--bind v4|v6|both]
+//!                   [--exit-after-ms MS] [--exit-code C] [--ignore-sigterm]
+//!                   [--grandchild-holds-port] [--parent-exits]
+//!                   [--lines N] [--stderr-lines N] [--line-text TEXT] [--long-line BYTES]
+//!                   [--chatty-bytes BYTES] [--print-env KEY]... [--pidfile PATH]
+//!                   [--spawn-sleeper]
+//! ```
+//!
+//! The port defaults to `$PORT`. Without `--exit-after-ms` it runs until signalled. It
+//! prints `ready pid=<pid> port=<port>` on stdout once it listens, so a test can wait for
+//! that line instead of sleeping.
+// A test program: it reads its own environment (PORT, --print-env) and deliberately leaves
+// children unwaited (a port-holding grandchild is the point of the exercise).
+#![allow(clippy::disallowed_methods, clippy::zombie_processes)]
+
+use std::io::{self, Write};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
+use std::process::Command;
+use std::thread;
+use std::time::Duration;
+
+/// `println!` that ignores a closed stdout: a fixture whose reader went away must keep
+/// behaving as asked (holding its port, ignoring signals), not panic.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        let mut out = io::stdout().lock();
+        let _ = writeln!(out, $($t)*);
+        let _ = out.flush();
+    }};
+}
+
+#[derive(Debug, Default)]
+struct Opts {
+    port: Option<u16>,
+    listen_delay_ms: u64,
+    no_listen: bool,
+    bind: Bind,
+    exit_after_ms: Option<u64>,
+    exit_code: i32,
+    ignore_sigterm: bool,
+    grandchild_holds_port: bool,
+    parent_exits: bool,
+    lines: u64,
+    stderr_lines: u64,
+    line_text: Option<String>,
+    long_line: Option<usize>,
+    chatty_bytes: Option<u64>,
+    print_env: Vec<String>,
+    pidfile: Option<String>,
+    spawn_sleeper: bool,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+enum Bind {
+    #[default]
+    V4,
+    V6,
+    Both,
+}
+
+fn parse() -> Result<Opts, String> {
+    let mut o = Opts::default();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut val = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
+        match a.as_str() {
+            "--port" => o.port = Some(val("--port")?.parse().map_err(|e| format!("--port: {e}"))?),
+            "--listen-delay-ms" => o.listen_delay_ms = num(&val(&a)?)?,
+            "--no-listen" => o.no_listen = true,
+            "--bind" => {
+                o.bind = match val("--bind")?.as_str() {
+                    "v4" => Bind::V4,
+                    "v6" => Bind::V6,
+                    "both" => Bind::Both,
+                    other => return Err(format!("--bind: unknown {other}")),
+                }
+            }
+            "--exit-after-ms" => o.exit_after_ms = Some(num(&val(&a)?)?),
+            "--exit-code" => o.exit_code = val(&a)?.parse().map_err(|e| format!("--exit-code: {e}"))?,
+            "--ignore-sigterm" => o.ignore_sigterm = true,
+            "--grandchild-holds-port" => o.grandchild_holds_port = true,
+            "--parent-exits" => o.parent_exits = true,
+            "--lines" => o.lines = num(&val(&a)?)?,
+            "--stderr-lines" => o.stderr_lines = num(&val(&a)?)?,
+            "--line-text" => o.line_text = Some(val(&a)?),
+            "--long-line" => o.long_line = Some(num(&val(&a)?)? as usize),
+            "--chatty-bytes" => o.chatty_bytes = Some(num(&val(&a)?)?),
+            "--print-env" => o.print_env.push(val(&a)?),
+            "--pidfile" => o.pidfile = Some(val(&a)?),
+            "--spawn-sleeper" => o.spawn_sleeper = true,
+            // Extra words (e.g. `serve`) are accepted so a symlink named `parachute-vault`
+            // can be started as `parachute-vault serve`, like the real module.
+            _ if !a.starts_with("--") => {}
+            _ => return Err(format!("unknown flag {a}")),
+        }
+    }
+    if o.port.is_none() {
+        if let Ok(p) = std::env::var("PORT") {
+            o.port = Some(p.trim().parse().map_err(|e| format!("PORT={p:?}: {e}"))?);
+        }
+    }
+    Ok(o)
+}
+
+fn num(s: &str) -> Result<u64, String> {
+    s.parse().map_err(|e| format!("{s:?}: {e}"))
+}
+
+fn bind(port: u16, how: Bind) -> io::Result<Vec<TcpListener>> {
+    let mut out = Vec::new();
+    if matches!(how, Bind::V4 | Bind::Both) {
+        out.push(TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?);
+    }
+    if matches!(how, Bind::V6 | Bind::Both) {
+        out.push(TcpListener::bind(SocketAddr::from((Ipv6Addr::LOCALHOST, port)))?);
+    }
+    Ok(out)
+}
+
+fn serve_forever(listeners: Vec<TcpListener>) {
+    for l in listeners {
+        thread::spawn(move || {
+            for mut c in l.incoming().flatten() {
+                let _ = c.write_all(b"HTTP/1.0 200 OK\r\ncontent-length: 3\r\n\r\nok\n");
+            }
+        });
+    }
+}
+
+fn main() {
+    let o = match parse() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("parachute-fixture: {e}");
+            std::process::exit(2);
+        }
+    };
+    let pid = std::process::id();
+    if o.ignore_sigterm {
+        // SAFETY: setting a signal disposition to SIG_IGN has no preconditions.
+        unsafe {
+            libc::signal(libc::SIGTERM, libc::SIG_IGN);
+        }
+    }
+    if let Some(path) = &o.pidfile {
+        if let Err(e) = std::fs::write(path, format!("{pid}\n")) {
+            eprintln!("parachute-fixture: pidfile {path}: {e}");
+            std::process::exit(2);
+        }
+    }
+    for key in &o.print_env {
+        match std::env::var(key) {
+            Ok(v) => say!("env {key}={v}"),
+            Err(_) => say!("env {key} unset"),
+        }
+    }
+    let text = o.line_text.clone().unwrap_or_else(|| "line".to_owned());
+    {
+        let mut out = io::stdout().lock();
+        for i in 0..o.lines {
+            let _ = writeln!(out, "{text} {i}");
+        }
+        let _ = out.flush();
+    }
+    {
+        let mut err = io::stderr().lock();
+        for i in 0..o.stderr_lines {
+            let _ = writeln!(err, "err {text} {i}");
+        }
+    }
+    if let Some(n) = o.long_line {
+        let mut out = io::stdout().lock();
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(chunk.len());
+            let _ = out.write_all(&chunk[..k]);
+            left -= k;
+        }
+        let _ = out.flush();
+    }
+    if let Some(total) = o.chatty_bytes {
+        let line = [b"chatty ".as_slice(), &[b'y'; 92], b"\n"].concat();
+        let mut out = io::BufWriter::with_capacity(64 * 1024, io::stdout().lock());
+        let mut sent = 0u64;
+        while sent < total {
+            if out.write_all(&line).is_err() {
+                break;
+            }
+            sent += line.len() as u64;
+        }
+        let _ = out.flush();
+        drop(out);
+        say!("chatty done bytes={sent}");
+    }
+    if o.spawn_sleeper {
+        // A plain child in our process group that outlives nothing on its own: the
+        // supervisor must reap it with the group.
+        let me = std::env::current_exe().expect("current exe");
+        let c = Command::new(me).arg("--no-listen").spawn().expect("spawn sleeper");
+        say!("sleeper pid={}", c.id());
+    }
+
+    if let Some(port) = o.port.filter(|_| !o.no_listen) {
+        if o.grandchild_holds_port {
+            // Re-exec ourselves as the port holder: it stays in our process group, the way
+            // `sh -c "server"` or `pnpm exec tsx` leave the real server one level down.
+            let me = std::env::current_exe().expect("current exe");
+            let mut cmd = Command::new(me);
+            cmd.arg("--port").arg(port.to_string());
+            if o.ignore_sigterm {
+                cmd.arg("--ignore-sigterm");
+            }
+            cmd.arg("--listen-delay-ms").arg(o.listen_delay_ms.to_string());
+            let child = cmd.spawn().expect("spawn grandchild");
+            say!("grandchild pid={}", child.id());
+            let _ = io::stdout().flush();
+            if o.parent_exits {
+                std::process::exit(o.exit_code);
+            }
+        } else {
+            if o.listen_delay_ms > 0 {
+                thread::sleep(Duration::from_millis(o.listen_delay_ms));
+            }
+            match bind(port, o.bind) {
+                Ok(ls) => {
+                    say!("ready pid={pid} port={port}");
+                    let _ = io::stdout().flush();
+                    serve_forever(ls);
+                }
+                Err(e) => {
+                    eprintln!("parachute-fixture: bind {port}: {e}");
+                    std::process::exit(98);
+                }
+            }
+        }
+    }
+
+    if let Some(ms) = o.exit_after_ms {
+        thread::sleep(Duration::from_millis(ms));
+        let _ = io::stdout().flush();
+        std::process::exit(o.exit_code);
+    }
+    loop {
+        thread::park();
+    }
+}

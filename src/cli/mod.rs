@@ -1,0 +1,81 @@
+//! The command-line edge: argument parsing, the environment snapshot, output and exit codes.
+//!
+//! Each verb lives in its own file with an `Args` struct (clap) and a `run` function that
+//! returns an [`ExitCode`](exit::Code). Errors are printed once, here, for humans; verbs
+//! that take `--json` print their result object instead. Library crates below never read
+//! the environment: [`HostEnv`] is the snapshot `main` takes and everything is derived from
+//! it explicitly.
+
+pub mod exit;
+pub mod serve;
+pub mod unit;
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// A snapshot of the process environment, taken once by `main`.
+///
+/// Nothing else in the program reads environment variables; tests build a `HostEnv` by
+/// hand, so a test cannot see the developer's `HOME`, bus or manager.
+#[derive(Debug, Clone, Default)]
+pub struct HostEnv {
+    vars: BTreeMap<OsString, OsString>,
+}
+
+impl HostEnv {
+    /// Builds a snapshot from `(name, value)` pairs.
+    pub fn from_vars(vars: Vec<(OsString, OsString)>) -> HostEnv {
+        HostEnv { vars: vars.into_iter().collect() }
+    }
+
+    /// A variable's value, if set and valid UTF-8.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.vars.get(&OsString::from(name)).and_then(|v| v.to_str())
+    }
+
+    /// A variable's value, if set and non-empty, as a path.
+    pub fn path(&self, name: &str) -> Option<PathBuf> {
+        self.vars.get(&OsString::from(name)).filter(|v| !v.is_empty()).map(PathBuf::from)
+    }
+
+    /// Every variable, for building a child's environment.
+    pub fn vars(&self) -> impl Iterator<Item = (&OsString, &OsString)> {
+        self.vars.iter()
+    }
+}
+
+/// Parachute: run the hub's modules under a supervisor, and the supervisor under the
+/// platform's service manager.
+#[derive(Debug, Parser)]
+#[command(name = "parachute", version, about, long_about = None, propagate_version = true)]
+#[command(after_help = exit::HELP_TABLE)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the hub in the foreground: supervise every module in services.json and answer
+    /// the loopback control API.
+    Serve(serve::Args),
+    /// Manage the hub's unit in the platform service manager (systemd, launchd).
+    #[command(subcommand)]
+    Unit(unit::Verb),
+}
+
+/// Parses arguments, runs the verb, prints any error once and returns the exit code.
+pub fn main(env: HostEnv) -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Serve(args) => serve::run(args, &env),
+        Command::Unit(verb) => unit::run(verb, &env),
+    };
+    code.into()
+}

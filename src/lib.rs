@@ -1,0 +1,25 @@
+//! Parachute: a supervisor for the hub's modules and the glue to the platform's service
+//! manager.
+//!
+//! The map, top down:
+//!
+//! ```text
+//!   parachute (CLI, src/cli)            one file per verb; human or --json output; ExitCode
+//!     ├─ serve ──► supervisor ──► parachute-process   (spawn in own group, pidfd, reap, /proc)
+//!     │              └─ model                          (Home, services.json, .env, pidfiles)
+//!     ├─ start|stop|restart|status|logs ──► control API of a running `serve`
+//!     └─ unit … ──► detect ──► parachute-manager trait
+//!                                ├─ parachute-systemd    (zbus, user/system bus)
+//!                                ├─ parachute-launchd    (plist + launchctl)
+//!                                └─ parachute-container  (no manager: say so, write nothing)
+//! ```
+//!
+//! Library code never reads the process environment or the real home directory: `main`
+//! snapshots the environment once into [`cli::HostEnv`] and passes explicit values down,
+//! so tests can never reach the host's manager or home by accident (enforced by
+//! `clippy.toml`).
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod model;
+pub mod supervisor;
