@@ -1,0 +1,392 @@
+//! Starting children: [`Spawner`] (the one thread that forks), [`SpawnSpec`], typed
+//! [`SpawnError`]s and [`resolve_program`].
+//!
+//! Why a dedicated thread: Linux `PR_SET_PDEATHSIG` fires when the *thread* that forked the
+//! child exits, not the process. A child forked from a tokio worker or a `spawn_blocking`
+//! thread would be SIGKILLed whenever the runtime retires that thread. So every fork happens
+//! on one long-lived OS thread owned by the [`Spawner`]; requests arrive over a channel and
+//! results go back over a oneshot.
+//!
+//! Why resolve the program ourselves: the child's `PATH` and cwd (not ours) decide which file
+//! runs, and resolving before the fork lets "not found" and "not executable" come back as
+//! precise, typed errors instead of an errno from inside the child.
+
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+
+use tokio::process::{ChildStderr, ChildStdout};
+use tokio::sync::oneshot;
+
+use crate::child::{self, GroupChild};
+
+/// What to run. The environment is complete: the child gets exactly `env`, nothing inherited.
+#[derive(Debug, Clone, Default)]
+pub struct SpawnSpec {
+    /// `argv[0]`: a bare name (looked up on the `PATH` in `env`), a path relative to `cwd`
+    /// (`./bin/x`), or an absolute path. The child sees it unchanged as `argv[0]`.
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    /// The child's whole environment, in order; a later duplicate key wins.
+    pub env: Vec<(OsString, OsString)>,
+    /// Working directory; `None` inherits ours.
+    pub cwd: Option<PathBuf>,
+}
+
+impl SpawnSpec {
+    pub fn new(program: impl Into<PathBuf>) -> Self {
+        Self { program: program.into(), ..Self::default() }
+    }
+
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: Into<OsString>>(mut self, args: I) -> Self {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn cwd(mut self, cwd: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(cwd.into());
+        self
+    }
+
+    /// The `PATH` the child will see (the last `PATH` entry of `env`), or empty.
+    pub fn path_env(&self) -> &OsStr {
+        self.env.iter().rev().find(|(k, _)| k == "PATH").map_or(OsStr::new(""), |(_, v)| v.as_os_str())
+    }
+}
+
+/// A started child and its output pipes (stdin is `/dev/null`).
+#[derive(Debug)]
+pub struct Spawned {
+    pub child: GroupChild,
+    pub stdout: ChildStdout,
+    pub stderr: ChildStderr,
+}
+
+/// Why a child could not be started. Every message names the program or directory and says
+/// what to fix.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpawnError {
+    #[error(
+        "cannot start `{}`: no such executable (searched PATH `{}` and working directory {}); \
+         install it or fix the command or PATH",
+        program.display(), path_env.to_string_lossy(), cwd_text(cwd.as_deref())
+    )]
+    NotFound { program: PathBuf, path_env: OsString, cwd: Option<PathBuf> },
+    #[error(
+        "cannot start `{}`: `{}` exists but is not an executable file (check its execute \
+         permission with `chmod +x`, or that it is a program or a script with a `#!` line)",
+        program.display(), path.display()
+    )]
+    NotExecutable { program: PathBuf, path: PathBuf },
+    #[error(
+        "cannot start `{}`: `{}` exists, but its `#!` interpreter or dynamic loader was not \
+         found; install the interpreter named on its first line",
+        program.display(), path.display()
+    )]
+    InterpreterNotFound { program: PathBuf, path: PathBuf },
+    #[error(
+        "cannot start `{}`: permission denied running `{}` ({source}); check the file's and its \
+         directories' permissions and that the filesystem is not mounted noexec",
+        program.display(), path.display()
+    )]
+    PermissionDenied { program: PathBuf, path: PathBuf, source: io::Error },
+    #[error(
+        "cannot start `{}`: its working directory `{}` does not exist; reinstall the module \
+         or fix its install directory",
+        program.display(), path.display()
+    )]
+    CwdMissing { program: PathBuf, path: PathBuf },
+    #[error(
+        "cannot start `{}`: its working directory `{}` is not a directory",
+        program.display(), path.display()
+    )]
+    CwdNotDirectory { program: PathBuf, path: PathBuf },
+    #[error("cannot start `{}`: {reason}", program.display())]
+    InvalidSpec { program: PathBuf, reason: String },
+    #[error("cannot start `{}`: {source}", program.display())]
+    Other { program: PathBuf, source: io::Error },
+    #[error(
+        "cannot start `{}`: the spawner thread has stopped, so this process can start no more \
+         children",
+        program.display()
+    )]
+    SpawnerGone { program: PathBuf },
+}
+
+fn cwd_text(cwd: Option<&Path>) -> String {
+    cwd.map_or_else(|| "(inherited)".to_owned(), |c| format!("`{}`", c.display()))
+}
+
+/// The outcome of a failed [`resolve_program`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolve {
+    /// Nothing by that name on the PATH, or no file at that path.
+    Missing,
+    /// A file is there, but it is not an executable regular file (no execute bit, or a
+    /// directory). For a bare name: no executable was found and this was the first such file.
+    NotExecutable { path: PathBuf },
+}
+
+/// Resolve `argv0` as the child would: against the CHILD's `PATH` (`path_env`) and cwd.
+/// - an absolute path is checked as is;
+/// - a path with a `/` (`./bin/x`, `bin/x`) is taken relative to `cwd` (or to ours if `None`);
+/// - a bare name walks `path_env` in order (an empty or relative entry is relative to `cwd`);
+///   the first executable regular file wins. An empty `PATH` finds nothing.
+pub fn resolve_program(
+    argv0: impl AsRef<Path>,
+    path_env: impl AsRef<OsStr>,
+    cwd: Option<&Path>,
+) -> Result<PathBuf, Resolve> {
+    let (argv0, path_env) = (argv0.as_ref(), path_env.as_ref());
+    if argv0.as_os_str().is_empty() {
+        return Err(Resolve::Missing);
+    }
+    let has_slash = argv0.as_os_str().as_bytes().contains(&b'/');
+    if has_slash {
+        let path = match cwd {
+            Some(cwd) if argv0.is_relative() => cwd.join(argv0),
+            _ => argv0.to_path_buf(),
+        };
+        return check_file(&path).map(|()| path);
+    }
+    if path_env.is_empty() {
+        return Err(Resolve::Missing);
+    }
+    let here = cwd.map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    if let Ok(found) = which::which_in(argv0, Some(path_env), &here) {
+        return Ok(found);
+    }
+    // `which` only reports success; find the first non-executable candidate to say why.
+    for dir in std::env::split_paths(path_env) {
+        let dir = if dir.as_os_str().is_empty() || dir.is_relative() { here.join(dir) } else { dir };
+        let candidate = dir.join(argv0);
+        if let Err(e @ Resolve::NotExecutable { .. }) = check_file(&candidate) {
+            return Err(e);
+        }
+    }
+    Err(Resolve::Missing)
+}
+
+fn check_file(path: &Path) -> Result<(), Resolve> {
+    let meta = std::fs::metadata(path).map_err(|_| Resolve::Missing)?;
+    if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
+        Ok(())
+    } else {
+        Err(Resolve::NotExecutable { path: path.to_path_buf() })
+    }
+}
+
+/// A handle to the spawner thread. Clone it freely; the thread lives until the last clone is
+/// dropped.
+///
+/// **Keep one for the life of the process.** When the thread ends, Linux sends SIGKILL to every
+/// child it started (`PR_SET_PDEATHSIG`): that is how children die with a crashed or
+/// SIGKILLed supervisor, and also what happens when the last `Spawner` clone is dropped.
+#[derive(Debug, Clone)]
+pub struct Spawner {
+    tx: mpsc::Sender<Request>,
+}
+
+struct Request {
+    spec: SpawnSpec,
+    reply: oneshot::Sender<Result<Forked, SpawnError>>,
+}
+
+/// What the spawner thread hands back; turned into tokio types on the caller's runtime.
+/// Dropped without being adopted (the caller's future was cancelled at any point), it kills
+/// the child's group and reaps it in the background: nobody would ever watch that child.
+struct Forked {
+    child: Option<std::process::Child>,
+    #[cfg(target_os = "linux")]
+    pidfd: Option<std::os::fd::OwnedFd>,
+}
+
+impl Drop for Forked {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.take() {
+            child::abandon(child.id());
+        }
+    }
+}
+
+impl Spawner {
+    /// Start the spawner thread.
+    pub fn new() -> io::Result<Self> {
+        let (tx, rx) = mpsc::channel::<Request>();
+        std::thread::Builder::new().name("parachute-spawner".into()).spawn(move || {
+            for req in rx {
+                // If the caller went away, the returned `Forked` is dropped: see its doc.
+                let _ = req.reply.send(fork_child(&req.spec));
+            }
+        })?;
+        Ok(Self { tx })
+    }
+
+    /// Start `spec` in its own process group (`pgid == pid`), stdin `/dev/null`, stdout and
+    /// stderr piped, exactly `spec.env`, in `spec.cwd`. Must be called inside a tokio runtime
+    /// (the pipes and the exit watch register with it).
+    pub async fn spawn(&self, spec: SpawnSpec) -> Result<Spawned, SpawnError> {
+        let program = spec.program.clone();
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request { spec, reply })
+            .map_err(|_| SpawnError::SpawnerGone { program: program.clone() })?;
+        let forked = rx.await.map_err(|_| SpawnError::SpawnerGone { program: program.clone() })??;
+        adopt(forked).map_err(|source| SpawnError::Other { program, source })
+    }
+}
+
+fn adopt(mut forked: Forked) -> io::Result<Spawned> {
+    #[expect(clippy::zombie_processes, reason = "the GroupChild built from its pid reaps it")]
+    let mut std_child = forked.child.take().expect("a Forked is adopted once");
+    let stdout = std_child.stdout.take().expect("stdout is piped");
+    let stderr = std_child.stderr.take().expect("stderr is piped");
+    #[cfg(target_os = "linux")]
+    let child = GroupChild::from_forked(std_child.id(), forked.pidfd.take());
+    #[cfg(not(target_os = "linux"))]
+    let child = GroupChild::from_forked(std_child.id());
+    // From here the GroupChild owns the pid: dropping it kills and reaps the group.
+    let child = child?;
+    Ok(Spawned { child, stdout: ChildStdout::from_std(stdout)?, stderr: ChildStderr::from_std(stderr)? })
+}
+
+/// Runs on the spawner thread only.
+fn fork_child(spec: &SpawnSpec) -> Result<Forked, SpawnError> {
+    let program = spec.program.clone();
+    validate(spec)?;
+    if let Some(cwd) = &spec.cwd {
+        match std::fs::metadata(cwd) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(SpawnError::CwdNotDirectory { program, path: cwd.clone() }),
+            Err(_) => return Err(SpawnError::CwdMissing { program, path: cwd.clone() }),
+        }
+    }
+    let path_env = spec.path_env();
+    let resolved = resolve_program(&spec.program, path_env, spec.cwd.as_deref()).map_err(|e| match e {
+        Resolve::Missing => SpawnError::NotFound {
+            program: program.clone(),
+            path_env: path_env.to_owned(),
+            cwd: spec.cwd.clone(),
+        },
+        Resolve::NotExecutable { path } => SpawnError::NotExecutable { program: program.clone(), path },
+    })?;
+
+    let mut cmd = Command::new(&resolved);
+    cmd.arg0(&spec.program)
+        .args(&spec.args)
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    if let Some(cwd) = &spec.cwd {
+        cmd.current_dir(cwd);
+    }
+    #[cfg(target_os = "linux")]
+    {
+        let parent = libc::pid_t::try_from(std::process::id()).unwrap_or(0);
+        // SAFETY: the closure runs between fork and exec and makes only async-signal-safe
+        // syscalls (prctl, getppid); everything it reads was prepared before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // The parent may have died before prctl took effect: then nobody will send the
+                // signal, so do not start at all.
+                if libc::getppid() != parent {
+                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                Ok(())
+            });
+        }
+    }
+
+    // Hold the registry lock across the fork so that `reap_untracked_zombies` can never see
+    // this child as an untracked zombie, however fast it exits.
+    let mut leaders = child::leaders();
+    let child = cmd.spawn().map_err(|e| classify(e, spec, &resolved))?;
+    leaders.insert(child.id());
+    drop(leaders);
+    #[cfg(target_os = "linux")]
+    {
+        // The child is ours and unreaped, so its pid cannot have been reused yet. ENOSYS
+        // (kernel < 5.3) falls back to a waiter thread.
+        let pidfd = crate::sys::pidfd_open(child.id()).ok();
+        Ok(Forked { child: Some(child), pidfd })
+    }
+    #[cfg(not(target_os = "linux"))]
+    Ok(Forked { child: Some(child) })
+}
+
+fn validate(spec: &SpawnSpec) -> Result<(), SpawnError> {
+    let invalid = |reason: String| SpawnError::InvalidSpec { program: spec.program.clone(), reason };
+    let has_nul = |s: &OsStr| s.as_bytes().contains(&0);
+    if spec.program.as_os_str().is_empty() {
+        return Err(invalid("the command is empty".into()));
+    }
+    if has_nul(spec.program.as_os_str()) {
+        return Err(invalid("the program name contains a NUL byte".into()));
+    }
+    if let Some(i) = spec.args.iter().position(|a| has_nul(a)) {
+        return Err(invalid(format!("argument {} contains a NUL byte", i + 1)));
+    }
+    for (k, v) in &spec.env {
+        if k.is_empty() || k.as_bytes().contains(&b'=') || has_nul(k) {
+            return Err(invalid(format!(
+                "environment variable name {:?} is empty or contains `=` or a NUL byte",
+                k.to_string_lossy()
+            )));
+        }
+        if has_nul(v) {
+            return Err(invalid(format!(
+                "the value of environment variable {} contains a NUL byte",
+                k.to_string_lossy()
+            )));
+        }
+    }
+    if spec.cwd.as_deref().is_some_and(|c| has_nul(c.as_os_str())) {
+        return Err(invalid("the working directory contains a NUL byte".into()));
+    }
+    Ok(())
+}
+
+/// Map an error from `Command::spawn` (errno from `chdir`/`execve` in the child).
+fn classify(e: io::Error, spec: &SpawnSpec, resolved: &Path) -> SpawnError {
+    let program = spec.program.clone();
+    let path = resolved.to_path_buf();
+    match e.raw_os_error() {
+        Some(libc::ENOENT) => match &spec.cwd {
+            // The directory vanished between our check and the child's chdir.
+            Some(cwd) if !cwd.is_dir() => SpawnError::CwdMissing { program, path: cwd.clone() },
+            // The resolved file exists (we checked), so the loader or `#!` interpreter is missing.
+            _ if resolved.exists() => SpawnError::InterpreterNotFound { program, path },
+            _ => {
+                SpawnError::NotFound { program, path_env: spec.path_env().to_owned(), cwd: spec.cwd.clone() }
+            }
+        },
+        Some(libc::ENOTDIR) if spec.cwd.as_deref().is_some_and(|c| !c.is_dir()) => {
+            SpawnError::CwdNotDirectory { program, path: spec.cwd.clone().unwrap_or_default() }
+        }
+        Some(libc::ENOEXEC | libc::EISDIR) => SpawnError::NotExecutable { program, path },
+        Some(libc::EACCES | libc::EPERM) => SpawnError::PermissionDenied { program, path, source: e },
+        _ => SpawnError::Other { program, source: e },
+    }
+}
