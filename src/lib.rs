@@ -20,6 +20,12 @@
 //! `clippy.toml`).
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod cli;
+pub mod client;
+pub mod cutover;
+pub mod detect;
 pub mod model;
+pub mod serve;
 pub mod supervisor;
+pub mod token;

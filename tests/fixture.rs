@@ -43,20 +43,35 @@ fn prints_lines_and_a_long_line_without_newline() {
 #[test]
 fn grandchild_holds_the_port_after_the_parent_exits() {
     let port = free_port();
-    // The grandchild inherits the stdout pipe, so read the announcement line rather than
-    // waiting for EOF (which only comes when the grandchild dies).
+    // The grandchild inherits the stdout pipe, so read lines rather than waiting for EOF
+    // (which only comes when the grandchild dies); its own `ready` line may come first.
     let mut parent = Command::new(fixture_bin())
         .args(["--port", &port.to_string(), "--grandchild-holds-port", "--parent-exits"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut text = String::new();
-    BufReader::new(parent.stdout.take().unwrap()).read_line(&mut text).unwrap();
+    let mut reader = BufReader::new(parent.stdout.take().unwrap());
+    let gpid: i32 = loop {
+        let mut line = String::new();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "fixture closed stdout before naming its grandchild"
+        );
+        if let Some(pid) = line.trim().strip_prefix("grandchild pid=") {
+            break pid.parse().unwrap();
+        }
+    };
+    // Whatever happens below, the grandchild must not outlive the test (it holds our pipe).
+    struct KillOnDrop(i32);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            // SAFETY: plain kill(2) of the grandchild this test started.
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+    let _guard = KillOnDrop(gpid);
     assert!(parent.wait().unwrap().success());
-    let gpid: i32 = text.trim().strip_prefix("grandchild pid=").unwrap().parse().unwrap();
     wait_for("grandchild to bind", Duration::from_secs(10), || {
         std::net::TcpStream::connect(("127.0.0.1", port)).ok()
     });
-    // SAFETY: plain kill(2) of the grandchild this test started.
-    unsafe { libc::kill(gpid, libc::SIGKILL) };
 }

@@ -1,5 +1,11 @@
 //! Integration tests: one binary, one support module. Each module is named after the
 //! behaviour it covers.
 
+mod cli_modules;
+mod cutover;
 mod fixture;
+mod model;
+mod serve;
+mod supervisor;
 mod support;
+mod systemd;

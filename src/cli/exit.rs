@@ -24,6 +24,10 @@ pub enum Code {
     PortHeld = 7,
     /// A clean shutdown was not possible (something had to be killed).
     UncleanShutdown = 8,
+    /// A unit or state file could not be written (`migrate`: write-failed).
+    WriteFailed = 9,
+    /// Another run holds the lock (`migrate`: a cutover or teardown is in progress).
+    Locked = 10,
 }
 
 /// The table printed at the end of `parachute --help`.
@@ -37,7 +41,9 @@ Exit codes:
   5  permission denied
   6  timed out
   7  a port is held by a process that is not ours
-  8  shutdown was not clean (something had to be SIGKILLed)";
+  8  shutdown was not clean (something had to be SIGKILLed)
+  9  a unit or state file could not be written
+  10 another cutover or teardown holds the lock";
 
 impl From<Code> for ExitCode {
     fn from(c: Code) -> ExitCode {

@@ -7,6 +7,8 @@
 //! it explicitly.
 
 pub mod exit;
+pub mod migrate;
+pub mod modules;
 pub mod serve;
 pub mod unit;
 
@@ -65,9 +67,22 @@ pub enum Command {
     /// Run the hub in the foreground: supervise every module in services.json and answer
     /// the loopback control API.
     Serve(serve::Args),
+    /// Start a module (or, without <SVC>, every module) through the running hub.
+    Start(modules::OpArgs),
+    /// Stop a module (or, without <SVC>, every module) through the running hub.
+    Stop(modules::OpArgs),
+    /// Restart a module (or, without <SVC>, every module) through the running hub.
+    Restart(modules::OpArgs),
+    /// Show the hub and every module's state.
+    Status(modules::StatusArgs),
+    /// Print (or follow) a module's buffered output.
+    Logs(modules::LogsArgs),
     /// Manage the hub's unit in the platform service manager (systemd, launchd).
     #[command(subcommand)]
     Unit(unit::Verb),
+    /// Move a box from the legacy detached daemons to a hub supervised by the service
+    /// manager (`--to-supervised`), or remove the hub unit (`--teardown`).
+    Migrate(migrate::Args),
 }
 
 /// Parses arguments, runs the verb, prints any error once and returns the exit code.
@@ -75,7 +90,13 @@ pub fn main(env: HostEnv) -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Serve(args) => serve::run(args, &env),
+        Command::Start(args) => modules::run_op(crate::client::Op::Start, args, &env),
+        Command::Stop(args) => modules::run_op(crate::client::Op::Stop, args, &env),
+        Command::Restart(args) => modules::run_op(crate::client::Op::Restart, args, &env),
+        Command::Status(args) => modules::run_status(args, &env),
+        Command::Logs(args) => modules::run_logs(args, &env),
         Command::Unit(verb) => unit::run(verb, &env),
+        Command::Migrate(args) => migrate::run(args, &env),
     };
     code.into()
 }

@@ -1,18 +1,88 @@
-//! `parachute serve`: the hub runtime (filled in by the serve issue).
+//! `parachute serve`: the hub runtime in the foreground (see [`crate::serve`]).
+//!
+//! This file only turns flags and the environment snapshot into [`ServeOptions`]; the port
+//! comes from `--port`, else `PORT` (platforms such as Render set it), else 1939.
+
+use std::time::Duration;
 
 use super::HostEnv;
 use super::exit::Code;
+use super::modules::{HomeArg, resolve_home};
+use crate::model::modules::HubContext;
+use crate::serve::{self, ServeOptions};
+use crate::supervisor::SupervisorConfig;
 
 /// Arguments of `parachute serve`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Binds the control API on 127.0.0.1 first (a held port exits 7 naming the holder, with no \
+module started), writes <home>/hub-instance.json and <home>/operator.token (0600, created \
+once), then starts every module of <home>/services.json. SIGTERM or SIGINT stops all \
+modules in parallel within --stop-timeout and exits; a second signal kills them at once.
+
+Exit codes: 0 clean shutdown; 1 startup failed; 2 bad flags or PORT; 7 the port is held; \
+8 shutdown was not clean (something had to be SIGKILLed).")]
 pub struct Args {
-    /// The Parachute home (default: $PARACHUTE_HOME, else ~/.parachute).
-    #[arg(long, value_name = "DIR")]
-    pub home: Option<std::path::PathBuf>,
+    /// Where the Parachute home is.
+    #[command(flatten)]
+    pub home: HomeArg,
+    /// The control API port on 127.0.0.1 (default: $PORT, else 1939).
+    #[arg(long, value_name = "N")]
+    pub port: Option<u16>,
+    /// Seconds all modules together get to stop on shutdown before they are SIGKILLed.
+    #[arg(long, value_name = "SECS", default_value_t = serve::DEFAULT_STOP_TIMEOUT.as_secs_f64())]
+    pub stop_timeout: f64,
 }
 
 /// Runs `serve`.
-pub fn run(_args: Args, _env: &HostEnv) -> Code {
-    eprintln!("parachute serve: not built yet");
-    Code::Failure
+pub fn run(args: Args, env: &HostEnv) -> Code {
+    let home = match resolve_home(&args.home, env) {
+        Ok(h) => h,
+        Err(c) => return c,
+    };
+    let port = match (args.port, env.get("PORT")) {
+        (Some(p), _) => p,
+        (None, Some(raw)) if !raw.is_empty() => match raw.trim().parse::<u16>() {
+            Ok(p) if p > 0 => p,
+            _ => {
+                eprintln!("parachute serve: PORT must be 1..65535, got {raw:?}.");
+                return Code::Usage;
+            }
+        },
+        _ => serve::DEFAULT_PORT,
+    };
+    if !(args.stop_timeout.is_finite() && args.stop_timeout >= 0.0 && args.stop_timeout <= 3600.0) {
+        eprintln!("parachute serve: --stop-timeout must be between 0 and 3600 seconds.");
+        return Code::Usage;
+    }
+    let hub_origin = match serve::hub_origin(
+        env.get("PARACHUTE_HUB_ORIGIN"),
+        env.get("RENDER_EXTERNAL_URL"),
+        env.get("FLY_APP_NAME"),
+    ) {
+        Ok(o) => o,
+        Err(msg) => {
+            eprintln!("parachute serve: {msg}");
+            return Code::Usage;
+        }
+    };
+    let ctx = HubContext {
+        hub_port: port,
+        hub_origin,
+        inherited_path: env.get("PATH").unwrap_or("/usr/local/bin:/usr/bin:/bin").to_owned(),
+        user_home: env.path("HOME"),
+        extra_path: env.get("PARACHUTE_EXTRA_PATH").map(str::to_owned),
+        base_env: env
+            .vars()
+            .filter_map(|(k, v)| Some((k.to_str()?.to_owned(), v.to_str()?.to_owned())))
+            .collect(),
+    };
+    serve::run(ServeOptions {
+        home,
+        port,
+        ctx,
+        supervisor: SupervisorConfig::default(),
+        stop_timeout: Duration::from_secs_f64(args.stop_timeout),
+        boot_concurrency: serve::BOOT_CONCURRENCY,
+    })
 }

@@ -1,17 +1,544 @@
-//! `parachute unit …`: the hub unit in the platform manager (filled in by the backend issue).
+//! `parachute unit …`: the hub's unit in the platform service manager.
+//!
+//! One verb per manager operation (`render`, `install [--no-start]`, `start`, `stop`,
+//! `restart`, `status`, `diff`, `remove`), each a thin shell around the
+//! [`ServiceManager`] trait: the backend is picked by [`crate::detect`] from facts taken
+//! from the [`HostEnv`] snapshot, and every verb prints either a sentence for humans or,
+//! with `--json`, one object (`{"verb", "unit", "backend", "scope", …}`; on failure
+//! `{"verb", "error": {"kind", "message", "log_tail"}, "exit_code"}`).
+//!
+//! The hub unit runs `<exe> serve --home <home> --port <port>`: home and port are in argv,
+//! because `serve` acts on its flags and they are what `systemctl status` and `ps` show.
+//! `PARACHUTE_HOME` is also set in the environment so the modules the hub spawns, and any
+//! tool they run, agree on the home whatever the manager's environment is; `PORT` is not,
+//! because modules would inherit it and each module has its own port. `PATH` is baked with
+//! `/usr/sbin:/sbin` included (W17) and `~/.bun/bin` for bun-based modules.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use parachute_manager::{
+    AfterInstall, Change, Drift, Error, ErrorKind, Scope, ServiceManager, UnitId, UnitSpec,
+};
+use serde_json::{Value, json};
 
 use super::HostEnv;
 use super::exit::Code;
+use super::migrate::ScopeArg;
+use super::modules::{HomeArg, resolve_home};
+use crate::cutover::hub_unit::HUB_CRASH_LOOP;
+use crate::detect::{self, Backend, HostFacts};
+use crate::model::home::Home;
+
+const EXIT_HELP: &str = "\
+Exit codes: 0 done (or already so; `diff`: in sync); 1 the manager ran the operation and it \
+failed (the unit's last log lines are printed), or `diff` found a difference; 2 bad flags or a \
+value that cannot go into a unit; 4 no service manager here (the reason is printed); 5 \
+permission denied (use sudo for --scope system); 6 the manager did not answer in time.";
 
 /// The `unit` verbs.
 #[derive(Debug, clap::Subcommand)]
+#[command(after_help = EXIT_HELP)]
 pub enum Verb {
-    /// Print the unit this binary would install.
-    Render,
+    /// Print the unit this binary would install (no manager is contacted on Linux).
+    Render(Args),
+    /// Write the unit, enable it and start it (restarting it if its definition changed).
+    Install(InstallArgs),
+    /// Start the installed unit and wait until it runs.
+    Start(Args),
+    /// Stop the unit and wait until it is down.
+    Stop(Args),
+    /// Restart the unit (starts it when it is not running).
+    Restart(Args),
+    /// Show the unit's state (looks in both scopes when it can).
+    Status(Args),
+    /// Show how the installed unit differs from what this binary renders.
+    Diff(Args),
+    /// Stop, disable and remove the unit, by name, in both scopes when reachable.
+    Remove(Args),
+}
+
+/// Flags every `unit` verb takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// The manager scope (default: system for root, user otherwise).
+    #[arg(long, value_enum)]
+    pub scope: Option<ScopeArg>,
+    /// Where the Parachute home is.
+    #[command(flatten)]
+    pub home: HomeArg,
+    /// The hub's port, baked into the unit (default 1939).
+    #[arg(long, value_name = "N")]
+    pub port: Option<u16>,
+    /// The parachute binary the unit runs (default: this one).
+    #[arg(long, value_name = "PATH")]
+    pub exec: Option<PathBuf>,
+    /// Print one JSON object instead of sentences.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `unit install`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct InstallArgs {
+    /// The flags every verb takes.
+    #[command(flatten)]
+    pub common: Args,
+    /// Write and register the unit, but neither start it now nor enable it for boot.
+    #[arg(long)]
+    pub no_start: bool,
+}
+
+/// The hub unit's description.
+pub const HUB_DESCRIPTION: &str = "Parachute hub (serve + supervisor)";
+
+/// The `PATH` baked into the hub unit: `PARACHUTE_EXTRA_PATH` entries first, then bun's
+/// and the system's directories (with `sbin`, W17), then `~/.local/bin`; duplicates dropped.
+pub fn hub_path(user_home: Option<&Path>, extra_path: Option<&str>) -> String {
+    let home = |sub: &str| user_home.map(|h| h.join(sub).to_string_lossy().into_owned());
+    let mut dirs: Vec<String> =
+        extra_path.unwrap_or("").split(':').filter(|s| !s.is_empty()).map(str::to_owned).collect();
+    dirs.extend(home(".bun/bin"));
+    dirs.extend(
+        ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(str::to_owned),
+    );
+    dirs.extend(home(".local/bin"));
+    let mut seen = std::collections::HashSet::new();
+    dirs.retain(|d| seen.insert(d.clone()));
+    dirs.join(":")
+}
+
+/// The hub's unit spec (see the module doc for what goes where).
+pub fn hub_spec(
+    home: &Home,
+    port: u16,
+    exec: &Path,
+    user_home: Option<&Path>,
+    extra_path: Option<&str>,
+    run_as_user: Option<&str>,
+) -> UnitSpec {
+    let root = home.root().to_string_lossy().into_owned();
+    UnitSpec {
+        id: UnitId::hub(),
+        description: HUB_DESCRIPTION.to_owned(),
+        argv: vec![
+            exec.to_string_lossy().into_owned(),
+            "serve".to_owned(),
+            "--home".to_owned(),
+            root.clone(),
+            "--port".to_owned(),
+            port.to_string(),
+        ],
+        env: vec![("PARACHUTE_HOME".to_owned(), root), ("PATH".to_owned(), hub_path(user_home, extra_path))],
+        working_dir: Some(home.root().to_path_buf()),
+        log_path: home.hub_log(),
+        crash_loop: Some(HUB_CRASH_LOOP),
+        run_as_user: run_as_user.map(str::to_owned),
+    }
+}
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+fn verb_name(v: &Verb) -> &'static str {
+    match v {
+        Verb::Render(_) => "render",
+        Verb::Install(_) => "install",
+        Verb::Start(_) => "start",
+        Verb::Stop(_) => "stop",
+        Verb::Restart(_) => "restart",
+        Verb::Status(_) => "status",
+        Verb::Diff(_) => "diff",
+        Verb::Remove(_) => "remove",
+    }
+}
+
+fn euid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+fn facts(env: &HostEnv) -> HostFacts {
+    HostFacts {
+        root: PathBuf::from("/"),
+        os: std::env::consts::OS,
+        euid: euid(),
+        session_bus_address: env.get("DBUS_SESSION_BUS_ADDRESS").map(str::to_owned),
+        xdg_runtime_dir: env.path("XDG_RUNTIME_DIR"),
+        system_bus_address: env.get("DBUS_SYSTEM_BUS_ADDRESS").map(str::to_owned),
+        user_config_dir: env.path("XDG_CONFIG_HOME").or_else(|| env.path("HOME").map(|h| h.join(".config"))),
+        user_home: env.path("HOME"),
+        sudo_uid: env.get("SUDO_UID").map(str::to_owned),
+    }
 }
 
 /// Runs a `unit` verb.
-pub fn run(_verb: Verb, _env: &HostEnv) -> Code {
-    eprintln!("parachute unit: not built yet");
-    Code::Failure
+pub fn run(verb: Verb, env: &HostEnv) -> Code {
+    let name = verb_name(&verb);
+    let (args, no_start) = match &verb {
+        Verb::Install(i) => (i.common.clone(), i.no_start),
+        Verb::Render(a)
+        | Verb::Start(a)
+        | Verb::Stop(a)
+        | Verb::Restart(a)
+        | Verb::Status(a)
+        | Verb::Diff(a)
+        | Verb::Remove(a) => (a.clone(), false),
+    };
+    let scope = match args.scope {
+        Some(ScopeArg::User) => Scope::User,
+        Some(ScopeArg::System) => Scope::System,
+        None => detect::default_scope(euid()),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime can be built");
+    let out = Out { verb: name, json: args.json };
+    let needs_spec = matches!(verb, Verb::Render(_) | Verb::Install(_) | Verb::Diff(_));
+    let spec = if needs_spec {
+        match spec_for(&args, env, scope, name, matches!(verb, Verb::Install(_))) {
+            Ok(s) => Some(s),
+            Err(c) => return c,
+        }
+    } else {
+        None
+    };
+    if let (Verb::Render(_), "linux") = (&verb, std::env::consts::OS) {
+        return render_linux(&out, spec.as_ref().expect("render builds a spec"), scope, env);
+    }
+    rt.block_on(async {
+        let backend = detect::backend(&facts(env), scope, TIMEOUT).await;
+        let id = UnitId::hub();
+        let r = match verb {
+            Verb::Render(_) => {
+                let spec = spec.as_ref().expect("render builds a spec");
+                match backend.render(spec) {
+                    Ok(bytes) => {
+                        let text = String::from_utf8_lossy(&bytes).into_owned();
+                        out.print(&backend, json!({ "path": backend.unit_path(&id), "text": text }), &text);
+                        return Code::Success;
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Verb::Install(_) => {
+                install(&out, &backend, spec.as_ref().expect("install builds a spec"), no_start, env).await
+            }
+            Verb::Start(_) => simple(&out, &backend, "started", backend.start(&id).await).await,
+            Verb::Stop(_) => simple(&out, &backend, "stopped", backend.stop(&id).await).await,
+            Verb::Restart(_) => simple(&out, &backend, "restarted", backend.restart(&id).await).await,
+            Verb::Remove(_) => simple(&out, &backend, "removed", backend.teardown(&id).await).await,
+            Verb::Status(_) => match backend.status(&id).await {
+                Ok(st) => {
+                    let human = match st.scope {
+                        None => {
+                            format!("{} is not installed (looked in the {} scope).", id.systemd_unit(), scope)
+                        }
+                        Some(s) => format!(
+                            "{} ({} scope): {}{}{}\n  file: {}\n  enabled: {}",
+                            unit_name(&backend, &id),
+                            s,
+                            st.state_text,
+                            st.main_pid.map(|p| format!(", pid {p}")).unwrap_or_default(),
+                            st.restarts.map(|n| format!(", {n} automatic restarts")).unwrap_or_default(),
+                            st.file
+                                .as_ref()
+                                .map(|f| f.display().to_string())
+                                .unwrap_or_else(|| "(none)".into()),
+                            if st.enabled { "yes" } else { "no" },
+                        ),
+                    };
+                    out.print(&backend, json!({ "status": st }), &human);
+                    Ok(Code::Success)
+                }
+                Err(e) => Err(e),
+            },
+            Verb::Diff(_) => match backend.drift(spec.as_ref().expect("diff builds a spec")).await {
+                Ok(d) => {
+                    let (code, human) = match &d {
+                        Drift::InSync => {
+                            (Code::Success, "The installed unit is what this parachute renders.".to_owned())
+                        }
+                        Drift::NotInstalled => (Code::Failure, "The unit is not installed.".to_owned()),
+                        Drift::LoadedStale => (
+                            Code::Failure,
+                            "The file is current but the manager runs an older definition; \
+                             `parachute unit install` restarts it onto the new one."
+                                .to_owned(),
+                        ),
+                        Drift::FileDiffers { diff } => (Code::Failure, diff.trim_end().to_owned()),
+                    };
+                    out.print(&backend, json!({ "drift": d, "path": backend.unit_path(&id) }), &human);
+                    Ok(code)
+                }
+                Err(e) => Err(e),
+            },
+        };
+        match r {
+            Ok(code) => code,
+            Err(e) => out.error(&e),
+        }
+    })
+}
+
+/// Builds the hub spec from the flags; prints the problem and returns the exit code.
+fn spec_for(
+    args: &Args,
+    env: &HostEnv,
+    scope: Scope,
+    verb: &str,
+    must_exist: bool,
+) -> Result<UnitSpec, Code> {
+    let home = resolve_home(&args.home, env)?;
+    let exec = match &args.exec {
+        Some(p) if !p.is_absolute() => {
+            eprintln!("parachute unit {verb}: --exec must be an absolute path, not {}.", p.display());
+            return Err(Code::Usage);
+        }
+        // Kept as given: a stable symlink (/usr/local/bin/parachute) must not be resolved
+        // to a versioned path that goes away with the next upgrade.
+        Some(p) => p.clone(),
+        None => match std::env::current_exe() {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!(
+                    "parachute unit {verb}: cannot find this executable's path ({e}); pass --exec PATH."
+                );
+                return Err(Code::Usage);
+            }
+        },
+    };
+    if must_exist {
+        if !exec.is_file() {
+            eprintln!(
+                "parachute unit {verb}: {} does not exist or is not a file; pass --exec with the installed parachute binary.",
+                exec.display()
+            );
+            return Err(Code::Usage);
+        }
+        if let Some(why) = super::migrate::ephemeral(&exec, env.path("TMPDIR").as_deref()) {
+            eprintln!(
+                "parachute unit {verb}: warning: the unit will run {}, which is inside {why}; it may disappear. \
+                 Install parachute somewhere permanent and pass --exec.",
+                exec.display()
+            );
+        }
+    }
+    // A system unit runs as the human behind sudo, not as root (W7).
+    let run_as = match scope {
+        Scope::System => env.get("SUDO_USER").filter(|u| !u.is_empty() && *u != "root"),
+        Scope::User => None,
+    };
+    let port = args.port.unwrap_or(crate::serve::DEFAULT_PORT);
+    Ok(hub_spec(&home, port, &exec, env.path("HOME").as_deref(), env.get("PARACHUTE_EXTRA_PATH"), run_as))
+}
+
+/// `render` on Linux: the pure renderer, no bus needed.
+fn render_linux(out: &Out, spec: &UnitSpec, scope: Scope, env: &HostEnv) -> Code {
+    match parachute_systemd::render_unit(spec, scope) {
+        Ok(text) => {
+            let dir = match scope {
+                Scope::System => PathBuf::from(parachute_systemd::connect::SYSTEM_UNIT_DIR),
+                Scope::User => facts(env)
+                    .user_config_dir
+                    .map(|c| c.join("systemd/user"))
+                    .unwrap_or_else(|| PathBuf::from("~/.config/systemd/user")),
+            };
+            if out.json {
+                let v = json!({
+                    "verb": out.verb, "unit": spec.id.systemd_unit(), "backend": "systemd",
+                    "scope": scope, "path": dir.join(spec.id.systemd_unit()), "text": text,
+                });
+                println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+            } else {
+                print!("{text}");
+            }
+            Code::Success
+        }
+        Err(e) => out.error(&e),
+    }
+}
+
+fn unit_name(backend: &Backend, id: &UnitId) -> String {
+    match backend {
+        Backend::Launchd(_) => id.launchd_label(),
+        _ => id.systemd_unit(),
+    }
+}
+
+async fn install(
+    out: &Out,
+    backend: &Backend,
+    spec: &UnitSpec,
+    no_start: bool,
+    env: &HostEnv,
+) -> Result<Code, Error> {
+    let then = if no_start { AfterInstall::DontStart } else { AfterInstall::Start };
+    let change = backend.install(spec, then).await?;
+    let st = backend.status(&spec.id).await?;
+    let mut warnings = Vec::new();
+    if !no_start
+        && backend.scope() == Scope::User
+        && let Backend::Systemd(_) = backend
+        && let Some(w) = linger(env).await
+    {
+        warnings.push(w);
+    }
+    let name = unit_name(backend, &spec.id);
+    let what = match (no_start, change) {
+        (true, Change::Changed) => {
+            "written and registered; not started and not enabled (`parachute unit start` starts it)"
+        }
+        (true, Change::AlreadyInPlace) => "already written and registered; nothing to do",
+        (false, Change::Changed) => "installed, enabled and running",
+        (false, Change::AlreadyInPlace) => "already installed and running; nothing to do",
+    };
+    let pid = st.main_pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+    let mut human = format!(
+        "{name} ({}): {what}{pid}.\n  file: {}",
+        backend.kind(),
+        backend.unit_path(&spec.id).display()
+    );
+    for w in &warnings {
+        human.push_str(&format!("\n  warning: {w}"));
+    }
+    out.print(
+        backend,
+        json!({ "change": change, "started": !no_start, "path": backend.unit_path(&spec.id), "status": st, "warnings": warnings }),
+        &human,
+    );
+    Ok(Code::Success)
+}
+
+/// Turns on lingering so a user unit starts at boot; returns a warning when it cannot.
+async fn linger(env: &HostEnv) -> Option<String> {
+    let uid = euid();
+    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok().flatten().map(|u| u.name)?;
+    let conn = match parachute_systemd::connect::system_bus(env.get("DBUS_SYSTEM_BUS_ADDRESS"), TIMEOUT).await
+    {
+        Ok(c) => c,
+        Err(_) => {
+            return Some(format!(
+                "could not check lingering for {user}: the system bus is not reachable. Without lingering the \
+                 unit starts only when {user} logs in; run `sudo loginctl enable-linger {user}`."
+            ));
+        }
+    };
+    match parachute_systemd::connect::ensure_linger(&conn, uid, &user, TIMEOUT).await {
+        Ok(_) => None,
+        Err(e) => Some(e.message),
+    }
+}
+
+async fn simple(out: &Out, backend: &Backend, done: &str, r: Result<Change, Error>) -> Result<Code, Error> {
+    let change = r?;
+    let id = UnitId::hub();
+    let st = backend.status(&id).await?;
+    let name = unit_name(backend, &id);
+    let human = match change {
+        Change::Changed => format!("{name}: {done}."),
+        Change::AlreadyInPlace => format!("{name}: already {done}; nothing to do."),
+    };
+    out.print(backend, json!({ "change": change, "status": st }), &human);
+    Ok(Code::Success)
+}
+
+/// Output for one verb: sentences, or one JSON object.
+struct Out {
+    verb: &'static str,
+    json: bool,
+}
+
+impl Out {
+    fn print(&self, backend: &Backend, extra: Value, human: &str) {
+        if self.json {
+            let mut v = json!({
+                "verb": self.verb,
+                "unit": unit_name(backend, &UnitId::hub()),
+                "backend": backend.kind(),
+                "scope": backend.scope(),
+            });
+            if let (Some(o), Value::Object(e)) = (v.as_object_mut(), extra) {
+                o.extend(e);
+            }
+            println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+        } else {
+            println!("{human}");
+        }
+    }
+
+    fn error(&self, e: &Error) -> Code {
+        let code = exit_code(e.kind);
+        if self.json {
+            let v = json!({
+                "verb": self.verb,
+                "error": { "kind": e.kind, "message": e.message, "log_tail": e.log_tail },
+                "exit_code": code as u8,
+            });
+            println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+        }
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "parachute unit {}: {}", self.verb, e.message);
+        if !e.log_tail.is_empty() && !e.message.contains(&e.log_tail[e.log_tail.len() - 1]) {
+            let _ = writeln!(err, "  last log lines:\n    {}", e.log_tail.join("\n    "));
+        }
+        code
+    }
+}
+
+/// The exit code for a backend error kind.
+pub fn exit_code(kind: ErrorKind) -> Code {
+    match kind {
+        ErrorKind::ManagerUnavailable => Code::NoManager,
+        ErrorKind::PermissionDenied => Code::Permission,
+        ErrorKind::Timeout => Code::Timeout,
+        ErrorKind::InvalidSpec => Code::Usage,
+        _ => Code::Failure,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_has_sbin_bun_and_extra_first_without_duplicates() {
+        let p = hub_path(Some(Path::new("/home/op")), Some("/opt/x/bin::/usr/bin"));
+        assert_eq!(
+            p,
+            "/opt/x/bin:/usr/bin:/home/op/.bun/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/sbin:/bin:/home/op/.local/bin"
+        );
+        assert_eq!(hub_path(None, None), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    }
+
+    #[test]
+    fn spec_puts_home_and_port_in_argv_and_home_in_env() {
+        let home = Home::new("/srv/para chute").unwrap();
+        let s = hub_spec(
+            &home,
+            2939,
+            Path::new("/usr/local/bin/parachute"),
+            Some(Path::new("/home/op")),
+            None,
+            Some("op"),
+        );
+        assert_eq!(
+            s.argv,
+            ["/usr/local/bin/parachute", "serve", "--home", "/srv/para chute", "--port", "2939"]
+        );
+        assert_eq!(s.env[0], ("PARACHUTE_HOME".to_owned(), "/srv/para chute".to_owned()));
+        assert!(!s.env.iter().any(|(k, _)| k == "PORT"));
+        assert_eq!(s.log_path, Path::new("/srv/para chute/hub/logs/hub.log"));
+        assert_eq!(s.crash_loop, Some(HUB_CRASH_LOOP));
+        assert_eq!(s.description, HUB_DESCRIPTION);
+    }
+
+    #[test]
+    fn error_kinds_map_to_documented_exit_codes() {
+        assert_eq!(exit_code(ErrorKind::ManagerUnavailable), Code::NoManager);
+        assert_eq!(exit_code(ErrorKind::PermissionDenied), Code::Permission);
+        assert_eq!(exit_code(ErrorKind::Timeout), Code::Timeout);
+        assert_eq!(exit_code(ErrorKind::InvalidSpec), Code::Usage);
+        assert_eq!(exit_code(ErrorKind::JobFailed), Code::Failure);
+    }
 }

@@ -10,13 +10,57 @@
 //!   publishes immutable [`ModuleState`] snapshots.
 //! - Logs: every module has a ring buffer bounded by bytes; each line carries a sequence
 //!   number so a follower resumes from a cursor and learns how many lines it missed.
+//!
+//! Decisions beyond the contract: `start` during a crash delay joins the pending respawn
+//! (returns `restarting`); `stop` clears `startError` (R28, the log keeps it); the log
+//! buffer and the `list()` position survive `start` after a crash and `restart` (upstream
+//! replaced the buffer, losing the crash's output); every spawn, respawns included, runs
+//! preflight, the squatter check and the readiness gate.
+//!
+//! The pieces, one concern per file:
+//!
+//! ```text
+//!  Supervisor (this file) ── handle: registry of modules, shutdown, kill_all_now
+//!    ├─ registry     modules in list order, the actor command protocol, the state file
+//!    └─ actor        one task per module: commands + child events, serialized
+//!         ├─ transitions  allowed status changes (table)    ├─ budget       crash window, backoff
+//!         ├─ preflight    argv[0] on the child's PATH        ├─ attribution  whose port holder (pure)
+//!         ├─ probe        /proc port holders, readiness     ├─ diagnostics  every human-facing text
+//!         ├─ pump, lines  bounded line splitting, prefixes  ├─ statefile    children on disk, leftovers
+//!         └─ logbuf       ring buffer, seq, followers       └─ output       one bounded output writer
+//! ```
 
+mod actor;
+pub mod attribution;
+pub mod budget;
+pub mod diagnostics;
+pub mod lines;
+pub mod logbuf;
+pub mod output;
+mod preflight;
+mod probe;
+mod pump;
+mod registry;
 pub mod state;
+pub mod statefile;
+pub mod transitions;
 
+pub use logbuf::{LogEvent, LogFollower, LogLine, LogSnapshot};
+pub use output::OutputSink;
 pub use state::{ModuleState, ModuleStatus, StartError};
+pub use statefile::{LeftoverOutcome, LeftoverReport, adopt_leftovers};
 
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
+
+use parachute_process::Spawner;
+use tokio::sync::oneshot;
+
+use output::Output;
+use registry::{Cmd, Ctx};
 
 /// What to run for one module. Built by exactly one function
 /// (`model::modules::spawn_request`) for every path: boot, API start, restart.
@@ -99,5 +143,235 @@ impl Default for SupervisorConfig {
             reclaim: ReclaimPolicy::Adopt,
             state_file: None,
         }
+    }
+}
+
+/// Errors of the supervisor handle.
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    /// `restart(short, Some(next))` with `next.short != short`; nothing was stopped.
+    #[error(
+        "refusing to restart {short}: nextReq.short is \"{next}\"; a restart must keep the \
+         module's name (start {next} separately)"
+    )]
+    ShortMismatch {
+        /// The module being restarted.
+        short: String,
+        /// The mismatched short of the new request.
+        next: String,
+    },
+}
+
+/// What [`Supervisor::shutdown`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Every child exited on SIGTERM within its kill timeout and the deadline.
+    pub clean: bool,
+    /// Modules whose child had to be SIGKILLed (it ignored SIGTERM, or the deadline ran
+    /// out), in `list()` order.
+    pub killed: Vec<String>,
+}
+
+/// A cheap, cloneable handle to the supervisor. Dropping the last clone SIGKILLs every
+/// child group and ends the actors (a test that fails half-way leaves nothing running).
+#[derive(Clone)]
+pub struct Supervisor {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    ctx: Arc<Ctx>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Queue the abort before killing, so an actor sees the command (commands win) rather
+        // than a crash it would respawn.
+        let modules = self.ctx.modules();
+        for m in &modules {
+            let _ = m.tx.send(Cmd::Abort);
+        }
+        for m in &modules {
+            m.kill_now();
+        }
+    }
+}
+
+impl std::fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervisor").field("modules", &self.list().len()).finish_non_exhaustive()
+    }
+}
+
+impl Supervisor {
+    /// A supervisor with its own [`Spawner`] thread; starts the output writer task.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime, or if the spawner thread cannot be started (the OS refused
+    /// a thread); use [`Supervisor::with_spawner`] to handle that.
+    pub fn new(config: SupervisorConfig, output: OutputSink) -> Supervisor {
+        let spawner = Spawner::new().expect("starting the supervisor's spawner thread");
+        Supervisor::with_spawner(config, output, spawner)
+    }
+
+    /// A supervisor using `spawner` (keep one for the life of the process: children die
+    /// with its thread). Must be called inside a tokio runtime.
+    pub fn with_spawner(config: SupervisorConfig, output: OutputSink, spawner: Spawner) -> Supervisor {
+        let output = Output::start(output, config.output_queue_lines);
+        Supervisor { inner: Arc::new(Inner { ctx: Arc::new(Ctx::new(config, output, spawner)) }) }
+    }
+
+    fn ctx(&self) -> &Arc<Ctx> {
+        &self.inner.ctx
+    }
+
+    /// Starts a module, or returns its state unchanged if it is running, starting, or
+    /// waiting out a crash delay (the pending respawn stays the only one, R1). Returns
+    /// after the readiness gate (up to `ready_timeout`). After [`shutdown`](Self::shutdown)
+    /// nothing is started.
+    pub async fn start(&self, req: SpawnRequest) -> ModuleState {
+        if self.ctx().closing.load(Ordering::SeqCst) {
+            return self.get(&req.short).unwrap_or_else(|| stopped_state(&req.short));
+        }
+        let m = self.ctx().get_or_create(&req.short);
+        let (reply, rx) = oneshot::channel();
+        if m.tx.send(Cmd::Start { req, reply }).is_err() {
+            return m.snapshot();
+        }
+        rx.await.unwrap_or_else(|_| m.snapshot())
+    }
+
+    /// Stops a module (SIGTERM, SIGKILL after `kill_timeout`, group reaped, output drained).
+    /// `None` if it is not supervised.
+    pub async fn stop(&self, short: &str) -> Option<ModuleState> {
+        let m = self.ctx().find(short)?;
+        let (reply, rx) = oneshot::channel();
+        if m.tx.send(Cmd::Stop { reply }).is_err() {
+            return Some(m.snapshot());
+        }
+        Some(rx.await.map_or_else(|_| m.snapshot(), |s| s.state))
+    }
+
+    /// Stops the module's child (if any) and starts it again with `next` (or the stored
+    /// request). The crash budget resets; the log buffer and the `list()` position stay.
+    /// `Ok(None)` if it is not supervised.
+    pub async fn restart(
+        &self,
+        short: &str,
+        next: Option<SpawnRequest>,
+    ) -> Result<Option<ModuleState>, SupervisorError> {
+        if let Some(n) = &next
+            && n.short != short
+        {
+            return Err(SupervisorError::ShortMismatch { short: short.to_owned(), next: n.short.clone() });
+        }
+        let Some(m) = self.ctx().find(short) else { return Ok(None) };
+        let (reply, rx) = oneshot::channel();
+        if m.tx.send(Cmd::Restart { next, reply }).is_err() {
+            return Ok(Some(m.snapshot()));
+        }
+        Ok(Some(rx.await.unwrap_or_else(|_| m.snapshot())))
+    }
+
+    /// Stops a module and forgets it: its followers end, `get` returns `None`.
+    pub async fn remove(&self, short: &str) -> Option<ModuleState> {
+        let m = self.ctx().find(short)?;
+        let (reply, rx) = oneshot::channel();
+        let state = match m.tx.send(Cmd::Remove { reply }) {
+            Ok(()) => rx.await.map_or_else(|_| m.snapshot(), |s| s.state),
+            Err(_) => m.snapshot(),
+        };
+        self.ctx().modules.lock().unwrap_or_else(|p| p.into_inner()).retain(|x| !Arc::ptr_eq(x, &m));
+        Some(state)
+    }
+
+    /// The module's current state, without waiting on its actor.
+    pub fn get(&self, short: &str) -> Option<ModuleState> {
+        self.ctx().find(short).map(|m| m.snapshot())
+    }
+
+    /// Every module's state, in the order they were first started.
+    pub fn list(&self) -> Vec<ModuleState> {
+        self.ctx().modules().iter().map(|m| m.snapshot()).collect()
+    }
+
+    /// The module's buffered log lines from `since` (a `seq`; `None`: all kept).
+    pub fn logs(&self, short: &str, since: Option<u64>) -> Option<LogSnapshot> {
+        self.ctx().find(short).map(|m| m.ring.snapshot(since))
+    }
+
+    /// Follows the module's log from `since` (`None`: the oldest kept line). Survives crash
+    /// respawns and restarts; ends when the module is removed or the supervisor shuts down.
+    pub fn follow(&self, short: &str, since: Option<u64>) -> Option<LogFollower> {
+        self.ctx().find(short).map(|m| m.ring.follow(since))
+    }
+
+    /// Stops every module in parallel under one `deadline`, then SIGKILLs every group that
+    /// is left (R8). Later `start`s do nothing. Log followers end.
+    pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
+        self.ctx().closing.store(true, Ordering::SeqCst);
+        let modules = self.ctx().modules();
+        let until = tokio::time::Instant::now() + deadline;
+        let mut set = tokio::task::JoinSet::new();
+        let mut pending: HashSet<String> = HashSet::new();
+        for m in &modules {
+            let (reply, rx) = oneshot::channel();
+            if m.tx.send(Cmd::Shutdown { reply }).is_ok() {
+                pending.insert(m.short.clone());
+                let short = m.short.clone();
+                set.spawn(async move { (short, rx.await.map(|s| s.escalated).unwrap_or(false)) });
+            }
+        }
+        let mut escalated: HashMap<String, bool> = HashMap::new();
+        while let Ok(Some(done)) = tokio::time::timeout_at(until, set.join_next()).await {
+            if let Ok((short, esc)) = done {
+                pending.remove(&short);
+                escalated.insert(short, esc);
+            }
+        }
+        if !pending.is_empty() {
+            self.kill_all_now();
+            let grace = tokio::time::Instant::now() + parachute_process::KILL_WAIT;
+            while let Ok(Some(_)) = tokio::time::timeout_at(grace, set.join_next()).await {}
+        }
+        for m in &modules {
+            m.ring.close();
+        }
+        self.ctx().output.flush(Duration::from_secs(1)).await;
+        let killed: Vec<String> = modules
+            .iter()
+            .map(|m| &m.short)
+            .filter(|s| pending.contains(*s) || escalated.get(*s).copied().unwrap_or(false))
+            .cloned()
+            .collect();
+        ShutdownReport { clean: killed.is_empty(), killed }
+    }
+
+    /// SIGKILLs every live child group at once (a second signal during shutdown). Only
+    /// unreaped children are signalled, so this can never hit a recycled pid.
+    pub fn kill_all_now(&self) {
+        for m in self.ctx().modules() {
+            m.kill_now();
+        }
+    }
+
+    /// Pids of the live children (each leads its own group), for a PID-1/subreaper zombie
+    /// reaper that must not steal their exit status.
+    pub fn tracked_pids(&self) -> HashSet<u32> {
+        self.ctx().live_leaders().into_iter().collect()
+    }
+}
+
+fn stopped_state(short: &str) -> ModuleState {
+    ModuleState {
+        short: short.to_owned(),
+        status: ModuleStatus::Stopped,
+        pid: None,
+        started_at: None,
+        restarts_in_window: 0,
+        last_crash_at: None,
+        last_exit_code: None,
+        start_error: None,
     }
 }

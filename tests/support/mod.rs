@@ -1,6 +1,10 @@
 //! Shared test harness: temp homes, the fixture module, waiting on conditions.
 #![allow(dead_code)]
 
+pub mod hub;
+pub mod legacy_box;
+pub mod sandbox;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 

@@ -1,0 +1,261 @@
+//! The hub's control API: a small HTTP/1 server on 127.0.0.1 that the CLI verbs drive.
+//!
+//! Routes (every error is `{error, error_description}` JSON; a wrong method is a 405 with
+//! `Allow`, checked before auth; unknown paths are 404 `not_found`):
+//!
+//! ```text
+//! GET  /health                          open: {status, service, instance, pid, port, version, startedAt, modules:{running,total}}
+//! GET  /api/modules                     bearer: {modules: [ModuleState…], installed: [{short, port}…]}
+//! GET  /api/modules/<short>             bearer: {short, state} | 404 not_supervised
+//! POST /api/modules/<short>/start       bearer: {short, state} | 400 not_installed | 422 no_start_cmd / invalid_module
+//! POST /api/modules/<short>/stop        bearer: {short, state} | 404 not_supervised
+//! POST /api/modules/<short>/restart     bearer: {short, state} | 400 not_installed | 404 not_supervised
+//! GET  /api/modules/<short>/logs        bearer: ?since=<seq> → {short, lines:[{seq,text}], missed, nextSeq}
+//!                                       &follow=1 → application/x-ndjson stream (see `logs`)
+//! ```
+//!
+//! Any module in services.json can be driven, third-party ones included (upstream R20).
+//! Start and restart re-read services.json through [`ResolveSpawn`], which `serve` backs
+//! with the model's single request builder and the hub origin resolved at boot (R16, R17):
+//! a request's own Host never influences what a child is given. Bearer auth uses the
+//! operator token (`<home>/operator.token`), compared in constant time; `/health` is open
+//! because it is how a client proves it talks to the right hub before sending the token.
+//!
+//! The routing is axum's; each route's method router has a fallback that answers 405 in
+//! our error shape, so the method check precedes authentication, as upstream does.
+
+mod auth;
+pub mod error;
+mod logs;
+pub mod wire;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::sync::watch;
+
+use crate::model::hub_instance::HubInstance;
+use crate::supervisor::{ModuleStatus, SpawnRequest, Supervisor};
+use crate::token::OperatorToken;
+pub use error::ApiError;
+use wire::{Health, Installed, ModuleCounts, ModuleList, ModuleReply};
+
+/// Builds the spawn request of a module from the current services.json (and its
+/// `module.json` / `.env`), exactly as boot does.
+pub trait ResolveSpawn: Send + Sync + 'static {
+    /// The request for `short`, or why there is none.
+    fn resolve(&self, short: &str) -> Result<SpawnRequest, ResolveError>;
+
+    /// Every module services.json lists now (lenient read: bad rows are left out).
+    fn installed(&self) -> Vec<Installed>;
+}
+
+/// Why no spawn request could be built.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ResolveError {
+    /// services.json has no row for the module.
+    #[error("{short} is not installed (services.json has no entry for it); install it first.")]
+    NotInstalled {
+        /// The module.
+        short: String,
+    },
+    /// The row resolves to no start command (a CLI-only module).
+    #[error("{short} has no startCmd ({detail}); it is not a module the hub can run.")]
+    NoStartCmd {
+        /// The module.
+        short: String,
+        /// Where the command was looked for.
+        detail: String,
+    },
+    /// The row or its manifest is unusable.
+    #[error("{detail}")]
+    Invalid {
+        /// The module.
+        short: String,
+        /// A complete sentence naming the file and field.
+        detail: String,
+    },
+}
+
+impl From<ResolveError> for ApiError {
+    fn from(e: ResolveError) -> ApiError {
+        let (status, code) = match &e {
+            ResolveError::NotInstalled { .. } => (StatusCode::BAD_REQUEST, "not_installed"),
+            ResolveError::NoStartCmd { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "no_start_cmd"),
+            ResolveError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_module"),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+/// Everything the handlers need.
+pub struct ApiState {
+    /// The supervisor handle.
+    pub supervisor: Supervisor,
+    /// The bearer secret.
+    pub token: OperatorToken,
+    /// This hub's identity (nonce, pid, port).
+    pub instance: HubInstance,
+    /// Builds spawn requests from the current services.json.
+    pub resolver: Arc<dyn ResolveSpawn>,
+    /// The hub's lifecycle phase: starts are refused from `Stopping` on, log follows end
+    /// at `Closing` (after the modules stopped, so followers see their last lines).
+    pub phase: watch::Receiver<Phase>,
+}
+
+/// Where the hub is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Serving normally.
+    Running,
+    /// Stopping modules: no new starts.
+    Stopping,
+    /// Modules are down; the API is closing.
+    Closing,
+}
+
+type Shared = Arc<ApiState>;
+
+/// The router (exposed for tests that drive it without a socket).
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/health", get(health).fallback(|| async { ApiError::method_not_allowed("GET") }))
+        .route("/api/modules", get(list).fallback(|| async { ApiError::method_not_allowed("GET") }))
+        .route("/api/modules/{short}", get(one).fallback(|| async { ApiError::method_not_allowed("GET") }))
+        .route(
+            "/api/modules/{short}/start",
+            post(start).fallback(|| async { ApiError::method_not_allowed("POST") }),
+        )
+        .route(
+            "/api/modules/{short}/stop",
+            post(stop).fallback(|| async { ApiError::method_not_allowed("POST") }),
+        )
+        .route(
+            "/api/modules/{short}/restart",
+            post(restart).fallback(|| async { ApiError::method_not_allowed("POST") }),
+        )
+        .route(
+            "/api/modules/{short}/logs",
+            get(logs::logs).fallback(|| async { ApiError::method_not_allowed("GET") }),
+        )
+        .fallback(|uri: axum::http::Uri| async move { ApiError::not_found(uri.path()) })
+        .with_state(state)
+}
+
+/// Serves the API on an already bound listener until `shutdown` resolves and every
+/// connection has finished (log follows end when the phase reaches `Closing`).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Shared,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}
+
+/// A JSON answer that is never cached.
+fn json<T: serde::Serialize>(value: T) -> Response {
+    let mut resp = axum::Json(value).into_response();
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn short_of(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let Path(short) = path.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("the module name in the path is unusable: {e}."),
+        )
+    })?;
+    if short.is_empty() || short.chars().any(char::is_control) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the module name in the path is empty or holds control characters.",
+        ));
+    }
+    Ok(short)
+}
+
+async fn health(State(s): State<Shared>) -> Response {
+    let modules = s.supervisor.list();
+    let running = modules.iter().filter(|m| m.status == ModuleStatus::Running).count();
+    json(Health {
+        status: "ok".to_owned(),
+        service: "parachute-hub".to_owned(),
+        instance: s.instance.instance.clone(),
+        pid: s.instance.pid,
+        port: s.instance.port,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        started_at: crate::serve::rfc3339(s.instance.started_at),
+        modules: ModuleCounts { running, total: modules.len() },
+    })
+}
+
+async fn list(State(s): State<Shared>, _op: auth::Operator) -> Response {
+    json(ModuleList { modules: s.supervisor.list(), installed: s.resolver.installed() })
+}
+
+async fn one(
+    State(s): State<Shared>,
+    path: Result<Path<String>, PathRejection>,
+    _op: auth::Operator,
+) -> Result<Response, ApiError> {
+    let short = short_of(path)?;
+    let state = s.supervisor.get(&short).ok_or_else(|| ApiError::not_supervised(&short))?;
+    Ok(json(ModuleReply { short, state }))
+}
+
+async fn start(
+    State(s): State<Shared>,
+    path: Result<Path<String>, PathRejection>,
+    _op: auth::Operator,
+) -> Result<Response, ApiError> {
+    let short = short_of(path)?;
+    if *s.phase.borrow() != Phase::Running {
+        return Err(ApiError::shutting_down());
+    }
+    let req = s.resolver.resolve(&short)?;
+    // 200 even when the module crashed: the state (status + startError) is the answer,
+    // and the CLI turns a crashed state into a failure (upstream R11).
+    let state = s.supervisor.start(req).await;
+    Ok(json(ModuleReply { short, state }))
+}
+
+async fn stop(
+    State(s): State<Shared>,
+    path: Result<Path<String>, PathRejection>,
+    _op: auth::Operator,
+) -> Result<Response, ApiError> {
+    let short = short_of(path)?;
+    let state = s.supervisor.stop(&short).await.ok_or_else(|| ApiError::not_supervised(&short))?;
+    Ok(json(ModuleReply { short, state }))
+}
+
+async fn restart(
+    State(s): State<Shared>,
+    path: Result<Path<String>, PathRejection>,
+    _op: auth::Operator,
+) -> Result<Response, ApiError> {
+    let short = short_of(path)?;
+    if *s.phase.borrow() != Phase::Running {
+        return Err(ApiError::shutting_down());
+    }
+    // Re-read services.json so a corrected command, port or .env takes effect (hub#532).
+    let req = s.resolver.resolve(&short)?;
+    match s.supervisor.restart(&short, Some(req)).await {
+        Ok(Some(state)) => Ok(json(ModuleReply { short, state })),
+        Ok(None) => Err(ApiError::not_supervised(&short)),
+        Err(e) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "module_op_failed",
+            format!("{short} restart failed: {e}"),
+        )),
+    }
+}

@@ -1,0 +1,490 @@
+//! `parachute migrate --to-supervised | --teardown`: flags and environment in, a
+//! [`crate::cutover`] run out, printed for a terminal, as plain lines, or as JSON.
+//!
+//! This file decides what the library cannot: the hub port (`--port`, else the legacy
+//! `hub/run/hub.port`, else 1939), the binary baked into the unit (`--exec`, else this
+//! executable's canonical path), which service manager to talk to (the only place that
+//! builds bus connections for this verb), and the test fault point
+//! `PARACHUTE_TEST_CRASH_AFTER_STEP`, read from the [`HostEnv`] snapshot and passed down.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use parachute_container::{DetectProbe, Detected, NoManager};
+use parachute_manager::{Scope, ServiceManager};
+use serde_json::json;
+
+use super::HostEnv;
+use super::exit::Code;
+use super::modules::{HomeArg, resolve_home};
+use crate::cutover::explain::shell_quote;
+use crate::cutover::{self, Config, Event, Outcome, Report, Sink, TeardownOutcome, TeardownReport, Timeouts};
+use crate::model::home::Home;
+use crate::model::pidfile;
+
+/// Exit codes of `migrate`, printed by `--help`.
+pub const HELP: &str = "\
+Steps of --to-supervised (each is journaled in <home>/hub/run/migrate-journal.json; a re-run \
+after a crash continues from the last one that still holds):
+  1 detect  2 preflight (read-only: binary runs, every declared port's holder is ours)
+  3 write the unit (not started)  4 stop legacy daemons (identity-checked pidfiles)
+  5 disable stale per-module units  6 sweep attributable orphans  7 verify ports free
+  8 start the unit  9 verify /health from the unit's main pid and every module running
+
+Exit codes:
+  0   migrated, or already migrated; teardown done or nothing installed
+  1   start-failed: the service manager did not start the hub unit (teardown: removal failed)
+  2   bad usage or bad input (a malformed hub/run/hub.port, a missing --exec)
+  4   no-manager: no service manager (systemd, launchd) is reachable
+  6   verify-timeout: the unit started but the hub or a module was not verified in time
+  7   port-stuck: a declared port is held by a process the cutover may not stop
+  9   write-failed: the unit could not be written, or --exec does not run
+  10  locked: another cutover or teardown is running on this home
+
+Every failure says which legacy processes are stopped, whether the unit file exists, is \
+enabled and running, and the one command that continues from there.";
+
+/// Which manager scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScopeArg {
+    /// The invoking user's manager (`systemd --user`, a LaunchAgent).
+    User,
+    /// The system manager (needs root).
+    System,
+}
+
+/// Arguments of `parachute migrate`.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("mode").required(true).args(["to_supervised", "teardown"])))]
+#[command(after_help = HELP)]
+pub struct Args {
+    /// Move this box from the legacy detached daemons to a hub supervised by the service
+    /// manager (resumable; safe to re-run).
+    #[arg(long)]
+    pub to_supervised: bool,
+    /// Stop, disable and remove the hub unit in whichever scope holds it, and disable stale
+    /// per-module units. Nothing installed is not an error.
+    #[arg(long, conflicts_with_all = ["port", "exec", "dry_run"])]
+    pub teardown: bool,
+    /// The Parachute home.
+    #[command(flatten)]
+    pub home: HomeArg,
+    /// The hub port the unit uses (default: the legacy hub/run/hub.port, else the port of an
+    /// earlier cutover of this home, else 1939).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
+    /// The parachute binary the unit runs (default: this executable).
+    #[arg(long, value_name = "PATH")]
+    pub exec: Option<PathBuf>,
+    /// Print what would be stopped, swept, written and started; change nothing. Runs the
+    /// read-only steps (detect, preflight) for real and exits with the code the real run
+    /// would end with if they fail.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print one JSON object (outcome, steps, final state) instead of progress lines.
+    #[arg(long)]
+    pub json: bool,
+    /// The manager scope (default: system for root, user otherwise).
+    #[arg(long, value_enum)]
+    pub scope: Option<ScopeArg>,
+}
+
+/// The exit code of a cutover outcome.
+pub fn exit_code(o: Outcome) -> Code {
+    match o {
+        Outcome::AlreadyMigrated | Outcome::Migrated => Code::Success,
+        Outcome::StartFailed => Code::Failure,
+        Outcome::NoManager => Code::NoManager,
+        Outcome::VerifyTimeout => Code::Timeout,
+        Outcome::PortStuck => Code::PortHeld,
+        Outcome::WriteFailed => Code::WriteFailed,
+        Outcome::Locked => Code::Locked,
+    }
+}
+
+/// Runs `migrate`.
+pub fn run(args: Args, env: &HostEnv) -> Code {
+    let home = match resolve_home(&args.home, env) {
+        Ok(h) => h,
+        Err(c) => return c,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime can be built");
+    let euid = nix::unistd::geteuid().as_raw();
+    let scope = match args.scope {
+        Some(ScopeArg::User) => Scope::User,
+        Some(ScopeArg::System) => Scope::System,
+        None if euid == 0 => Scope::System,
+        None => Scope::User,
+    };
+    if args.teardown {
+        return rt.block_on(async {
+            match backend(env, scope, euid).await {
+                Backend::Systemd(m) => teardown(&home, &m, args.json).await,
+                Backend::Launchd(m) => teardown(&home, &m, args.json).await,
+                Backend::None(m) => teardown(&home, &m, args.json).await,
+            }
+        });
+    }
+    let cfg = match config(&args, env, home) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    rt.block_on(async {
+        match backend(env, scope, euid).await {
+            Backend::Systemd(m) => cutover_run(&cfg, &m, args.json).await,
+            Backend::Launchd(m) => cutover_run(&cfg, &m, args.json).await,
+            Backend::None(m) => cutover_run(&cfg, &m, args.json).await,
+        }
+    })
+}
+
+fn config(args: &Args, env: &HostEnv, home: Home) -> Result<Config, Code> {
+    let port = match args.port {
+        Some(p) => p,
+        None => match pidfile::read_port_file(&home.hub_port_file()) {
+            Ok(Some(p)) => p,
+            Ok(None) => previous_port(&home).unwrap_or(crate::model::names::HUB_PORT),
+            Err(e) => {
+                eprintln!(
+                    "parachute migrate: {e} It names the legacy hub's port; pass --port N to choose one."
+                );
+                return Err(Code::Usage);
+            }
+        },
+    };
+    let exec = match &args.exec {
+        Some(p) => std::fs::canonicalize(p).map_err(|e| {
+            eprintln!(
+                "parachute migrate: --exec {}: {e}. Pass the path of an installed parachute binary.",
+                p.display()
+            );
+            Code::Usage
+        })?,
+        None => std::env::current_exe().and_then(std::fs::canonicalize).map_err(|e| {
+            eprintln!("parachute migrate: cannot find this executable's path ({e}); pass --exec PATH.");
+            Code::Usage
+        })?,
+    };
+    if let Some(why) = ephemeral(&exec, env.path("TMPDIR").as_deref()) {
+        eprintln!(
+            "parachute migrate: warning: the unit will run {}, which is inside {why}; it may disappear. \
+             Install parachute somewhere permanent and pass --exec, or ignore this for a test.",
+            exec.display()
+        );
+    }
+    let crash_after = match env.get("PARACHUTE_TEST_CRASH_AFTER_STEP") {
+        None | Some("") => None,
+        Some(v) => match v.parse::<u8>() {
+            Ok(n) if (1..=9).contains(&n) => Some(n),
+            _ => {
+                eprintln!(
+                    "parachute migrate: PARACHUTE_TEST_CRASH_AFTER_STEP must be a step number 1..9, got {v:?}."
+                );
+                return Err(Code::Usage);
+            }
+        },
+    };
+    let mut rerun =
+        format!("parachute migrate --to-supervised --home {}", shell_quote(&home.root().to_string_lossy()));
+    if let Some(p) = args.port {
+        rerun.push_str(&format!(" --port {p}"));
+    }
+    if args.exec.is_some() {
+        rerun.push_str(&format!(" --exec {}", shell_quote(&exec.to_string_lossy())));
+    }
+    if let Some(s) = args.scope {
+        rerun.push_str(if s == ScopeArg::User { " --scope user" } else { " --scope system" });
+    }
+    if args.dry_run {
+        rerun.push_str(" --dry-run");
+    }
+    Ok(Config {
+        spec: cutover::hub_unit_spec(&home, port, &exec),
+        home,
+        port,
+        exec,
+        dry_run: args.dry_run,
+        crash_after,
+        timeouts: Timeouts::default(),
+        rerun,
+    })
+}
+
+/// The port an earlier cutover chose, once the legacy `hub.port` is gone (step 4 removes
+/// it): the journal's attempt (a re-run after a crash), else the running hub's
+/// `hub-instance.json` (a re-run after a migration). Unreadable files count as absent here;
+/// the cutover itself reports them.
+fn previous_port(home: &Home) -> Option<u16> {
+    let journal = std::fs::read(home.cutover_journal())
+        .ok()
+        .and_then(|b| serde_json::from_slice::<cutover::journal::Journal>(&b).ok())
+        .map(|j| j.attempt.port);
+    journal.or_else(|| {
+        crate::model::hub_instance::HubInstance::read(&home.hub_instance()).ok().flatten().map(|i| i.port)
+    })
+}
+
+/// Why `exec` looks temporary: inside the temp directory or a cargo `target/` tree.
+pub fn ephemeral(exec: &Path, tmpdir: Option<&Path>) -> Option<String> {
+    let temps: Vec<PathBuf> =
+        [Some(PathBuf::from("/tmp")), Some(PathBuf::from("/var/tmp")), tmpdir.map(Path::to_path_buf)]
+            .into_iter()
+            .flatten()
+            .collect();
+    if let Some(t) = temps.iter().find(|t| exec.starts_with(t)) {
+        return Some(format!("the temporary directory {}", t.display()));
+    }
+    let parts: Vec<String> =
+        exec.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+    let build = parts.windows(2).any(|w| {
+        w[0] == "target" || (w[0].starts_with("target") && matches!(w[1].as_str(), "debug" | "release"))
+    });
+    build.then(|| "a cargo build directory (target/)".to_owned())
+}
+
+/// The manager this run talks to.
+enum Backend {
+    Systemd(parachute_systemd::SystemdManager),
+    Launchd(parachute_launchd::LaunchdManager),
+    None(NoManager),
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Picks and connects the backend. Tests reach a sandbox manager by passing its bus address
+/// and `XDG_CONFIG_HOME` in the environment of the `parachute` they run; nothing here has
+/// a default that could reach another manager than the one the environment names.
+async fn backend(env: &HostEnv, scope: Scope, euid: u32) -> Backend {
+    use parachute_systemd::connect;
+    let os = std::env::consts::OS;
+    if os == "macos" {
+        let user_home = env.path("HOME").unwrap_or_else(|| PathBuf::from("/var/root"));
+        let uid = parachute_launchd::gui_uid(euid, env.get("SUDO_UID"));
+        let dirs = parachute_launchd::LaunchdDirs::for_home(&user_home);
+        return Backend::Launchd(parachute_launchd::LaunchdManager::new(
+            scope,
+            dirs,
+            uid,
+            parachute_launchd::Launchctl::production(),
+        ));
+    }
+    let booted = Path::new("/run/systemd/system").is_dir();
+    let system_addr = env.get("DBUS_SYSTEM_BUS_ADDRESS");
+    let runtime_dir = env.path("XDG_RUNTIME_DIR");
+    let user =
+        || connect::user_bus(env.get("DBUS_SESSION_BUS_ADDRESS"), runtime_dir.as_deref(), CONNECT_TIMEOUT);
+    let user_dir_pref = env
+        .path("XDG_CONFIG_HOME")
+        .or_else(|| env.path("HOME").map(|h| h.join(".config")))
+        .map(|c| c.join("systemd/user"));
+    let connected = if !booted {
+        Err(String::new())
+    } else {
+        match scope {
+            Scope::User => match user().await {
+                Err(e) => Err(e.message),
+                Ok(conn) => {
+                    let pref = user_dir_pref.clone().unwrap_or_else(|| PathBuf::from("/nonexistent"));
+                    match connect::user_unit_dir(&conn, &pref, CONNECT_TIMEOUT).await {
+                        Err(e) => Err(e.message),
+                        Ok(dir) => {
+                            let mut m = parachute_systemd::SystemdManager::new(conn, Scope::User, dir);
+                            if let Ok(sys) = connect::system_bus(system_addr, CONNECT_TIMEOUT).await {
+                                m = m.with_other_scope(sys, PathBuf::from(connect::SYSTEM_UNIT_DIR));
+                            }
+                            Ok(m)
+                        }
+                    }
+                }
+            },
+            Scope::System => match connect::system_bus(system_addr, CONNECT_TIMEOUT).await {
+                Err(e) => Err(e.message),
+                Ok(conn) => {
+                    let mut m = parachute_systemd::SystemdManager::new(
+                        conn,
+                        Scope::System,
+                        PathBuf::from(connect::SYSTEM_UNIT_DIR),
+                    );
+                    if let (Ok(u), Some(pref)) = (user().await, user_dir_pref.as_ref())
+                        && let Ok(dir) = connect::user_unit_dir(&u, pref, CONNECT_TIMEOUT).await
+                    {
+                        m = m.with_other_scope(u, dir);
+                    }
+                    Ok(m)
+                }
+            },
+        }
+    };
+    match connected {
+        Ok(m) => Backend::Systemd(m),
+        Err(why) => {
+            let container = if Path::new("/.dockerenv").exists() {
+                Some("docker")
+            } else if Path::new("/run/.containerenv").exists() {
+                Some("podman")
+            } else {
+                None
+            };
+            let probe = DetectProbe {
+                os,
+                euid: if scope == Scope::System { 0 } else { euid.max(1) },
+                run_systemd_system_exists: booted,
+                bus_answers: false,
+                launchd_domain_reachable: false,
+                container,
+            };
+            let why = match parachute_container::detect(&probe) {
+                Detected::None { why: general } if why.is_empty() => general,
+                _ => why,
+            };
+            Backend::None(NoManager::new(scope, why))
+        }
+    }
+}
+
+/// Progress on a terminal: each step's line is rewritten in place when it ends.
+struct Tty;
+/// Progress as plain lines (pipes, logs).
+struct Plain;
+
+fn label(k: cutover::plan::StepKind) -> String {
+    format!("[{}/9] {}", k.number(), k.title())
+}
+
+impl Sink for Tty {
+    fn event(&mut self, e: Event<'_>) {
+        let mut out = std::io::stdout().lock();
+        let _ = match e {
+            Event::Note(l) => writeln!(out, "{l}"),
+            Event::Begin(k) => write!(out, "  … {}", label(k)),
+            Event::Done(k, s) => writeln!(out, "\r\x1b[2K  ✓ {} — {s}", label(k)),
+            Event::Skipped(k, s) => writeln!(out, "  ✓ {} — {s}", label(k)),
+            Event::Failed(k, s) => writeln!(out, "\r\x1b[2K  ✗ {} — {s}", label(k)),
+        };
+        let _ = out.flush();
+    }
+}
+
+impl Sink for Plain {
+    fn event(&mut self, e: Event<'_>) {
+        let mut out = std::io::stdout().lock();
+        let _ = match e {
+            Event::Note(l) => writeln!(out, "{l}"),
+            Event::Begin(_) => Ok(()),
+            Event::Done(k, s) => writeln!(out, "{}: done — {s}", label(k)),
+            Event::Skipped(k, s) => writeln!(out, "{}: {s}", label(k)),
+            Event::Failed(k, s) => writeln!(out, "{}: FAILED — {s}", label(k)),
+        };
+        let _ = out.flush();
+    }
+}
+
+async fn cutover_run<M: ServiceManager>(cfg: &Config, manager: &M, json_out: bool) -> Code {
+    let report = if json_out {
+        cutover::migrate(cfg, manager, &mut cutover::report::Quiet).await
+    } else if std::io::stdout().is_terminal() {
+        cutover::migrate(cfg, manager, &mut Tty).await
+    } else {
+        cutover::migrate(cfg, manager, &mut Plain).await
+    };
+    let code = exit_code(report.outcome);
+    if json_out {
+        print_json(&report, code);
+    } else {
+        print_human(&report);
+    }
+    code
+}
+
+fn print_json(r: &Report, code: Code) {
+    let v = json!({
+        "outcome": r.outcome,
+        "exit_code": code as u8,
+        "dry_run": r.dry_run,
+        "steps_done": r.steps,
+        "final_state": r.final_state,
+        "messages": r.messages,
+        "next": r.next,
+    });
+    println!("{}", serde_json::to_string_pretty(&v).expect("a report serializes"));
+}
+
+fn print_human(r: &Report) {
+    if r.outcome.is_success() {
+        for l in &r.messages {
+            println!("{l}");
+        }
+    } else {
+        let mut err = std::io::stderr().lock();
+        for l in &r.messages {
+            let _ = writeln!(err, "{l}");
+        }
+    }
+}
+
+async fn teardown<M: ServiceManager>(home: &Home, manager: &M, json_out: bool) -> Code {
+    let report: TeardownReport = if json_out {
+        cutover::teardown(home, manager, &mut cutover::report::Quiet).await
+    } else {
+        cutover::teardown(home, manager, &mut Plain).await
+    };
+    let code = match report.outcome {
+        TeardownOutcome::Removed | TeardownOutcome::NothingInstalled => Code::Success,
+        TeardownOutcome::Failed => Code::Failure,
+        TeardownOutcome::Locked => Code::Locked,
+    };
+    if json_out {
+        let v = json!({
+            "outcome": report.outcome,
+            "exit_code": code as u8,
+            "disabled": report.disabled,
+            "unit": report.unit,
+            "messages": report.messages,
+        });
+        println!("{}", serde_json::to_string_pretty(&v).expect("a report serializes"));
+    } else if code == Code::Success {
+        for l in &report.messages {
+            println!("{l}");
+        }
+    } else {
+        for l in &report.messages {
+            eprintln!("{l}");
+        }
+    }
+    code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ephemeral_paths_are_named() {
+        assert!(ephemeral(Path::new("/tmp/x/parachute"), None).unwrap().contains("temporary"));
+        assert!(ephemeral(Path::new("/scratch/parachute"), Some(Path::new("/scratch"))).is_some());
+        assert!(ephemeral(Path::new("/src/p/target/debug/parachute"), None).unwrap().contains("target/"));
+        assert!(ephemeral(Path::new("/work/target-x/release/parachute"), None).is_some());
+        assert_eq!(ephemeral(Path::new("/usr/local/bin/parachute"), None), None);
+        assert_eq!(ephemeral(Path::new("/opt/targets/parachute"), None), None);
+    }
+
+    #[test]
+    fn every_outcome_has_a_distinct_exit_code() {
+        use Outcome::*;
+        let failures = [NoManager, WriteFailed, PortStuck, StartFailed, VerifyTimeout, Locked];
+        let mut codes: Vec<u8> = failures.iter().map(|o| exit_code(*o) as u8).collect();
+        assert!(codes.iter().all(|c| *c != 0));
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), failures.len());
+        assert_eq!(exit_code(Migrated) as u8, 0);
+        assert_eq!(exit_code(AlreadyMigrated) as u8, 0);
+        for o in failures {
+            assert!(HELP.contains(o.as_str()), "--help documents {}", o.as_str());
+        }
+    }
+}

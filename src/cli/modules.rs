@@ -1,0 +1,596 @@
+//! `parachute start|stop|restart [<svc>]`, `parachute status`, `parachute logs <svc>`: the
+//! module verbs, all through the running hub's control API (see [`crate::client`]).
+//!
+//! A verb judges the *state* the hub returns, not the HTTP status: a start that ends
+//! `crashed` or with a `startError` prints the diagnostic and exits 1 (upstream R11 printed
+//! "started" for those). Without a verb target, the operation applies to every module;
+//! the hub process itself is the service manager's business (`parachute unit …`).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use crate::api::wire::{FollowEvent, Health, Installed, ModuleList, ModuleReply};
+use crate::client::{ClientError, Hub, Op};
+use crate::model::home::Home;
+use crate::supervisor::{ModuleState, ModuleStatus, StartError};
+
+use super::HostEnv;
+use super::exit::Code;
+
+/// The home flag every module verb takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HomeArg {
+    /// The Parachute home (default: $PARACHUTE_HOME, else ~/.parachute).
+    #[arg(long, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+}
+
+/// Arguments of `start`, `stop` and `restart`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Without <SVC> the operation applies to every module the hub knows (services.json and \
+supervised). The hub itself is managed by `parachute unit start|stop|restart` (or run in \
+the foreground with `parachute serve`).
+
+Exit codes: 0 done; 1 a module did not end in the requested state (the diagnostic is \
+printed); 2 unknown module; 3 no hub running; 6 the hub did not answer in time; 7 something \
+else answers on the hub's port.")]
+pub struct OpArgs {
+    /// The module (`vault`, or a services.json row name for a third-party module).
+    pub svc: Option<String>,
+    /// Where the Parachute home is.
+    #[command(flatten)]
+    pub home: HomeArg,
+    /// Print the resulting module state(s) as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `status`.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Exit codes: 0 the hub answered; 3 no hub running; 6 timed out; 7 not this home's hub."
+)]
+pub struct StatusArgs {
+    /// Where the Parachute home is.
+    #[command(flatten)]
+    pub home: HomeArg,
+    /// Print `{"hub": <health>, "modules": [<module state>…], "installed": […]}`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `logs`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Lines come from the hub's in-memory ring buffer of the module's stdout and stderr, each \
+with a sequence number. --follow streams new lines (across crashes and restarts) until the \
+hub stops or you press Ctrl-C.
+
+Exit codes: 0 done; 2 the module is not supervised; 3 no hub running; 6 timed out.")]
+pub struct LogsArgs {
+    /// The module.
+    pub svc: String,
+    /// Keep printing new lines as they arrive.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Start at this sequence number (default: everything still buffered).
+    #[arg(long, value_name = "SEQ")]
+    pub since: Option<u64>,
+    /// Where the Parachute home is.
+    #[command(flatten)]
+    pub home: HomeArg,
+    /// Print the JSON answer (with --follow: one NDJSON event per line).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Resolves the home from the flag and the environment snapshot.
+pub fn resolve_home(flag: &HomeArg, env: &HostEnv) -> Result<Home, Code> {
+    Home::resolve(flag.home.as_deref(), env.get("PARACHUTE_HOME"), env.path("HOME").as_deref()).map_err(|e| {
+        eprintln!("parachute: {e}");
+        Code::Usage
+    })
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime can be built")
+}
+
+/// The exit code and message for a failed connection or call.
+fn fail(e: &ClientError) -> Code {
+    eprintln!("parachute: {e}");
+    code_of(e)
+}
+
+fn code_of(e: &ClientError) -> Code {
+    match e {
+        ClientError::NoHub { .. } => Code::NoHub,
+        ClientError::Foreign { .. } => Code::PortHeld,
+        ClientError::Timeout { .. } => Code::Timeout,
+        ClientError::Api { code, .. } if code == "not_installed" || code == "not_supervised" => Code::Usage,
+        ClientError::Token(crate::token::TokenError::Malformed { .. }) => Code::Usage,
+        _ => Code::Failure,
+    }
+}
+
+/// Runs `start`, `stop` or `restart`.
+pub fn run_op(op: Op, args: OpArgs, env: &HostEnv) -> Code {
+    if args.svc.as_deref() == Some("hub") {
+        eprintln!(
+            "parachute: the hub is not a module; manage it with `parachute unit {}` (or run it in the foreground with `parachute serve`).",
+            op.as_str()
+        );
+        return Code::Usage;
+    }
+    let home = match resolve_home(&args.home, env) {
+        Ok(h) => h,
+        Err(c) => return c,
+    };
+    runtime().block_on(async {
+        let hub = match Hub::connect(&home).await {
+            Ok(h) => h,
+            Err(e) => return fail(&e),
+        };
+        let targets = match &args.svc {
+            Some(s) => vec![s.clone()],
+            None => match hub.modules().await {
+                Ok(list) => every_target(op, &list),
+                Err(e) => return fail(&e),
+            },
+        };
+        if targets.is_empty() && !args.json {
+            println!("No modules to {}: services.json lists none and the hub supervises none.", op.as_str());
+        }
+        let results = futures_util::future::join_all(targets.iter().map(|t| one_op(&hub, t, op))).await;
+        let mut worst = Code::Success;
+        let mut json_out = Vec::new();
+        for (short, result) in targets.iter().zip(results) {
+            let code = match &result {
+                Ok(reply) => verdict(op, &reply.state),
+                Err(e) => code_of(e),
+            };
+            if code != Code::Success && worst == Code::Success {
+                worst = code;
+            }
+            if args.json {
+                json_out.push(match result {
+                    Ok(reply) => serde_json::json!({"short": reply.short, "state": reply.state, "ok": code == Code::Success}),
+                    Err(e) => serde_json::json!({"short": short, "ok": false, "error": e.code().unwrap_or("client_error"), "error_description": e.to_string()}),
+                });
+            } else {
+                match result {
+                    Ok(reply) => print_outcome(op, &reply, code == Code::Success),
+                    Err(e) => eprintln!("✗ {short}: {e}"),
+                }
+            }
+        }
+        if args.json {
+            let value = if args.svc.is_some() && json_out.len() == 1 {
+                json_out.pop().expect("one result")
+            } else {
+                serde_json::Value::Array(json_out)
+            };
+            println!("{value:#}");
+        }
+        worst
+    })
+}
+
+/// Which modules an operation without `<svc>` applies to.
+fn every_target(op: Op, list: &ModuleList) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut push = |s: &str| {
+        if !out.iter().any(|o| o == s) {
+            out.push(s.to_owned());
+        }
+    };
+    for m in &list.modules {
+        match op {
+            Op::Stop if m.status == ModuleStatus::Stopped => {}
+            _ => push(&m.short),
+        }
+    }
+    if op != Op::Stop {
+        for i in list.installed.iter().filter(|i| i.skip_reason.is_none()) {
+            push(&i.short);
+        }
+    }
+    out
+}
+
+async fn one_op(hub: &Hub, short: &str, op: Op) -> Result<ModuleReply, ClientError> {
+    match hub.op(short, op).await {
+        // A module the hub does not supervise (skipped at boot, added to services.json
+        // later) is simply started.
+        Err(e) if op == Op::Restart && e.code() == Some("not_supervised") => hub.op(short, Op::Start).await,
+        other => other,
+    }
+}
+
+/// Success when the module ended in the requested state without a diagnostic.
+fn verdict(op: Op, state: &ModuleState) -> Code {
+    let ok = match op {
+        Op::Start | Op::Restart => {
+            matches!(state.status, ModuleStatus::Running | ModuleStatus::Starting)
+                && state.start_error.is_none()
+        }
+        Op::Stop => matches!(state.status, ModuleStatus::Stopped | ModuleStatus::Crashed),
+    };
+    if ok { Code::Success } else { Code::Failure }
+}
+
+fn print_outcome(op: Op, reply: &ModuleReply, ok: bool) {
+    let s = &reply.state;
+    if ok {
+        match (op, s.pid) {
+            (Op::Stop, _) => println!("✓ {} stopped.", reply.short),
+            (_, Some(pid)) => println!("✓ {} {} (pid {pid}).", reply.short, s.status.as_str()),
+            (_, None) => println!("✓ {} {}.", reply.short, s.status.as_str()),
+        }
+        return;
+    }
+    let mut err = std::io::stderr().lock();
+    match &s.start_error {
+        Some(e) => {
+            let _ = writeln!(
+                err,
+                "✗ {}: {} — {}: {}",
+                reply.short,
+                s.status.as_str(),
+                e.error_type,
+                e.error_description
+            );
+            let _ = writeln!(err, "  → {}", hint(&reply.short, e));
+        }
+        None => {
+            let exit = match s.last_exit_code {
+                Some(Some(c)) => format!(" (last exit code {c})"),
+                Some(None) => " (last exit: killed by a signal)".to_owned(),
+                None => String::new(),
+            };
+            let _ = writeln!(
+                err,
+                "✗ {}: {} after {} crash(es){exit}; see `parachute logs {}`.",
+                reply.short,
+                s.status.as_str(),
+                s.restarts_in_window,
+                reply.short
+            );
+        }
+    }
+}
+
+/// What to do about a start diagnostic, by its `error_type` (a non-executable binary is
+/// not "not installed"; upstream R19).
+pub fn hint(short: &str, e: &StartError) -> String {
+    match e.error_type.as_str() {
+        "port_squatter" => match (e.holder_pid, e.port) {
+            (Some(pid), Some(port)) => format!(
+                "pid {pid} ({}) holds port {port}; stop it (`kill {pid}`), then `parachute start {short}`.",
+                e.holder_cmdline.as_deref().unwrap_or("command line unreadable")
+            ),
+            _ => format!("another process holds the module's port; stop it, then `parachute start {short}`."),
+        },
+        "missing_dependency" => format!(
+            "`{}` was not found on the module's PATH; install it (or set PATH in the module's .env), then `parachute start {short}`.",
+            e.binary.as_deref().unwrap_or("the command")
+        ),
+        "non_executable" => format!(
+            "{} exists but is not executable; `chmod +x` it, then `parachute start {short}`.",
+            e.path.as_deref().or(e.binary.as_deref()).unwrap_or("the command")
+        ),
+        "spawn_failed" => format!(
+            "the OS refused to start it ({}); check the installDir and the command, then `parachute start {short}`.",
+            e.os_error.as_deref().unwrap_or("no OS error recorded")
+        ),
+        "started_but_unbound" => format!(
+            "it runs but has not bound port {} yet; see `parachute logs {short}`.",
+            e.port.map(|p| p.to_string()).unwrap_or_else(|| "?".to_owned())
+        ),
+        _ => format!("see `parachute logs {short}`."),
+    }
+}
+
+/// The short note of the status table.
+pub fn note(state: &ModuleState) -> String {
+    if let Some(e) = &state.start_error {
+        return match e.error_type.as_str() {
+            "port_squatter" => format!(
+                "port {} held by pid {} ({})",
+                e.port.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
+                e.holder_pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
+                e.holder_cmdline.as_deref().unwrap_or("?")
+            ),
+            "missing_dependency" => format!("missing dependency: {}", e.binary.as_deref().unwrap_or("?")),
+            "non_executable" => {
+                format!("not executable: {}", e.path.as_deref().or(e.binary.as_deref()).unwrap_or("?"))
+            }
+            "spawn_failed" => format!("spawn failed: {}", e.os_error.as_deref().unwrap_or("?")),
+            "started_but_unbound" => {
+                format!("port {} not bound yet", e.port.map(|p| p.to_string()).unwrap_or_else(|| "?".into()))
+            }
+            other => format!("{other}: {}", e.error_description),
+        };
+    }
+    match (state.status, state.last_exit_code) {
+        (ModuleStatus::Crashed, Some(Some(c))) => format!("gave up; last exit code {c}"),
+        (ModuleStatus::Crashed, Some(None)) => "gave up; last exit by signal".to_owned(),
+        (ModuleStatus::Restarting, _) => "waiting to restart after a crash".to_owned(),
+        _ => String::new(),
+    }
+}
+
+/// The human status table.
+pub fn render_status(health: &Health, list: &ModuleList) -> String {
+    let mut out = format!(
+        "hub: running (pid {}, port {}, up since {}, {} of {} module(s) running)\n",
+        health.pid, health.port, health.started_at, health.modules.running, health.modules.total
+    );
+    let port_of =
+        |short: &str| list.installed.iter().find(|i| i.short == short).and_then(|i: &Installed| i.port);
+    let dash = || "-".to_owned();
+    let mut rows: Vec<[String; 6]> =
+        vec![["MODULE", "STATUS", "PID", "PORT", "RESTARTS", "NOTE"].map(str::to_owned)];
+    for m in &list.modules {
+        rows.push([
+            m.short.clone(),
+            m.status.as_str().to_owned(),
+            m.pid.map(|p| p.to_string()).unwrap_or_else(dash),
+            port_of(&m.short).map(|p| p.to_string()).unwrap_or_else(dash),
+            m.restarts_in_window.to_string(),
+            note(m),
+        ]);
+    }
+    for i in list.installed.iter().filter(|i| !list.modules.iter().any(|m| m.short == i.short)) {
+        rows.push([
+            i.short.clone(),
+            "-".to_owned(),
+            dash(),
+            i.port.map(|p| p.to_string()).unwrap_or_else(dash),
+            dash(),
+            match &i.skip_reason {
+                Some(r) => format!("not started: {r}"),
+                None => format!("in services.json, not supervised (`parachute start {}`)", i.short),
+            },
+        ]);
+    }
+    if rows.len() == 1 {
+        out.push_str("No modules: services.json lists none.\n");
+        return out;
+    }
+    let widths: Vec<usize> =
+        (0..5).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    for r in &rows {
+        let mut line = String::new();
+        for (c, w) in widths.iter().enumerate() {
+            line.push_str(&format!("{:<w$}  ", r[c], w = *w));
+        }
+        line.push_str(&r[5]);
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Runs `status`.
+pub fn run_status(args: StatusArgs, env: &HostEnv) -> Code {
+    let home = match resolve_home(&args.home, env) {
+        Ok(h) => h,
+        Err(c) => return c,
+    };
+    runtime().block_on(async {
+        let result = async {
+            let hub = Hub::connect(&home).await?;
+            let list = hub.modules().await?;
+            Ok::<_, ClientError>((hub, list))
+        }
+        .await;
+        match result {
+            Ok((hub, list)) => {
+                if args.json {
+                    let v = serde_json::json!({"hub": hub.health, "modules": list.modules, "installed": list.installed});
+                    println!("{v:#}");
+                } else {
+                    print!("{}", render_status(&hub.health, &list));
+                }
+                Code::Success
+            }
+            Err(e) => {
+                if args.json {
+                    let v = serde_json::json!({"hub": null, "modules": [], "error": e.to_string()});
+                    println!("{v:#}");
+                }
+                fail(&e)
+            }
+        }
+    })
+}
+
+/// Runs `logs`.
+pub fn run_logs(args: LogsArgs, env: &HostEnv) -> Code {
+    let home = match resolve_home(&args.home, env) {
+        Ok(h) => h,
+        Err(c) => return c,
+    };
+    runtime().block_on(async {
+        let hub = match Hub::connect(&home).await {
+            Ok(h) => h,
+            Err(e) => return fail(&e),
+        };
+        if !args.follow {
+            let reply = match hub.logs(&args.svc, args.since).await {
+                Ok(r) => r,
+                Err(e) => return fail(&e),
+            };
+            if args.json {
+                println!("{}", serde_json::to_string(&reply).expect("serializable"));
+                return Code::Success;
+            }
+            if reply.missed > 0 {
+                eprintln!("({} earlier line(s) were already evicted from the hub's buffer)", reply.missed);
+            }
+            let mut out = std::io::stdout().lock();
+            for l in &reply.lines {
+                let _ = writeln!(out, "{}", l.text);
+            }
+            if reply.lines.is_empty() && reply.missed == 0 {
+                eprintln!("({} has printed nothing yet)", args.svc);
+            }
+            return Code::Success;
+        }
+        let mut stream = match hub.follow(&args.svc, args.since).await {
+            Ok(s) => s,
+            Err(e) => return fail(&e),
+        };
+        while let Some(event) = stream.next().await {
+            let event = match event {
+                Ok(ev) => ev,
+                Err(e) => return fail(&e),
+            };
+            let mut out = std::io::stdout().lock();
+            let written = if args.json {
+                writeln!(out, "{}", serde_json::to_string(&event).expect("serializable"))
+            } else {
+                match &event {
+                    FollowEvent::Line(l) => writeln!(out, "{}", l.text),
+                    FollowEvent::Gap { missed } => {
+                        eprintln!("({missed} line(s) were evicted before they could be shown)");
+                        Ok(())
+                    }
+                }
+            };
+            // A closed stdout (`| head`) ends the follow quietly.
+            if written.and_then(|()| out.flush()).is_err() {
+                return Code::Success;
+            }
+        }
+        eprintln!("(the hub ended the stream: it is shutting down)");
+        Code::Success
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::wire::ModuleCounts;
+
+    fn state(short: &str, status: ModuleStatus) -> ModuleState {
+        ModuleState {
+            short: short.into(),
+            status,
+            pid: None,
+            started_at: None,
+            restarts_in_window: 0,
+            last_crash_at: None,
+            last_exit_code: None,
+            start_error: None,
+        }
+    }
+
+    fn err(kind: &str) -> StartError {
+        StartError {
+            error_type: kind.into(),
+            error_description: "desc".into(),
+            at: "2025-01-01T00:00:00Z".into(),
+            binary: Some("ffmpeg".into()),
+            path: Some("/opt/m/bin/x".into()),
+            port: Some(1940),
+            holder_pid: Some(77),
+            holder_cmdline: Some("bun server.ts".into()),
+            os_error: Some("No such file or directory (os error 2)".into()),
+        }
+    }
+
+    #[test]
+    fn verdicts_judge_the_state_not_the_http_status() {
+        let mut s = state("vault", ModuleStatus::Running);
+        assert_eq!(verdict(Op::Start, &s), Code::Success);
+        s.start_error = Some(err("started_but_unbound"));
+        assert_eq!(verdict(Op::Start, &s), Code::Failure);
+        let crashed =
+            ModuleState { start_error: Some(err("port_squatter")), ..state("vault", ModuleStatus::Crashed) };
+        assert_eq!(verdict(Op::Restart, &crashed), Code::Failure);
+        assert_eq!(verdict(Op::Stop, &crashed), Code::Success, "a crashed module is down");
+        assert_eq!(verdict(Op::Stop, &state("v", ModuleStatus::Running)), Code::Failure);
+    }
+
+    #[test]
+    fn notes_and_hints_branch_on_error_type() {
+        let n = note(&ModuleState {
+            start_error: Some(err("non_executable")),
+            ..state("v", ModuleStatus::Crashed)
+        });
+        assert_eq!(n, "not executable: /opt/m/bin/x");
+        assert!(!hint("v", &err("non_executable")).contains("not installed"));
+        assert!(hint("v", &err("non_executable")).contains("chmod +x"));
+        let h = hint("vault", &err("port_squatter"));
+        assert!(h.contains("pid 77") && h.contains("bun server.ts") && h.contains("kill 77"), "{h}");
+        assert!(hint("s", &err("missing_dependency")).contains("`ffmpeg`"));
+        assert!(
+            note(&ModuleState {
+                start_error: Some(err("port_squatter")),
+                ..state("v", ModuleStatus::Crashed)
+            })
+            .contains("pid 77")
+        );
+    }
+
+    #[test]
+    fn table_aligns_and_lists_unsupervised_rows() {
+        let health = Health {
+            status: "ok".into(),
+            service: "parachute-hub".into(),
+            instance: "i".into(),
+            pid: 10,
+            port: 1939,
+            version: "0.1.0".into(),
+            started_at: "2025-01-01T00:00:00Z".into(),
+            modules: ModuleCounts { running: 1, total: 2 },
+        };
+        let list = ModuleList {
+            modules: vec![
+                ModuleState { pid: Some(4242), ..state("vault", ModuleStatus::Running) },
+                ModuleState {
+                    restarts_in_window: 3,
+                    start_error: Some(err("missing_dependency")),
+                    ..state("scribe-long-name", ModuleStatus::Crashed)
+                },
+            ],
+            installed: vec![
+                Installed { short: "vault".into(), port: Some(1940), skip_reason: None },
+                Installed { short: "notes".into(), port: Some(1942), skip_reason: None },
+                Installed {
+                    short: "cli-only".into(),
+                    port: Some(1950),
+                    skip_reason: Some("no startCmd".into()),
+                },
+            ],
+        };
+        let text = render_status(&health, &list);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].contains("pid 10") && lines[0].contains("1 of 2"), "{text}");
+        assert!(lines[1].starts_with("MODULE            STATUS   PID   PORT  RESTARTS  NOTE"), "{text}");
+        assert!(lines[2].starts_with("vault             running  4242  1940  0"), "{text}");
+        assert!(lines[3].contains("crashed") && lines[3].contains("missing dependency: ffmpeg"), "{text}");
+        assert!(lines[4].starts_with("notes") && lines[4].contains("not supervised"), "{text}");
+        assert!(lines[5].starts_with("cli-only") && lines[5].contains("not started: no startCmd"), "{text}");
+        let empty = render_status(&health, &ModuleList { modules: vec![], installed: vec![] });
+        assert!(empty.contains("No modules"), "{empty}");
+    }
+
+    #[test]
+    fn every_target_covers_installed_and_supervised() {
+        let list = ModuleList {
+            modules: vec![state("a", ModuleStatus::Running), state("b", ModuleStatus::Stopped)],
+            installed: vec![
+                Installed { short: "a".into(), port: None, skip_reason: None },
+                Installed { short: "c".into(), port: None, skip_reason: None },
+                Installed { short: "d".into(), port: None, skip_reason: Some("no startCmd".into()) },
+            ],
+        };
+        assert_eq!(every_target(Op::Start, &list), ["a", "b", "c"]);
+        assert_eq!(every_target(Op::Stop, &list), ["a"]);
+        assert_eq!(every_target(Op::Restart, &list), ["a", "b", "c"]);
+    }
+}

@@ -1,0 +1,496 @@
+//! The CLI's side of the control API: find this home's hub, prove it is the hub, then talk.
+//!
+//! [`Hub::connect`] reads `<home>/hub-instance.json` for the port (1939 when absent), asks
+//! the open `GET /health`, and compares the answer's `instance` nonce with the file's
+//! before the operator token is read or sent: a different responder on the port (another
+//! hub, a VM port forward; upstream hub#737, R12) never receives it. Every exchange has a
+//! deadline (R13); a log follow has one for its head, then streams until the hub ends it.
+//!
+//! The transport is a minimal hyper HTTP/1 client over a tokio `TcpStream` to 127.0.0.1:
+//! one connection per call, no pool, no TLS, nothing the loopback API does not need.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+
+use crate::api::wire::{ErrorBody, FollowEvent, Health, LogsReply, ModuleList, ModuleReply};
+use crate::model::home::Home;
+use crate::model::hub_instance::{HubInstance, HubInstanceError};
+use crate::token::{OperatorToken, TokenError};
+
+/// The hub's port when `hub-instance.json` does not name one.
+pub const DEFAULT_PORT: u16 = 1939;
+
+/// Deadline of a read (`/health`, status, logs snapshot) and of `stop`.
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Deadline of `start`: preflight + spawn + the readiness window (4 s) + margin.
+pub const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Deadline of `restart`: a stop (SIGTERM grace 5 s) followed by a start.
+pub const RESTART_TIMEOUT: Duration = Duration::from_secs(25);
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nothing answers on the hub's port.
+    #[error(
+        "no hub is running for {home} (nothing answers on 127.0.0.1:{port}{why}). Start one with `parachute serve --home {home}` (foreground) or `parachute unit start` (under the service manager).",
+        home = home.display(),
+        why = if detail.is_empty() { String::new() } else { format!("; {detail}") }
+    )]
+    NoHub {
+        /// The home asked about.
+        home: PathBuf,
+        /// The port tried.
+        port: u16,
+        /// Extra context (stale instance file, …).
+        detail: String,
+    },
+    /// Something answers on the port, but it is not this home's hub.
+    #[error(
+        "something else answers on 127.0.0.1:{port}: {detail}. The operator token was not sent. Stop whatever holds the port, or pass the right --home."
+    )]
+    Foreign {
+        /// The port.
+        port: u16,
+        /// What was found.
+        detail: String,
+    },
+    /// A deadline passed.
+    #[error(
+        "the hub on 127.0.0.1:{port} did not answer {what} within {after:?}; it may be wedged (see its log)."
+    )]
+    Timeout {
+        /// The port.
+        port: u16,
+        /// The request.
+        what: String,
+        /// The deadline.
+        after: Duration,
+    },
+    /// The hub answered with an error.
+    #[error("{description} (HTTP {status}, {code})")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The `error` code.
+        code: String,
+        /// The `error_description`.
+        description: String,
+    },
+    /// The connection broke or the answer was not what the API sends.
+    #[error("the exchange with the hub on 127.0.0.1:{port} failed during {what}: {detail}")]
+    Protocol {
+        /// The port.
+        port: u16,
+        /// The request.
+        what: String,
+        /// The cause.
+        detail: String,
+    },
+    /// The operator token could not be read.
+    #[error("{0}")]
+    Token(#[from] TokenError),
+    /// `hub-instance.json` is unreadable.
+    #[error("{0}")]
+    Instance(#[from] HubInstanceError),
+}
+
+impl ClientError {
+    /// The API error code, if the hub answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// A verified connection target: this home's hub, with its token.
+#[derive(Debug, Clone)]
+pub struct Hub {
+    /// The control API port.
+    pub port: u16,
+    /// What `/health` said.
+    pub health: Health,
+    token: OperatorToken,
+}
+
+impl Hub {
+    /// Finds and verifies this home's hub (see the module doc).
+    pub async fn connect(home: &Home) -> Result<Hub, ClientError> {
+        let instance_path = home.hub_instance();
+        let recorded = HubInstance::read(&instance_path)?;
+        let port = recorded.as_ref().map(|r| r.port).unwrap_or(DEFAULT_PORT);
+        let health = match call(port, Method::GET, "/health", None, TIMEOUT).await {
+            Ok(resp) => resp,
+            Err(Failure::Refused(e)) => {
+                let detail = match &recorded {
+                    Some(r) => format!(
+                        "{} names pid {} from {}, which is gone ({e})",
+                        instance_path.display(),
+                        r.pid,
+                        crate::serve::rfc3339(r.started_at)
+                    ),
+                    None => format!("and there is no {}", instance_path.display()),
+                };
+                return Err(ClientError::NoHub { home: home.root().to_path_buf(), port, detail });
+            }
+            Err(f) => return Err(f.into_error(port, "GET /health")),
+        };
+        let (status, body) = health;
+        let health: Health = match (status, serde_json::from_slice::<Health>(&body)) {
+            (StatusCode::OK, Ok(h)) if h.service == "parachute-hub" => h,
+            _ => {
+                return Err(ClientError::Foreign {
+                    port,
+                    detail: format!("GET /health answered HTTP {status} with {}", snippet(&body)),
+                });
+            }
+        };
+        let Some(recorded) = recorded else {
+            return Err(ClientError::Foreign {
+                port,
+                detail: format!(
+                    "a Parachute hub (pid {}, instance {}) answers, but {} does not exist, so it is not this home's hub",
+                    health.pid,
+                    health.instance,
+                    instance_path.display()
+                ),
+            });
+        };
+        if health.instance != recorded.instance {
+            return Err(ClientError::Foreign {
+                port,
+                detail: format!(
+                    "a Parachute hub answers with instance {} (pid {}), but {} names instance {} (pid {})",
+                    health.instance,
+                    health.pid,
+                    instance_path.display(),
+                    recorded.instance,
+                    recorded.pid
+                ),
+            });
+        }
+        let token = OperatorToken::read(&home.operator_token())?;
+        Ok(Hub { port, health, token })
+    }
+
+    /// `GET /api/modules`.
+    pub async fn modules(&self) -> Result<ModuleList, ClientError> {
+        self.json(Method::GET, "/api/modules", TIMEOUT).await
+    }
+
+    /// `POST /api/modules/<short>/<op>` where `op` is `start`, `stop` or `restart`.
+    pub async fn op(&self, short: &str, op: Op) -> Result<ModuleReply, ClientError> {
+        let path = format!("/api/modules/{}/{}", encode_segment(short), op.as_str());
+        self.json(Method::POST, &path, op.timeout()).await
+    }
+
+    /// `GET /api/modules/<short>/logs[?since=N]`.
+    pub async fn logs(&self, short: &str, since: Option<u64>) -> Result<LogsReply, ClientError> {
+        self.json(Method::GET, &logs_path(short, since, false), TIMEOUT).await
+    }
+
+    /// `GET /api/modules/<short>/logs?follow=1[&since=N]`: waits (with the deadline) for
+    /// the head, then returns the event stream.
+    pub async fn follow(&self, short: &str, since: Option<u64>) -> Result<LogStream, ClientError> {
+        let path = logs_path(short, since, true);
+        let what = format!("GET {path}");
+        let fut = send(self.port, Method::GET, &path, Some(self.token.expose()));
+        let resp = match tokio::time::timeout(TIMEOUT, fut).await {
+            Err(_) => return Err(ClientError::Timeout { port: self.port, what, after: TIMEOUT }),
+            Ok(Err(f)) => return Err(f.into_error(self.port, &what)),
+            Ok(Ok(r)) => r,
+        };
+        if resp.status() != StatusCode::OK {
+            let status = resp.status();
+            let body = match tokio::time::timeout(TIMEOUT, resp.into_body().collect()).await {
+                Ok(Ok(b)) => b.to_bytes(),
+                _ => Bytes::new(),
+            };
+            return Err(api_error(status, &body));
+        }
+        Ok(LogStream { port: self.port, body: resp.into_body(), buf: BytesMut::new() })
+    }
+
+    async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
+        let what = format!("{method} {path}");
+        let (status, body) = call(self.port, method, path, Some(self.token.expose()), timeout)
+            .await
+            .map_err(|f| f.into_error(self.port, &what))?;
+        if status != StatusCode::OK {
+            return Err(api_error(status, &body));
+        }
+        serde_json::from_slice(&body).map_err(|e| ClientError::Protocol {
+            port: self.port,
+            what,
+            detail: format!("the answer is not the expected JSON ({e}): {}", snippet(&body)),
+        })
+    }
+}
+
+/// A module operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// `POST …/start`.
+    Start,
+    /// `POST …/stop`.
+    Stop,
+    /// `POST …/restart`.
+    Restart,
+}
+
+impl Op {
+    /// The route segment.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Start => "start",
+            Op::Stop => "stop",
+            Op::Restart => "restart",
+        }
+    }
+
+    fn timeout(self) -> Duration {
+        match self {
+            Op::Start => START_TIMEOUT,
+            Op::Stop => TIMEOUT + Duration::from_secs(5),
+            Op::Restart => RESTART_TIMEOUT,
+        }
+    }
+}
+
+/// The NDJSON event stream of a log follow.
+pub struct LogStream {
+    port: u16,
+    body: Incoming,
+    buf: BytesMut,
+}
+
+impl LogStream {
+    /// The next event; `None` when the hub ended the stream (shutdown).
+    pub async fn next(&mut self) -> Option<Result<FollowEvent, ClientError>> {
+        loop {
+            if let Some(nl) = memchr::memchr(b'\n', &self.buf) {
+                let line = self.buf.split_to(nl + 1);
+                let line = &line[..nl];
+                if line.is_empty() {
+                    continue;
+                }
+                return Some(serde_json::from_slice(line).map_err(|e| ClientError::Protocol {
+                    port: self.port,
+                    what: "a log follow".to_owned(),
+                    detail: format!("an event is not the expected JSON ({e}): {}", snippet(line)),
+                }));
+            }
+            match self.body.frame().await? {
+                Ok(frame) => {
+                    if let Ok(mut data) = frame.into_data() {
+                        while data.has_remaining() {
+                            let chunk = data.chunk();
+                            self.buf.extend_from_slice(chunk);
+                            let n = chunk.len();
+                            data.advance(n);
+                        }
+                    }
+                }
+                Err(e) => {
+                    return Some(Err(ClientError::Protocol {
+                        port: self.port,
+                        what: "a log follow".to_owned(),
+                        detail: e.to_string(),
+                    }));
+                }
+            }
+        }
+    }
+}
+
+fn logs_path(short: &str, since: Option<u64>, follow: bool) -> String {
+    let mut q = Vec::new();
+    if let Some(s) = since {
+        q.push(format!("since={s}"));
+    }
+    if follow {
+        q.push("follow=1".to_owned());
+    }
+    let base = format!("/api/modules/{}/logs", encode_segment(short));
+    if q.is_empty() { base } else { format!("{base}?{}", q.join("&")) }
+}
+
+/// Percent-encodes a path segment (everything but RFC 3986 unreserved characters), so a
+/// module name with `/`, `%`, `?` or spaces reaches the hub intact.
+pub fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(e) => {
+            ClientError::Api { status: status.as_u16(), code: e.error, description: e.error_description }
+        }
+        Err(_) => ClientError::Api {
+            status: status.as_u16(),
+            code: "http_error".to_owned(),
+            description: format!("the hub returned HTTP {status} with no error detail: {}", snippet(body)),
+        },
+    }
+}
+
+fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() {
+        return "an empty body".to_owned();
+    }
+    let cut: String = text.chars().take(200).collect();
+    if cut.len() < text.len() { format!("{cut:?}…") } else { format!("{cut:?}") }
+}
+
+/// How a transport exchange failed, before it is given its user-facing wording.
+enum Failure {
+    Refused(std::io::Error),
+    Timeout(Duration),
+    Other(String),
+}
+
+impl Failure {
+    fn into_error(self, port: u16, what: &str) -> ClientError {
+        match self {
+            Failure::Refused(e) => {
+                ClientError::Protocol { port, what: what.to_owned(), detail: e.to_string() }
+            }
+            Failure::Timeout(after) => ClientError::Timeout { port, what: what.to_owned(), after },
+            Failure::Other(detail) => ClientError::Protocol { port, what: what.to_owned(), detail },
+        }
+    }
+}
+
+/// One request with a deadline over connect, head and body.
+async fn call(
+    port: u16,
+    method: Method,
+    path: &str,
+    bearer: Option<&str>,
+    timeout: Duration,
+) -> Result<(StatusCode, Bytes), Failure> {
+    let exchange = async {
+        let resp = send(port, method, path, bearer).await?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await.map_err(|e| Failure::Other(e.to_string()))?.to_bytes();
+        Ok((status, body))
+    };
+    tokio::time::timeout(timeout, exchange).await.map_err(|_| Failure::Timeout(timeout))?
+}
+
+/// Connects and sends one request; returns the response head (body still streaming).
+async fn send(
+    port: u16,
+    method: Method,
+    path: &str,
+    bearer: Option<&str>,
+) -> Result<Response<Incoming>, Failure> {
+    let stream =
+        tokio::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port)).await.map_err(|e| {
+            if matches!(e.kind(), std::io::ErrorKind::ConnectionRefused) {
+                Failure::Refused(e)
+            } else {
+                Failure::Other(e.to_string())
+            }
+        })?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| Failure::Other(e.to_string()))?;
+    // The connection task ends with the response body (or when the caller drops it).
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::HOST, format!("127.0.0.1:{port}"))
+        .header(header::USER_AGENT, concat!("parachute/", env!("CARGO_PKG_VERSION")));
+    if let Some(token) = bearer {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let req = req.body(Empty::<Bytes>::new()).map_err(|e| Failure::Other(e.to_string()))?;
+    sender.send_request(req).await.map_err(|e| Failure::Other(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_are_percent_encoded() {
+        assert_eq!(encode_segment("vault"), "vault");
+        assert_eq!(encode_segment("parachute-vault_x.1~"), "parachute-vault_x.1~");
+        assert_eq!(encode_segment("a/b c%?#"), "a%2Fb%20c%25%3F%23");
+        assert_eq!(encode_segment("é"), "%C3%A9");
+    }
+
+    #[test]
+    fn logs_path_has_the_query() {
+        assert_eq!(logs_path("v", None, false), "/api/modules/v/logs");
+        assert_eq!(logs_path("v", Some(3), true), "/api/modules/v/logs?since=3&follow=1");
+    }
+
+    #[test]
+    fn non_json_errors_say_so() {
+        let e = api_error(StatusCode::BAD_GATEWAY, b"<html>");
+        assert!(e.to_string().contains("HTTP 502"), "{e}");
+        let e =
+            api_error(StatusCode::NOT_FOUND, br#"{"error":"not_supervised","error_description":"x is not"}"#);
+        assert_eq!(e.code(), Some("not_supervised"));
+    }
+
+    #[tokio::test]
+    async fn a_silent_listener_times_out_instead_of_hanging() {
+        // Accepts connections but never answers: the wedged-hub case (upstream R13).
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = l.accept().await {
+                held.push(s);
+            }
+        });
+        let r = call(port, Method::GET, "/health", None, Duration::from_millis(200)).await;
+        assert!(matches!(r, Err(Failure::Timeout(_))));
+        hold.abort();
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_is_no_hub() {
+        let dir = tempfile::tempdir().unwrap();
+        // Bind then drop to get a port with nothing on it, and record it as the hub's.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let me = HubInstance::new(4_000_000, port, "n".repeat(32), time::OffsetDateTime::now_utc());
+        let home = Home::new(dir.path()).unwrap();
+        me.write(&home.hub_instance()).unwrap();
+        let err = Hub::connect(&home).await.unwrap_err();
+        assert!(matches!(err, ClientError::NoHub { .. }), "{err}");
+        assert!(err.to_string().contains("parachute serve --home"), "{err}");
+        assert!(err.to_string().contains(&format!("pid {}", me.pid)), "{err}");
+    }
+}

@@ -1,0 +1,225 @@
+//! Booting the modules of services.json, and the resolver the control API shares with it.
+//!
+//! Both paths go through [`ModelResolver`], which reads services.json leniently, moves
+//! drifted first-party ports back to canonical, applies the model's boot plan (one process
+//! per module and per port) and builds the request with the model's single builder and the
+//! hub context fixed at boot (R16, R17). Boot starts modules concurrently, with at most
+//! `concurrency` starts (each of which may wait out the readiness window) in flight, and
+//! logs every module's *real* resulting state (upstream R15 logged "started" for crashes).
+
+use std::sync::Arc;
+
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use crate::api::wire::Installed;
+use crate::api::{Phase, ResolveError, ResolveSpawn};
+use crate::model::home::Home;
+use crate::model::modules::{self, BootDecision, HubContext, Resolution};
+use crate::model::names;
+use crate::model::services::{PortDecision, ServicesFile};
+use crate::supervisor::{ModuleState, ModuleStatus, SpawnRequest, Supervisor};
+
+use super::say;
+
+/// Resolves modules from the home's current services.json.
+#[derive(Debug, Clone)]
+pub struct ModelResolver {
+    /// The home.
+    pub home: Home,
+    /// What every child is given (hub port, boot-resolved origin, base environment).
+    pub ctx: HubContext,
+}
+
+/// One row's fate at boot.
+#[derive(Debug, Clone)]
+pub enum Booted {
+    /// `start` was called; this is the state it returned.
+    Started(Box<ModuleState>),
+    /// Not started, and why.
+    Skipped {
+        /// The row name or short.
+        name: String,
+        /// A sentence fragment.
+        reason: String,
+    },
+}
+
+impl ModelResolver {
+    /// services.json as the hub would use it now: leniently read, ports reconciled in memory.
+    fn load(&self) -> (ServicesFile, Vec<String>, bool) {
+        let loaded = ServicesFile::read_lenient(&self.home.services_json());
+        let mut file = loaded.file;
+        let mut notes: Vec<String> = loaded.warnings.iter().map(|w| w.to_string()).collect();
+        let mut reconciled = false;
+        for d in file.reconcile_ports() {
+            match d {
+                PortDecision::Reconciled { log, .. } => {
+                    reconciled = true;
+                    notes.push(log);
+                }
+                PortDecision::HeldByOther { log, .. } => notes.push(log),
+                _ => {}
+            }
+        }
+        (file, notes, reconciled)
+    }
+}
+
+impl ResolveSpawn for ModelResolver {
+    fn resolve(&self, short: &str) -> Result<SpawnRequest, ResolveError> {
+        let (file, _, _) = self.load();
+        let rows: Vec<_> = file.rows().collect();
+        let mut skipped = None;
+        for d in modules::boot_plan(rows.iter().copied()) {
+            match d {
+                BootDecision::Start { index, short: s, .. } if s.as_str() == short => {
+                    return match modules::resolve(&self.home, rows[index], &self.ctx) {
+                        Ok(Resolution::Spawn { request, .. }) => Ok(request),
+                        Ok(Resolution::Skipped { reason, .. }) => Err(ResolveError::NoStartCmd {
+                            short: short.to_owned(),
+                            detail: reason.to_string(),
+                        }),
+                        Err(e) => {
+                            Err(ResolveError::Invalid { short: short.to_owned(), detail: e.to_string() })
+                        }
+                    };
+                }
+                BootDecision::Skip { name, reason, .. }
+                    if name == short || names::short_name_for(&name) == short =>
+                {
+                    skipped = Some(format!("services.json row {name:?} {reason}."));
+                }
+                _ => {}
+            }
+        }
+        match skipped {
+            Some(detail) => Err(ResolveError::Invalid { short: short.to_owned(), detail }),
+            None => Err(ResolveError::NotInstalled { short: short.to_owned() }),
+        }
+    }
+
+    fn installed(&self) -> Vec<Installed> {
+        let (file, _, _) = self.load();
+        let rows: Vec<_> = file.rows().collect();
+        modules::boot_plan(rows.iter().copied())
+            .into_iter()
+            .map(|d| match d {
+                BootDecision::Start { index, short, .. } => {
+                    let skip_reason = match modules::start_command(rows[index]) {
+                        Ok(modules::StartCommand::Found { .. }) => None,
+                        Ok(modules::StartCommand::Skipped(reason)) => Some(reason.to_string()),
+                        Err(e) => Some(e.to_string()),
+                    };
+                    Installed { short: short.to_string(), port: Some(rows[index].port()), skip_reason }
+                }
+                BootDecision::Skip { index, name, reason } => Installed {
+                    short: names::short_name_for(&name),
+                    port: Some(rows[index].port()),
+                    skip_reason: Some(reason),
+                },
+            })
+            .collect()
+    }
+}
+
+/// One line describing a module's state after `start` (R15: the real outcome).
+pub fn describe(state: &ModuleState) -> String {
+    let short = &state.short;
+    let status = state.status.as_str();
+    let pid = state.pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+    match (&state.start_error, state.status) {
+        (Some(e), _) => format!("{short}: {status}{pid} — {}: {}", e.error_type, e.error_description),
+        (None, ModuleStatus::Crashed) => match state.last_exit_code {
+            Some(Some(c)) => format!("{short}: crashed (last exit code {c}); see `parachute logs {short}`"),
+            Some(None) => format!("{short}: crashed (killed by a signal); see `parachute logs {short}`"),
+            None => format!("{short}: crashed"),
+        },
+        (None, _) => format!("{short}: {status}{pid}"),
+    }
+}
+
+/// Starts every module of services.json (see the module doc) and logs each outcome.
+///
+/// When `phase` leaves `Running` every start not yet made is abandoned and this returns
+/// promptly: once it has returned, every module it started is registered with the
+/// supervisor, so a shutdown that follows covers it (no orphan from a SIGTERM during boot).
+pub async fn boot(
+    supervisor: Supervisor,
+    resolver: Arc<ModelResolver>,
+    concurrency: usize,
+    phase: watch::Receiver<Phase>,
+) -> Vec<Booted> {
+    let (file, notes, reconciled) = resolver.load();
+    for n in &notes {
+        say(n);
+    }
+    if reconciled && let Err(e) = file.write(&resolver.home.services_json()) {
+        say(&format!(
+            "could not write the reconciled ports back ({e}); the modules start on their canonical ports anyway."
+        ));
+    }
+    let rows: Vec<_> = file.rows().collect();
+    if rows.is_empty() {
+        say(&format!("{} lists no modules; nothing to start.", resolver.home.services_json().display()));
+        return Vec::new();
+    }
+    let gate = Arc::new(Semaphore::new(concurrency.max(1)));
+    let mut tasks = JoinSet::new();
+    let mut out = Vec::new();
+    for d in modules::boot_plan(rows.iter().copied()) {
+        let (index, short) = match d {
+            BootDecision::Start { index, short, .. } => (index, short),
+            BootDecision::Skip { name, reason, .. } => {
+                // Debug-quoted: a hostile row name cannot forge a log line.
+                say(&format!("{name:?}: skipped — {reason}"));
+                out.push(Booted::Skipped { name, reason });
+                continue;
+            }
+        };
+        let request = match modules::resolve(&resolver.home, rows[index], &resolver.ctx) {
+            Ok(Resolution::Spawn { request, .. }) => request,
+            Ok(Resolution::Skipped { reason, .. }) => {
+                say(&format!("{short}: skipped — {reason}"));
+                out.push(Booted::Skipped { name: short.to_string(), reason: reason.to_string() });
+                continue;
+            }
+            Err(e) => {
+                say(&format!("{short}: not started — {e}"));
+                out.push(Booted::Skipped { name: short.to_string(), reason: e.to_string() });
+                continue;
+            }
+        };
+        let (sup, gate, mut phase) = (supervisor.clone(), Arc::clone(&gate), phase.clone());
+        tasks.spawn(async move {
+            let started = async {
+                let _permit = gate.acquire_owned().await.expect("the boot semaphore is never closed");
+                sup.start(request).await
+            };
+            tokio::select! {
+                state = started => {
+                    say(&describe(&state));
+                    Some(state)
+                }
+                _ = phase.wait_for(|p| *p != Phase::Running) => None,
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        if let Ok(Some(state)) = done {
+            out.push(Booted::Started(Box::new(state)));
+        }
+    }
+    let count = |f: &dyn Fn(&ModuleState) -> bool| {
+        out.iter().filter(|b| matches!(b, Booted::Started(s) if f(s))).count()
+    };
+    let running = count(&|s| s.status == ModuleStatus::Running && s.start_error.is_none());
+    let failed = count(&|s| s.status != ModuleStatus::Running || s.start_error.is_some());
+    let skipped = out.iter().filter(|b| matches!(b, Booted::Skipped { .. })).count();
+    if *phase.borrow() == Phase::Running {
+        say(&format!("boot done: {running} running, {failed} with problems, {skipped} skipped."));
+    } else {
+        say("boot abandoned: the hub is shutting down.");
+    }
+    out
+}

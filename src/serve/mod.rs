@@ -1,0 +1,397 @@
+//! `parachute serve`: the hub process. Boot order, signals, reaping and shutdown.
+//!
+//! Boot, in order, each step before anything that could leave a process behind:
+//! 1. become a child subreaper (Linux), so orphans of a module's wrapper come back to us;
+//! 2. install the SIGTERM, SIGINT and SIGCHLD handlers (upstream installed them after module
+//!    boot, so a SIGTERM during boot orphaned every child; R7);
+//! 3. bind the control API on 127.0.0.1 — a held port exits naming the holder, with nothing
+//!    spawned (hub#536);
+//! 4. take the home's serve lock (a second hub on the same home would stop the first's
+//!    children as "leftovers"), load or mint the operator token, write `hub-instance.json`;
+//! 5. stop provable leftovers of a previous instance from the supervisor's state file;
+//! 6. serve the API, then boot the modules concurrently (see [`boot`]).
+//!
+//! Shutdown on SIGTERM/SIGINT: starts are refused, boot is cancelled, every module is
+//! stopped in parallel under one deadline (then SIGKILL); a second signal kills every group
+//! at once and exits. The API closes last (a log follower sees the final lines), and
+//! `hub-instance.json` is removed. Exit 0 when clean, 8 when something had to be killed.
+//!
+//! Zombies: on every SIGCHLD (and every few seconds, since signals coalesce) untracked
+//! zombie children are reaped by pid; as PID 1 in a container that covers every orphan.
+
+pub mod bind;
+pub mod boot;
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::watch;
+
+use crate::api::{self, ApiState, Phase};
+use crate::cli::exit::Code;
+use crate::model::home::Home;
+use crate::model::hub_instance::HubInstance;
+use crate::model::modules::HubContext;
+use crate::supervisor::{OutputSink, Supervisor, SupervisorConfig};
+use crate::token::{OperatorToken, Origin};
+
+/// Default control API port.
+pub const DEFAULT_PORT: u16 = 1939;
+
+/// Default shutdown deadline: below launchd's 20 s `ExitTimeOut`, above the supervisor's
+/// 5 s SIGTERM grace.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// Starts (each possibly waiting out the readiness window) in flight at once during boot.
+pub const BOOT_CONCURRENCY: usize = 4;
+
+/// How often zombies are looked for even without a SIGCHLD.
+const REAP_SWEEP: Duration = Duration::from_secs(5);
+
+/// How long boot gets to abandon its pending starts at shutdown.
+const BOOT_ABANDON: Duration = Duration::from_secs(2);
+
+/// How long the API gets to finish in-flight answers after the modules stopped.
+const API_DRAIN: Duration = Duration::from_secs(2);
+
+/// Everything `serve` needs, resolved by the CLI from flags and the environment snapshot.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The home.
+    pub home: Home,
+    /// The control API port (0 = any free port; tests).
+    pub port: u16,
+    /// What every child is given (`hub_port` is filled in once the port is bound).
+    pub ctx: HubContext,
+    /// Supervisor tunables (`state_file` is set to the home's).
+    pub supervisor: SupervisorConfig,
+    /// Shutdown deadline for all modules together.
+    pub stop_timeout: Duration,
+    /// Boot concurrency.
+    pub boot_concurrency: usize,
+}
+
+/// Writes one `[hub] …` line to stderr in a single write, so it never interleaves with
+/// another line mid-way.
+pub fn say(msg: &str) {
+    let _ = std::io::stderr().lock().write_all(format!("[hub] {msg}\n").as_bytes());
+}
+
+/// RFC 3339 text of a timestamp.
+pub fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.to_string())
+}
+
+/// Runs the hub until it is told to stop; returns the exit code.
+pub fn run(opts: ServeOptions) -> Code {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = parachute_process::set_child_subreaper() {
+        say(&format!(
+            "could not become a child subreaper ({e}); orphans of module wrappers go to init instead."
+        ));
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("parachute serve: cannot start the async runtime: {e}");
+            return Code::Failure;
+        }
+    };
+    let (code, immediate) = rt.block_on(serve(opts));
+    if immediate {
+        // Second signal: every group was SIGKILLed; do not wait for anything else.
+        std::process::exit(code as i32);
+    }
+    rt.shutdown_timeout(Duration::from_secs(1));
+    code
+}
+
+struct Signals {
+    term: Signal,
+    int: Signal,
+    chld: Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            chld: signal(SignalKind::child())?,
+        })
+    }
+}
+
+fn reap(supervisor: &Supervisor) {
+    for (pid, exit) in parachute_process::reap_untracked_zombies(&supervisor.tracked_pids()) {
+        say(&format!("reaped orphaned process {pid} ({exit})."));
+    }
+}
+
+/// Holds `<home>/hub/run/serve.lock` (flock) for the life of the process.
+fn lock_home(home: &Home) -> Result<std::fs::File, String> {
+    let path = home.root().join("hub/run/serve.lock");
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    // fs4 rather than std's File::try_lock, which is newer than the workspace's MSRV.
+    match fs4::FileExt::try_lock(&file) {
+        Ok(()) => Ok(file),
+        Err(fs4::TryLockError::WouldBlock) => {
+            let who = HubInstance::read(&home.hub_instance())
+                .ok()
+                .flatten()
+                .map(|i| format!(" (pid {}, port {})", i.pid, i.port))
+                .unwrap_or_default();
+            Err(format!(
+                "another `parachute serve`{who} already runs for the home {}; refusing to start a second one (it would take over that hub's modules). Stop it first.",
+                home.root().display()
+            ))
+        }
+        Err(fs4::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
+    }
+}
+
+/// The hub, from signal installation to exit. Returns the code and whether to exit at once.
+async fn serve(mut opts: ServeOptions) -> (Code, bool) {
+    let mut signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("parachute serve: cannot install signal handlers: {e}");
+            return (Code::Failure, false);
+        }
+    };
+    let std_listener = match bind::bind_loopback(opts.port) {
+        Ok(l) => l,
+        Err(e @ bind::BindError::Held { .. }) => {
+            eprintln!("{e}");
+            return (Code::PortHeld, false);
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            return (Code::Failure, false);
+        }
+    };
+    let port = std_listener.local_addr().map(|a| a.port()).unwrap_or(opts.port);
+    let listener = match tokio::net::TcpListener::from_std(std_listener) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("parachute serve: cannot use the listener on 127.0.0.1:{port}: {e}");
+            return (Code::Failure, false);
+        }
+    };
+    let home = opts.home.clone();
+    let _lock = match lock_home(&home) {
+        Ok(f) => f,
+        Err(msg) => {
+            eprintln!("parachute serve: {msg}");
+            return (Code::Failure, false);
+        }
+    };
+    let token = match OperatorToken::load_or_create(&home.operator_token()) {
+        Ok((t, Origin::Minted)) => {
+            say(&format!("minted the operator token at {} (mode 0600).", home.operator_token().display()));
+            t
+        }
+        Ok((t, Origin::Existing)) => t,
+        Err(e) => {
+            eprintln!("parachute serve: {e}");
+            return (Code::Failure, false);
+        }
+    };
+    let nonce = match crate::token::random_hex(16) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("parachute serve: {e}");
+            return (Code::Failure, false);
+        }
+    };
+    let instance = HubInstance::new(std::process::id(), port, nonce, time::OffsetDateTime::now_utc());
+    if let Err(e) = instance.write(&home.hub_instance()) {
+        eprintln!("parachute serve: cannot write {}: {e}", home.hub_instance().display());
+        return (Code::Failure, false);
+    }
+
+    opts.ctx.hub_port = port;
+    let state_file = home.supervised_state();
+    let config = SupervisorConfig { state_file: Some(state_file.clone()), ..opts.supervisor.clone() };
+    for report in crate::supervisor::adopt_leftovers(&state_file, config.kill_timeout).await {
+        say(&report.to_string());
+    }
+    let supervisor = Supervisor::new(config, OutputSink::Stdout);
+    let resolver = Arc::new(boot::ModelResolver { home: home.clone(), ctx: opts.ctx.clone() });
+    let (phase_tx, phase_rx) = watch::channel(Phase::Running);
+    let state = Arc::new(ApiState {
+        supervisor: supervisor.clone(),
+        token,
+        instance: instance.clone(),
+        resolver: resolver.clone(),
+        phase: phase_rx.clone(),
+    });
+    let mut closing = phase_rx.clone();
+    let mut server = tokio::spawn(api::serve(listener, state, async move {
+        let _ = closing.wait_for(|p| *p == Phase::Closing).await;
+    }));
+    say(&format!(
+        "listening on http://127.0.0.1:{port} (pid {}, home {}, instance {}, hub origin {}).",
+        instance.pid,
+        home.root().display(),
+        instance.instance,
+        opts.ctx.hub_origin.as_deref().unwrap_or("none")
+    ));
+    let mut boot =
+        tokio::spawn(boot::boot(supervisor.clone(), resolver, opts.boot_concurrency, phase_rx.clone()));
+
+    let mut sweep = tokio::time::interval(REAP_SWEEP);
+    let mut api_failed = false;
+    let which = loop {
+        tokio::select! {
+            _ = signals.term.recv() => break "SIGTERM",
+            _ = signals.int.recv() => break "SIGINT",
+            _ = signals.chld.recv() => reap(&supervisor),
+            _ = sweep.tick() => reap(&supervisor),
+            res = &mut server => {
+                let why = match res {
+                    Ok(Ok(())) => "it ended".to_owned(),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => e.to_string(),
+                };
+                say(&format!("the control API failed ({why}); shutting down so the service manager restarts the hub."));
+                api_failed = true;
+                break "control API failure";
+            }
+        }
+    };
+
+    let running = supervisor.list().len();
+    say(&format!(
+        "{which}: stopping {running} module(s) (deadline {:?}; send SIGTERM/SIGINT again to kill them at once).",
+        opts.stop_timeout
+    ));
+    let _ = phase_tx.send(Phase::Stopping);
+    // Boot abandons its pending starts; once it has returned, every module it started is
+    // registered, so the shutdown below covers it.
+    if tokio::time::timeout(BOOT_ABANDON, &mut boot).await.is_err() {
+        boot.abort();
+    }
+    let shutdown = supervisor.shutdown(opts.stop_timeout);
+    tokio::pin!(shutdown);
+    let report = loop {
+        tokio::select! {
+            r = &mut shutdown => break r,
+            _ = signals.term.recv() => return force_exit(&supervisor, &instance, &home),
+            _ = signals.int.recv() => return force_exit(&supervisor, &instance, &home),
+            _ = signals.chld.recv() => reap(&supervisor),
+        }
+    };
+    let _ = phase_tx.send(Phase::Closing);
+    if !api_failed && tokio::time::timeout(API_DRAIN, &mut server).await.is_err() {
+        server.abort();
+    }
+    reap(&supervisor);
+    remove_instance(&instance, &home);
+    let code = if report.clean && !api_failed {
+        say("stopped cleanly.");
+        Code::Success
+    } else {
+        if !report.killed.is_empty() {
+            say(&format!("stopped; SIGKILLed after the deadline: {}.", report.killed.join(", ")));
+        }
+        Code::UncleanShutdown
+    };
+    (code, false)
+}
+
+fn force_exit(supervisor: &Supervisor, instance: &HubInstance, home: &Home) -> (Code, bool) {
+    supervisor.kill_all_now();
+    say("second signal: SIGKILLed every module's process group; exiting now.");
+    remove_instance(instance, home);
+    (Code::UncleanShutdown, true)
+}
+
+/// Removes `hub-instance.json` if it still names this instance.
+fn remove_instance(instance: &HubInstance, home: &Home) {
+    let path = home.hub_instance();
+    match HubInstance::read(&path) {
+        Ok(Some(cur)) if cur.instance == instance.instance => {
+            if let Err(e) = HubInstance::clear(&path) {
+                say(&format!("could not remove {}: {e}", path.display()));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The hub's canonical origin from the environment, resolved once at boot (R17): an
+/// explicit `PARACHUTE_HUB_ORIGIN`, else `RENDER_EXTERNAL_URL`, else
+/// `https://<FLY_APP_NAME>.fly.dev`. Only absolute `http(s)` origins count; trailing
+/// slashes are dropped. An unusable value is an error naming the variable.
+pub fn hub_origin(
+    explicit: Option<&str>,
+    render: Option<&str>,
+    fly_app: Option<&str>,
+) -> Result<Option<String>, String> {
+    let check = |var: &str, v: &str| -> Result<Option<String>, String> {
+        let v = v.trim_end_matches('/');
+        if v.is_empty() {
+            return Ok(None);
+        }
+        let rest = v.strip_prefix("https://").or_else(|| v.strip_prefix("http://"));
+        match rest {
+            Some(host)
+                if !host.is_empty()
+                    && !host.contains(['/', '?', '#', '@'])
+                    && !v.chars().any(|c| c.is_whitespace() || c.is_control()) =>
+            {
+                Ok(Some(v.to_owned()))
+            }
+            _ => Err(format!(
+                "{var}={v:?} is not an origin like https://hub.example.com (scheme and host only); fix or unset it."
+            )),
+        }
+    };
+    if let Some(o) = explicit.map(|v| check("PARACHUTE_HUB_ORIGIN", v)).transpose()?.flatten() {
+        return Ok(Some(o));
+    }
+    if let Some(o) = render.map(|v| check("RENDER_EXTERNAL_URL", v)).transpose()?.flatten() {
+        return Ok(Some(o));
+    }
+    match fly_app.filter(|a| !a.is_empty()) {
+        Some(app) if app.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') => {
+            Ok(Some(format!("https://{app}.fly.dev")))
+        }
+        Some(app) => Err(format!("FLY_APP_NAME={app:?} is not a valid app name; fix or unset it.")),
+        None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hub_origin;
+
+    #[test]
+    fn origin_ladder_and_sanitizing() {
+        assert_eq!(hub_origin(None, None, None), Ok(None));
+        assert_eq!(
+            hub_origin(Some("https://h.example/"), Some("https://r"), None),
+            Ok(Some("https://h.example".into()))
+        );
+        assert_eq!(
+            hub_origin(Some(""), Some("https://r.onrender.com"), None),
+            Ok(Some("https://r.onrender.com".into()))
+        );
+        assert_eq!(hub_origin(None, None, Some("my-app")), Ok(Some("https://my-app.fly.dev".into())));
+        for bad in ["hub.example", "https://h/x", "https://a b", "ftp://h", "https://h\n"] {
+            assert!(hub_origin(Some(bad), None, None).is_err(), "{bad:?}");
+        }
+        assert!(hub_origin(None, None, Some("a/b")).is_err());
+    }
+}

@@ -1,0 +1,640 @@
+//! One actor task per module: the only place a module's child is spawned, signalled,
+//! reaped or respawned.
+//!
+//! Upstream had no per-module lock and relied on JavaScript running synchronously between
+//! `await`s; a `start()` during the crash delay built a second entry and spawned a second
+//! child while the old exit handler respawned into the old one (R1/R2). Here every
+//! command (start, stop, restart, shutdown) and every child event (exit, restart timer,
+//! readiness result) is handled by this task, one at a time, in the order it arrives;
+//! commands win ties (`biased`), and any stop or restart cancels a pending respawn.
+//! Readers never wait on the actor: it publishes immutable [`ModuleState`] snapshots
+//! through a `watch` channel, and the live child's [`ChildHandle`] through a mutex-guarded
+//! slot that `kill_all_now`/`tracked_pids` read synchronously.
+//!
+//! Each spawn goes through the same pipeline — preflight with the child's own PATH and
+//! cwd (R18), pre-spawn squatter check with group/descendant ownership (R6), spawn,
+//! readiness gate (R24, R25) — whether it is an operator start, a restart or a crash
+//! respawn. Only the operator's `start`/`restart` wait for the gate.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parachute_process::{
+    ExitInfo, GroupChild, KILL_WAIT, Signal, Signalled, SpawnSpec, procfs, signal_identity,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::{AbortHandle, JoinHandle};
+use tokio::time::Instant;
+
+use super::attribution::{Attribution, HolderFacts, attribute, in_any_group, module_marker};
+use super::budget::{BudgetConfig, CrashBudget, Verdict};
+use super::diagnostics::{self as diag, line};
+use super::logbuf::LogRing;
+use super::preflight::{preflight, spawn_error};
+use super::pump::{LineSink, pump};
+use super::registry::{Cmd, Ctx, Live, Module, Stopped};
+use super::state::{ModuleState, ModuleStatus, StartError};
+use super::transitions::allowed;
+use super::{ReclaimPolicy, SpawnRequest, SupervisorConfig, probe};
+
+/// How long to wait for a dead child's output pumps to reach EOF. A pipe still held by a
+/// process that escaped the group would otherwise hold up stop and crash handling.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+enum Internal {
+    Ready { spawn: u64, bound: bool },
+    LateBound { spawn: u64 },
+}
+
+enum Event {
+    Cmd(Option<Cmd>),
+    Internal(Internal),
+    Exited,
+    RespawnDue,
+}
+
+/// The child the actor owns.
+struct Current {
+    child: GroupChild,
+    spawn: u64,
+    since: Instant,
+    pumps: Vec<JoinHandle<()>>,
+}
+
+/// What `terminate` did.
+struct Terminated {
+    /// How the child ended; `None` if it could not be reaped yet.
+    exit: Option<ExitInfo>,
+    /// SIGKILL was needed.
+    escalated: bool,
+}
+
+enum Reclaim {
+    Continue,
+    Halt(StartError),
+}
+
+struct Actor {
+    ctx: Arc<Ctx>,
+    module: Arc<Module>,
+    sink: LineSink,
+    state_tx: watch::Sender<ModuleState>,
+    /// `None` until the first command (the published snapshot says `starting` meanwhile).
+    status: Option<ModuleStatus>,
+    req: Option<SpawnRequest>,
+    cur: Option<Current>,
+    budget: CrashBudget,
+    respawn_at: Option<Instant>,
+    /// Operator starts/restarts waiting for the readiness gate of the current spawn.
+    waiting: Vec<oneshot::Sender<ModuleState>>,
+    spawn_seq: u64,
+    /// Readiness gate and late-bind watch of the current spawn.
+    watchers: Vec<AbortHandle>,
+    closed: bool,
+    rx: mpsc::UnboundedReceiver<Cmd>,
+    itx: mpsc::UnboundedSender<Internal>,
+    irx: mpsc::UnboundedReceiver<Internal>,
+}
+
+/// Creates a module entry and starts its actor.
+pub(crate) fn spawn(ctx: Arc<Ctx>, short: &str) -> Arc<Module> {
+    Actor::start(ctx, short)
+}
+
+impl Actor {
+    fn start(ctx: Arc<Ctx>, short: &str) -> Arc<Module> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (itx, irx) = mpsc::unbounded_channel();
+        let initial = ModuleState {
+            short: short.to_owned(),
+            status: ModuleStatus::Starting,
+            pid: None,
+            started_at: None,
+            restarts_in_window: 0,
+            last_crash_at: None,
+            last_exit_code: None,
+            start_error: None,
+        };
+        let (state_tx, state_rx) = watch::channel(initial);
+        let ring = LogRing::new(ctx.config.log_buffer_bytes);
+        let module = Arc::new(Module {
+            short: short.to_owned(),
+            ring: Arc::clone(&ring),
+            state: state_rx,
+            tx,
+            live: std::sync::Mutex::new(None),
+        });
+        let sink = LineSink {
+            prefix: Bytes::from(format!("[{short}] ")),
+            ring,
+            output: ctx.output.clone(),
+            max_line: ctx.config.max_line_bytes,
+        };
+        let closed = ctx.closing.load(Ordering::SeqCst);
+        let actor = Actor {
+            ctx,
+            module: Arc::clone(&module),
+            sink,
+            state_tx,
+            status: None,
+            req: None,
+            cur: None,
+            budget: CrashBudget::default(),
+            respawn_at: None,
+            waiting: Vec::new(),
+            spawn_seq: 0,
+            watchers: Vec::new(),
+            closed,
+            rx,
+            itx,
+            irx,
+        };
+        tokio::spawn(actor.run());
+        module
+    }
+
+    fn cfg(&self) -> &SupervisorConfig {
+        &self.ctx.config
+    }
+
+    fn short(&self) -> &str {
+        &self.module.short
+    }
+
+    async fn run(mut self) {
+        loop {
+            let cur = &self.cur;
+            let exited = async move {
+                match cur {
+                    Some(c) => c.child.exited().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let respawn_at = self.respawn_at;
+            let due = async move {
+                match respawn_at {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let ev = tokio::select! {
+                biased;
+                c = self.rx.recv() => Event::Cmd(c),
+                Some(i) = self.irx.recv() => Event::Internal(i),
+                () = exited => Event::Exited,
+                () = due => Event::RespawnDue,
+            };
+            match ev {
+                Event::Cmd(None) => break,
+                Event::Cmd(Some(c)) => {
+                    if !self.command(c).await {
+                        break;
+                    }
+                }
+                Event::Internal(i) => self.internal(i),
+                Event::Exited => self.on_crash().await,
+                Event::RespawnDue => {
+                    self.respawn_at = None;
+                    self.spawn_flow().await;
+                }
+            }
+        }
+        // Ending: nothing of ours may outlive the actor.
+        if let Some(cur) = self.cur.take() {
+            let _ = cur.child.signal_group(Signal::Kill);
+            self.finish_child(cur, Duration::ZERO).await;
+        }
+        self.module.ring.close();
+    }
+
+    /// Handles one command; `false` ends the actor.
+    async fn command(&mut self, cmd: Cmd) -> bool {
+        match cmd {
+            Cmd::Start { req, reply } => {
+                let settled =
+                    matches!(self.status, None | Some(ModuleStatus::Stopped | ModuleStatus::Crashed));
+                if !settled || self.closed {
+                    // Idempotent: running, starting, or waiting out the crash delay (R1: the
+                    // pending respawn stays the only one).
+                    let _ = reply.send(self.snapshot());
+                    return true;
+                }
+                self.req = Some(req);
+                self.budget.reset();
+                self.publish(|s| {
+                    s.restarts_in_window = 0;
+                    s.start_error = None;
+                });
+                self.waiting.push(reply);
+                self.spawn_flow().await;
+            }
+            Cmd::Stop { reply } => {
+                let escalated = self.stop().await;
+                let _ = reply.send(Stopped { state: self.snapshot(), escalated });
+            }
+            Cmd::Restart { next, reply } => {
+                if self.closed {
+                    let _ = reply.send(self.snapshot());
+                    return true;
+                }
+                self.respawn_at = None;
+                self.transition(ModuleStatus::Restarting, |_| {});
+                let exit = self.terminate().await.and_then(|t| t.exit);
+                if let Some(next) = next {
+                    self.req = Some(next);
+                }
+                self.budget.reset();
+                self.publish(|s| {
+                    s.pid = None;
+                    s.restarts_in_window = 0;
+                    if let Some(exit) = exit {
+                        s.last_exit_code = Some(exit.code);
+                    }
+                });
+                self.waiting.push(reply);
+                self.spawn_flow().await;
+            }
+            Cmd::Shutdown { reply } => {
+                self.closed = true;
+                let escalated = self.stop().await;
+                let _ = reply.send(Stopped { state: self.snapshot(), escalated });
+            }
+            Cmd::Remove { reply } => {
+                self.closed = true;
+                let escalated = self.stop().await;
+                let _ = reply.send(Stopped { state: self.snapshot(), escalated });
+                return false;
+            }
+            Cmd::Abort => {
+                self.closed = true;
+                return false;
+            }
+        }
+        true
+    }
+
+    fn internal(&mut self, ev: Internal) {
+        let running = self.status == Some(ModuleStatus::Running);
+        match ev {
+            Internal::Ready { spawn, bound } if running && self.is_current(spawn) => {
+                if bound {
+                    self.clear_unbound();
+                } else if let (Some(port), Some(pid)) = (self.port(), self.pid()) {
+                    let err = diag::started_but_unbound(self.short(), pid, port, self.cfg().ready_timeout);
+                    self.sink.event(&line::unbound(&err.error_description));
+                    self.publish(|s| s.start_error = Some(err));
+                    self.late_bind_watch(spawn, port, pid);
+                }
+                self.answer_waiting();
+            }
+            Internal::LateBound { spawn } if running && self.is_current(spawn) => {
+                if self.clear_unbound()
+                    && let Some(port) = self.port()
+                {
+                    self.sink
+                        .event(&format!("[supervisor] {} is now listening on port {port}.", self.short()));
+                }
+            }
+            // A result for a child that is gone: its exit or stop already answered everyone.
+            Internal::Ready { .. } | Internal::LateBound { .. } => {}
+        }
+    }
+
+    /// Clears `started_but_unbound`, and only that (a later, different error stays).
+    fn clear_unbound(&mut self) -> bool {
+        let mut cleared = false;
+        self.state_tx.send_if_modified(|s| {
+            if s.start_error.as_ref().is_some_and(|e| e.error_type == "started_but_unbound") {
+                s.start_error = None;
+                cleared = true;
+            }
+            cleared
+        });
+        cleared
+    }
+
+    // ---- spawning -------------------------------------------------------------------
+
+    /// Preflight, squatter check, spawn, readiness gate. Used for every spawn.
+    async fn spawn_flow(&mut self) {
+        let Some(req) = self.req.clone() else {
+            self.answer_waiting();
+            return;
+        };
+        if self.closed {
+            self.answer_waiting();
+            return;
+        }
+        self.transition(ModuleStatus::Starting, |_| {});
+        if let Err(err) = preflight(&req) {
+            return self.fail(*err);
+        }
+        if let Some(port) = req.port {
+            let ours = self.ctx.live_leaders();
+            let holders = probe::port_holders_async(port).await;
+            if let Some(h) = holders.iter().find(|h| !in_any_group(h, &ours)) {
+                return self.fail(diag::port_squatter(self.short(), port, h.pid, h.cmdline.as_deref()));
+            }
+        }
+        let spec = SpawnSpec {
+            program: req.argv.first().map(Into::into).unwrap_or_default(),
+            args: req.argv.iter().skip(1).map(Into::into).collect(),
+            env: req.env.iter().map(|(k, v)| (k.into(), v.into())).collect(),
+            cwd: req.cwd.clone(),
+        };
+        let spawned = match self.ctx.spawner.spawn(spec).await {
+            Ok(s) => s,
+            Err(e) => {
+                let argv0 = req.argv.first().map_or("", String::as_str);
+                return self.fail(spawn_error(self.short(), argv0, e));
+            }
+        };
+        let child = spawned.child;
+        let pid = child.pid();
+        let start_ticks = procfs::stat(pid).map_or(0, |s| s.start_ticks);
+        let pumps = vec![
+            tokio::spawn(pump(spawned.stdout, self.sink.clone())),
+            tokio::spawn(pump(spawned.stderr, self.sink.clone())),
+        ];
+        self.module.set_live(Some(Live { handle: child.handle(), start_ticks }));
+        self.spawn_seq += 1;
+        let spawn = self.spawn_seq;
+        self.cur = Some(Current { child, spawn, since: Instant::now(), pumps });
+        self.persist().await;
+        self.transition(ModuleStatus::Running, |s| {
+            s.pid = Some(pid);
+            s.started_at = Some(diag::now_rfc3339());
+            s.start_error = None;
+        });
+        match req.port {
+            Some(port) if !self.cfg().ready_timeout.is_zero() => self.readiness_gate(spawn, port, pid),
+            _ => self.answer_waiting(),
+        }
+    }
+
+    fn fail(&mut self, err: StartError) {
+        self.sink.event(&line::start_failed(self.short(), &err.error_description));
+        self.transition(ModuleStatus::Crashed, |s| {
+            s.pid = None;
+            s.start_error = Some(err);
+        });
+        self.answer_waiting();
+    }
+
+    fn readiness_gate(&mut self, spawn: u64, port: u16, pid: u32) {
+        let (timeout, poll, itx) = (self.cfg().ready_timeout, self.cfg().ready_poll, self.itx.clone());
+        let task = tokio::spawn(async move {
+            let bound = probe::watch_port(port, pid, timeout, poll).await;
+            let _ = itx.send(Internal::Ready { spawn, bound });
+        });
+        self.watchers.push(task.abort_handle());
+    }
+
+    fn late_bind_watch(&mut self, spawn: u64, port: u16, pid: u32) {
+        let (window, poll, itx) = (self.cfg().late_bind_watch, self.cfg().late_bind_poll, self.itx.clone());
+        if window.is_zero() {
+            return;
+        }
+        let task = tokio::spawn(async move {
+            if probe::watch_port(port, pid, window, poll).await {
+                let _ = itx.send(Internal::LateBound { spawn });
+            }
+        });
+        self.watchers.push(task.abort_handle());
+    }
+
+    // ---- stopping -------------------------------------------------------------------
+
+    /// Stop command: no respawn, child (if any) terminated, status `stopped`.
+    ///
+    /// R28: `stop` clears `startError`. `stopped` is the operator's deliberate state; a
+    /// diagnostic from before it (a missing binary, a squatter) would make `status` report
+    /// "failed to start" for a module nobody asked to run. The diagnostic stays readable in
+    /// the module's log, where it was written when it happened (R29).
+    async fn stop(&mut self) -> bool {
+        self.respawn_at = None;
+        let t = self.terminate().await;
+        let escalated = t.as_ref().is_some_and(|t| t.escalated);
+        let exit = t.and_then(|t| t.exit);
+        let f = |s: &mut ModuleState| {
+            s.pid = None;
+            s.start_error = None;
+            if let Some(exit) = exit {
+                s.last_exit_code = Some(exit.code);
+            }
+        };
+        if self.status.is_some() {
+            self.transition(ModuleStatus::Stopped, f);
+        } else {
+            self.publish(f);
+        }
+        self.answer_waiting();
+        escalated
+    }
+
+    /// SIGTERM the group, SIGKILL after `kill_timeout`, reap the group, drain the output.
+    /// Only a child whose exit has not been reaped is signalled (R3). `None` when there was
+    /// no child.
+    async fn terminate(&mut self) -> Option<Terminated> {
+        self.cancel_watchers();
+        let cur = self.cur.take()?;
+        let kt = self.cfg().kill_timeout;
+        let _ = cur.child.signal_group(Signal::Term);
+        let mut escalated = false;
+        if tokio::time::timeout(kt, cur.child.exited()).await.is_err() {
+            escalated = true;
+            self.sink.event(&line::escalating(self.short(), kt));
+            let _ = cur.child.signal_group(Signal::Kill);
+            if tokio::time::timeout(KILL_WAIT, cur.child.exited()).await.is_err() {
+                // Unkillable for now (uninterruptible sleep): reap it whenever it goes, so
+                // this module's commands are not held up (upstream waited forever, R8).
+                self.sink.event(&format!(
+                    "[supervisor] {} (pid {}) survived SIGKILL; it will be reaped when it exits.",
+                    self.short(),
+                    cur.child.pid()
+                ));
+                self.module.set_live(None);
+                self.persist().await;
+                tokio::spawn(cur.child.reap(Duration::ZERO));
+                return Some(Terminated { exit: None, escalated });
+            }
+        }
+        let (exit, _) = self.finish_child(cur, kt).await;
+        Some(Terminated { exit: Some(exit), escalated })
+    }
+
+    /// The leader has exited (or will): drain and reap its group, clear the live slot,
+    /// wait for the output. Returns how it ended and how long it had been up.
+    async fn finish_child(&mut self, cur: Current, grace: Duration) -> (ExitInfo, Duration) {
+        let Current { child, since, pumps, .. } = cur;
+        let exit = child.reap(grace).await;
+        let uptime = since.elapsed();
+        self.module.set_live(None);
+        self.persist().await;
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        for p in pumps {
+            // On timeout the pump keeps running detached, still writing into this ring.
+            let _ = tokio::time::timeout_at(deadline, p).await;
+        }
+        (exit, uptime)
+    }
+
+    fn cancel_watchers(&mut self) {
+        for w in self.watchers.drain(..) {
+            w.abort();
+        }
+    }
+
+    // ---- crashes --------------------------------------------------------------------
+
+    /// The child exited without being asked to.
+    async fn on_crash(&mut self) {
+        let Some(cur) = self.cur.take() else { return };
+        self.cancel_watchers();
+        let pid = cur.child.pid();
+        // R4: the rest of the group (often the real port holder) goes before anything is
+        // decided.
+        let (exit, uptime) = self.finish_child(cur, self.cfg().kill_timeout).await;
+        // The snapshot keeps saying `running` (with the old pid) until the verdict below,
+        // so readers never see a running module without a pid.
+        let code = exit.code;
+        if let Some(port) = self.port()
+            && let Reclaim::Halt(err) = self.reclaim(port, pid).await
+        {
+            self.transition(ModuleStatus::Crashed, |s| {
+                s.pid = None;
+                s.last_exit_code = Some(code);
+                s.start_error = Some(err);
+            });
+            self.answer_waiting();
+            return;
+        }
+        let verdict = self.budget.record(std::time::Instant::now(), uptime, &BudgetConfig::from(self.cfg()));
+        let now = diag::now_rfc3339();
+        let (to, n) = match verdict {
+            Verdict::GiveUp { n } => {
+                self.sink.event(&line::giving_up(self.short(), n, self.cfg().crash_window));
+                (ModuleStatus::Crashed, n)
+            }
+            Verdict::Restart { n, delay } => {
+                let max = self.cfg().max_crashes_in_window;
+                self.sink.event(&line::restarting(self.short(), code, n, max, delay));
+                self.respawn_at = Some(Instant::now() + delay);
+                (ModuleStatus::Restarting, n)
+            }
+        };
+        self.transition(to, |s| {
+            s.pid = None;
+            s.last_exit_code = Some(code);
+            s.restarts_in_window = n;
+            s.last_crash_at = Some(now);
+        });
+        self.answer_waiting();
+    }
+
+    /// Crash-path port check: who holds the port now that our group is gone?
+    async fn reclaim(&mut self, port: u16, dead_pid: u32) -> Reclaim {
+        let holders = probe::port_holders_async(port).await;
+        if holders.is_empty() {
+            return Reclaim::Continue;
+        }
+        let siblings = self.ctx.live_leaders();
+        let marker = self.req.as_ref().and_then(|r| module_marker(&r.argv, r.cwd.as_deref()));
+        let judged: Vec<(HolderFacts, Attribution)> = holders
+            .into_iter()
+            .map(|h| {
+                let a = attribute(&h, Some(dead_pid), &siblings, marker.as_deref());
+                (h, a)
+            })
+            .collect();
+        let short = self.short().to_owned();
+        if self.cfg().reclaim == ReclaimPolicy::Prompt {
+            let h = &judged[0].0;
+            self.sink.event(&line::prompt_surface(&short, port, h.pid));
+            return Reclaim::Halt(diag::port_squatter(&short, port, h.pid, h.cmdline.as_deref()));
+        }
+        if let Some((h, _)) =
+            judged.iter().find(|(_, a)| matches!(a, Attribution::Foreign | Attribution::Sibling))
+        {
+            self.sink.event(&line::refuse_unrelated(&short, port, h.pid, h.cmdline.as_deref()));
+            return Reclaim::Halt(diag::port_squatter(&short, port, h.pid, h.cmdline.as_deref()));
+        }
+        for (h, _) in &judged {
+            self.sink.event(&line::adopting(&short, port, h.pid, h.cmdline.as_deref()));
+            self.adopt_kill(h, port).await;
+        }
+        Reclaim::Continue
+    }
+
+    /// SIGTERM an attributed orphan, give it `kill_timeout` to let go of the port, SIGKILL
+    /// it if the very same process still holds it. Signals go by identity (pid + start
+    /// time through a pidfd), so a pid recycled meanwhile is never hit.
+    async fn adopt_kill(&self, h: &HolderFacts, port: u16) {
+        let Some(id) = procfs::identity(h.pid) else { return };
+        if !matches!(signal_identity(&id, Signal::Term, false), Ok(Signalled::Process | Signalled::Group)) {
+            return;
+        }
+        let deadline = Instant::now() + self.cfg().kill_timeout;
+        if probe::holds_until(&id, port, deadline, self.cfg().ready_poll).await {
+            let _ = signal_identity(&id, Signal::Kill, false);
+            probe::holds_until(&id, port, Instant::now() + KILL_WAIT, self.cfg().ready_poll).await;
+        }
+    }
+
+    // ---- state ----------------------------------------------------------------------
+
+    fn snapshot(&self) -> ModuleState {
+        self.state_tx.borrow().clone()
+    }
+
+    fn publish(&self, f: impl FnOnce(&mut ModuleState)) {
+        self.state_tx.send_modify(f);
+    }
+
+    /// Moves to `to` (checked against the table) and applies `f`, as one snapshot.
+    fn transition(&mut self, to: ModuleStatus, f: impl FnOnce(&mut ModuleState)) {
+        if !allowed(self.status, to) {
+            // A bug, not an input problem: loud in tests, logged in production, and the
+            // module still moves on rather than sticking in a stale status.
+            debug_assert!(
+                false,
+                "{}: transition {:?} → {to:?} is not in the table",
+                self.short(),
+                self.status
+            );
+            tracing::error!("{}: transition {:?} → {to:?} is not in the table", self.short(), self.status);
+        }
+        self.status = Some(to);
+        self.publish(|s| {
+            s.status = to;
+            f(s);
+        });
+    }
+
+    fn answer_waiting(&mut self) {
+        let state = self.snapshot();
+        for w in self.waiting.drain(..) {
+            let _ = w.send(state.clone());
+        }
+    }
+
+    fn is_current(&self, spawn: u64) -> bool {
+        self.cur.as_ref().is_some_and(|c| c.spawn == spawn)
+    }
+
+    fn port(&self) -> Option<u16> {
+        self.req.as_ref().and_then(|r| r.port)
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.cur.as_ref().map(|c| c.child.pid())
+    }
+
+    async fn persist(&self) {
+        let Some(path) = self.cfg().state_file.clone() else { return };
+        let ctx = Arc::clone(&self.ctx);
+        let _ = tokio::task::spawn_blocking(move || ctx.write_state(&path)).await;
+    }
+}

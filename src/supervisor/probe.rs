@@ -1,0 +1,134 @@
+//! Port probes: who holds a port, and is it one of ours.
+//!
+//! On Linux everything comes from `/proc` (the listen table, then the fds of the holders),
+//! never from `lsof`/`ps`, and the scans run on the blocking pool so a busy host cannot
+//! stall the runtime (upstream's synchronous `lsof` blocked the hub for up to 2 s, §9.2).
+//! Readiness asks "does a process of *this child's* group (or a descendant) hold a LISTEN
+//! socket on the port", so a squatter arriving after the pre-spawn check cannot make a
+//! module look healthy and a module bound only to `::1` is not called unbound (R25).
+//! Elsewhere, without `/proc`, readiness falls back to connecting to 127.0.0.1 and ::1.
+
+use std::time::Duration;
+
+use parachute_process::{ProcessIdentity, procfs};
+use tokio::time::Instant;
+
+use super::attribution::{HolderFacts, in_any_group};
+
+/// Parent hops followed when collecting a holder's ancestry.
+const MAX_HOPS: usize = 64;
+
+/// What `/proc` says about `pid` (pgid, ancestry, command line).
+pub fn holder_facts(pid: u32) -> HolderFacts {
+    let st = procfs::stat(pid);
+    let mut ancestors = Vec::new();
+    let mut cur = st.as_ref().map(|s| s.ppid);
+    while let Some(p) = cur.filter(|&p| p > 1 && ancestors.len() < MAX_HOPS && !ancestors.contains(&p)) {
+        ancestors.push(p);
+        cur = procfs::stat(p).map(|s| s.ppid);
+    }
+    HolderFacts { pid, pgid: st.map(|s| s.pgid), ancestors, cmdline: procfs::cmdline(pid) }
+}
+
+/// Every distinct process holding a LISTEN socket on `port`, with its facts, lowest pid
+/// first (stable messages).
+pub fn port_holders(port: u16) -> Vec<HolderFacts> {
+    let mut pids: Vec<u32> = procfs::listeners(port).into_iter().map(|l| l.pid).collect();
+    pids.sort_unstable();
+    pids.dedup();
+    pids.into_iter().map(holder_facts).collect()
+}
+
+/// [`port_holders`] on the blocking pool.
+pub async fn port_holders_async(port: u16) -> Vec<HolderFacts> {
+    tokio::task::spawn_blocking(move || port_holders(port)).await.unwrap_or_default()
+}
+
+/// Whether a process in `leader`'s group (or a descendant) listens on `port`.
+pub async fn owned_listener(port: u16, leader: u32) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        tokio::task::spawn_blocking(move || port_holders(port).iter().any(|h| in_any_group(h, &[leader])))
+            .await
+            .unwrap_or(false)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = leader;
+        connect_probe(port).await
+    }
+}
+
+/// Fallback readiness where the listen table cannot be read: anything accepting on
+/// 127.0.0.1 or ::1.
+#[cfg(not(target_os = "linux"))]
+async fn connect_probe(port: u16) -> bool {
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+    use std::time::Duration;
+    for ip in [std::net::IpAddr::from(Ipv4Addr::LOCALHOST), Ipv6Addr::LOCALHOST.into()] {
+        let connect = tokio::net::TcpStream::connect(SocketAddr::new(ip, port));
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), connect).await {
+            return true;
+        }
+    }
+    false
+}
+
+/// Polls until a process of `pid`'s group listens on `port` (`true`) or `window` ends.
+pub async fn watch_port(port: u16, pid: u32, window: Duration, poll: Duration) -> bool {
+    let deadline = Instant::now() + window;
+    loop {
+        if owned_listener(port, pid).await {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        tokio::time::sleep(poll.max(Duration::from_millis(1)).min(deadline - now)).await;
+    }
+}
+
+/// Whether process `id` still holds `port` at `deadline` (returns early once it does not).
+pub async fn holds_until(id: &ProcessIdentity, port: u16, deadline: Instant, poll: Duration) -> bool {
+    loop {
+        let still =
+            procfs::is_same_process(id) && port_holders_async(port).await.iter().any(|h| h.pid == id.pid);
+        if !still {
+            return false;
+        }
+        if Instant::now() >= deadline {
+            return true;
+        }
+        tokio::time::sleep(poll.max(Duration::from_millis(1))).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn facts_of_this_process() {
+        let me = std::process::id();
+        let f = holder_facts(me);
+        assert_eq!(f.pid, me);
+        assert!(f.pgid.is_some());
+        assert!(f.cmdline.is_some());
+        assert!(!f.ancestors.contains(&me));
+    }
+
+    #[tokio::test]
+    async fn a_listener_in_this_process_is_found_and_owned_by_our_group() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let holders = port_holders_async(port).await;
+        assert_eq!(holders.iter().map(|h| h.pid).collect::<Vec<_>>(), [std::process::id()]);
+        // Our own group leader (the test harness's group) owns it; an unrelated pid does not.
+        let pgid = holders[0].pgid.unwrap();
+        assert!(owned_listener(port, pgid).await);
+        assert!(!owned_listener(port, 1).await || pgid == 1);
+        drop(l);
+        assert!(port_holders_async(port).await.is_empty());
+    }
+}

@@ -1,0 +1,85 @@
+//! Output pumps: one task per child stream, from pipe to ring buffer and output writer.
+//!
+//! A pump reads raw bytes, cuts them into bounded lines ([`LineSplitter`]), prefixes each
+//! once and hands the same buffer to the module's ring and to the output queue. Pumps are
+//! joined (with a short timeout) after the child's group has been reaped, so `stop()` does
+//! not return before the last lines are in the log (R9). A pump whose pipe is still held by
+//! an escaped grandchild keeps running detached and keeps feeding the same ring.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use super::lines::{LineSplitter, format_line};
+use super::logbuf::LogRing;
+use super::output::Output;
+
+/// Where a module's lines go.
+#[derive(Clone)]
+pub struct LineSink {
+    /// `"[<short>] "`.
+    pub prefix: Bytes,
+    /// The module's ring buffer.
+    pub ring: Arc<LogRing>,
+    /// The shared output writer.
+    pub output: Output,
+    /// Cut lines longer than this.
+    pub max_line: usize,
+}
+
+impl LineSink {
+    fn emit(&self, piece: &[u8], continued: bool) {
+        let line = format_line(&self.prefix, piece, continued);
+        self.ring.push(line.clone());
+        self.output.line(line);
+    }
+
+    /// A `[supervisor] …` line (no module prefix) into the ring and the output (R29).
+    pub fn event(&self, text: &str) {
+        let line = format_line(b"", text.as_bytes(), false);
+        self.ring.push(line.clone());
+        self.output.line(line);
+    }
+}
+
+/// Pumps `stream` until EOF or a read error, then flushes a partial last line.
+pub async fn pump(mut stream: impl AsyncRead + Unpin, sink: LineSink) {
+    let mut splitter = LineSplitter::new(sink.max_line);
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut emit = |piece: &[u8], continued: bool| sink.emit(piece, continued);
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => splitter.push(&buf[..n], &mut emit),
+        }
+    }
+    splitter.finish(&mut emit);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::supervisor::output::OutputSink;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn lines_are_prefixed_and_the_tail_gets_a_newline() {
+        // Scenarios 32/33.
+        let ring = LogRing::new(1 << 16);
+        let sink = LineSink {
+            prefix: Bytes::from_static(b"[scribe] "),
+            ring: Arc::clone(&ring),
+            output: Output::start(OutputSink::Discard, 8),
+            max_line: 1024,
+        };
+        let (mut w, r) = tokio::io::duplex(64);
+        let task = tokio::spawn(pump(r, sink));
+        w.write_all(b"listening on ").await.unwrap();
+        w.write_all(b"3200\nbye").await.unwrap();
+        drop(w);
+        task.await.unwrap();
+        let texts: Vec<_> = ring.snapshot(None).lines.into_iter().map(|l| l.text).collect();
+        assert_eq!(texts, ["[scribe] listening on 3200\n", "[scribe] bye\n"]);
+    }
+}

@@ -1,0 +1,208 @@
+//! The operator token: the bearer secret that guards the control API's module operations.
+//!
+//! `parachute serve` mints it on first start (256 bits from the OS RNG, hex) into
+//! `<home>/operator.token` with mode 0600, and the CLI verbs read the same file. Whoever can
+//! read the file may drive the hub, which is exactly the trust boundary of the home itself.
+//! The token is compared in constant time and never printed (its `Debug` is redacted).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use rand::TryRngCore;
+use subtle::ConstantTimeEq;
+
+/// Bytes of entropy in a minted token.
+const TOKEN_BYTES: usize = 32;
+
+/// Shortest token accepted from an existing file (in characters).
+const MIN_TOKEN_CHARS: usize = 32;
+
+/// Why the token could not be read or created.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// No token file: no hub has been started on this home yet.
+    #[error(
+        "there is no operator token at {} — start the hub once (`parachute serve` or `parachute unit start`) to create it",
+        path.display()
+    )]
+    Missing {
+        /// The expected path.
+        path: PathBuf,
+    },
+    /// The file exists but does not hold a usable token.
+    #[error(
+        "the operator token file {} is malformed ({reason}); delete it and restart `parachute serve` to mint a new one",
+        path.display()
+    )]
+    Malformed {
+        /// The token file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Reading, writing or tightening the file failed.
+    #[error("the operator token file could not be accessed: {0}")]
+    Io(#[from] parachute_fsx::Error),
+    /// The OS random number generator failed (should never happen on a sane system).
+    #[error("the OS random number generator failed while minting the operator token: {0}")]
+    Rng(String),
+}
+
+/// A loaded operator token.
+#[derive(Clone)]
+pub struct OperatorToken {
+    value: String,
+}
+
+impl fmt::Debug for OperatorToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OperatorToken(<redacted>)")
+    }
+}
+
+/// Whether [`OperatorToken::load_or_create`] found a token or minted one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The file existed and held a valid token.
+    Existing,
+    /// A new token was written.
+    Minted,
+}
+
+impl OperatorToken {
+    /// Reads the token file; a missing file is [`TokenError::Missing`].
+    pub fn read(path: &Path) -> Result<OperatorToken, TokenError> {
+        match parachute_fsx::read_optional(path)? {
+            None => Err(TokenError::Missing { path: path.to_path_buf() }),
+            Some(bytes) => parse(path, &bytes),
+        }
+    }
+
+    /// Loads the token, minting it (mode 0600) when the file is absent. An existing file
+    /// with looser permissions is tightened to 0600, since it is a secret.
+    pub fn load_or_create(path: &Path) -> Result<(OperatorToken, Origin), TokenError> {
+        let opts = parachute_fsx::WriteOptions { mode: 0o600, create_parents: true };
+        if let Some(bytes) = parachute_fsx::read_optional(path)? {
+            let token = parse(path, &bytes)?;
+            // Same bytes, so this only rewrites when the mode is wrong.
+            parachute_fsx::write_atomic_with(path, &bytes, opts)?;
+            return Ok((token, Origin::Existing));
+        }
+        let token = OperatorToken::mint()?;
+        parachute_fsx::write_atomic_with(path, format!("{}\n", token.value).as_bytes(), opts)?;
+        Ok((token, Origin::Minted))
+    }
+
+    /// A fresh random token (not written anywhere).
+    pub fn mint() -> Result<OperatorToken, TokenError> {
+        Ok(OperatorToken { value: random_hex(TOKEN_BYTES)? })
+    }
+
+    /// The secret, for an `Authorization: Bearer` header.
+    pub fn expose(&self) -> &str {
+        &self.value
+    }
+
+    /// Whether `presented` equals the token, in time independent of where they differ.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        // `ct_eq` on slices of different lengths is false without comparing contents; the
+        // length of a token is not a secret.
+        bool::from(self.value.as_bytes().ct_eq(presented))
+    }
+}
+
+fn parse(path: &Path, bytes: &[u8]) -> Result<OperatorToken, TokenError> {
+    let malformed =
+        |reason: &str| TokenError::Malformed { path: path.to_path_buf(), reason: reason.to_owned() };
+    let text = std::str::from_utf8(bytes).map_err(|_| malformed("it is not UTF-8 text"))?;
+    let value = text.trim();
+    if value.is_empty() {
+        return Err(malformed("it is empty"));
+    }
+    if !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(malformed("it holds whitespace or control characters inside the token"));
+    }
+    if value.len() < MIN_TOKEN_CHARS {
+        return Err(malformed(&format!(
+            "it is {} characters long; at least {MIN_TOKEN_CHARS} are required",
+            value.len()
+        )));
+    }
+    Ok(OperatorToken { value: value.to_owned() })
+}
+
+/// `n` bytes from the OS RNG, as lowercase hex.
+pub(crate) fn random_hex(n: usize) -> Result<String, TokenError> {
+    let mut buf = vec![0u8; n];
+    rand::rngs::OsRng.try_fill_bytes(&mut buf).map_err(|e| TokenError::Rng(e.to_string()))?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn minted_token_is_256_bits_of_hex_with_mode_0600_and_stable() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("operator.token");
+        let (t, origin) = OperatorToken::load_or_create(&p).unwrap();
+        assert_eq!(origin, Origin::Minted);
+        assert_eq!(t.expose().len(), 64);
+        assert!(t.expose().bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        let (again, origin) = OperatorToken::load_or_create(&p).unwrap();
+        assert_eq!(origin, Origin::Existing);
+        assert_eq!(again.expose(), t.expose());
+        assert_ne!(OperatorToken::mint().unwrap().expose(), t.expose());
+    }
+
+    #[test]
+    fn loose_permissions_are_tightened() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("operator.token");
+        std::fs::write(&p, format!("{}\n", "a".repeat(64))).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (t, _) = OperatorToken::load_or_create(&p).unwrap();
+        assert_eq!(t.expose(), "a".repeat(64));
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn malformed_files_are_refused_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("operator.token");
+        for bad in [
+            "",
+            "   \n",
+            "short",
+            "has space inside the token value ok ok ok",
+            "\u{7f}xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+        ] {
+            std::fs::write(&p, bad).unwrap();
+            let err = OperatorToken::load_or_create(&p).unwrap_err();
+            assert!(matches!(err, TokenError::Malformed { .. }), "{bad:?}: {err}");
+            assert!(err.to_string().contains("operator.token"), "{err}");
+            assert_eq!(std::fs::read_to_string(&p).unwrap(), bad, "a malformed file must not be overwritten");
+        }
+    }
+
+    #[test]
+    fn missing_is_reported_with_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = OperatorToken::read(&dir.path().join("operator.token")).unwrap_err();
+        assert!(matches!(err, TokenError::Missing { .. }));
+        assert!(err.to_string().contains("parachute serve"), "{err}");
+    }
+
+    #[test]
+    fn matching_is_exact() {
+        let t = OperatorToken { value: "ab".repeat(32) };
+        assert!(t.matches("ab".repeat(32).as_bytes()));
+        assert!(!t.matches("ab".repeat(31).as_bytes()));
+        assert!(!t.matches(format!("{}x", "ab".repeat(32)).as_bytes()));
+        assert!(!t.matches(b""));
+        assert_eq!(format!("{t:?}"), "OperatorToken(<redacted>)");
+    }
+}

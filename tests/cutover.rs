@@ -1,0 +1,473 @@
+//! `parachute migrate --to-supervised | --teardown` against real processes and a real
+//! systemd (a private `systemd --user` sandbox per test): legacy daemons started detached
+//! with pidfiles, squatters, reused pids, crashes after every step, concurrent runs.
+//!
+//! The binary runs inside the sandbox's mount namespace (`systemd-sandbox.sh exec`), where
+//! `/run/systemd/system` exists and the session bus is the sandbox's; its environment is
+//! cleared and names a system bus that does not exist, so nothing can reach the host's
+//! managers.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use parachute_process::procfs;
+use serde_json::Value;
+
+use crate::support::hub::wait_output;
+use crate::support::legacy_box::{LegacyBox, alive, holders};
+use crate::support::sandbox::Sandbox;
+use crate::support::{free_port, parachute_bin, wait_for};
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/systemd-sandbox.sh")
+}
+
+/// Runs `parachute migrate <args> --home <box home>`, inside `sbx` when given.
+fn migrate(sbx: Option<&Sandbox>, b: &LegacyBox, args: &[&str], env: &[(&str, &str)]) -> Output {
+    wait_output(spawn_migrate(sbx, b, args, env), Duration::from_secs(90))
+}
+
+/// Starts `parachute migrate …` (its pid is the child's: the sandbox script and nsenter exec).
+fn spawn_migrate(sbx: Option<&Sandbox>, b: &LegacyBox, args: &[&str], env: &[(&str, &str)]) -> Child {
+    let mut cmd = match sbx {
+        Some(s) => {
+            let mut c = Command::new("bash");
+            c.arg(script()).arg("exec").arg(s.dir()).arg("--").arg(parachute_bin());
+            c
+        }
+        None => Command::new(parachute_bin()),
+    };
+    cmd.arg("migrate").args(args).arg("--home").arg(b.home());
+    cmd.env_clear()
+        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("HOME", b.root())
+        .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/system_bus_socket");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+}
+
+fn to_supervised(sbx: &Sandbox, b: &LegacyBox, env: &[(&str, &str)]) -> Output {
+    migrate(Some(sbx), b, &["--to-supervised", "--scope", "user", "--json"], env)
+}
+
+fn teardown(sbx: &Sandbox, b: &LegacyBox) -> Output {
+    migrate(Some(sbx), b, &["--teardown", "--scope", "user", "--json"], &[])
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}); status {}\nstdout:\n{}\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn outcome(out: &Output) -> String {
+    json(out)["outcome"].as_str().unwrap_or_default().to_owned()
+}
+
+fn show(out: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// After a migration: the hub port is held by the unit's main pid (= hub-instance.json's
+/// pid) only, and each module port by exactly one process, a descendant of that hub.
+fn assert_supervised(b: &LegacyBox, hub_port: u16, module_ports: &[u16], report: &Value) {
+    let inst: Value =
+        serde_json::from_slice(&std::fs::read(b.home().join("hub-instance.json")).unwrap()).unwrap();
+    let main = inst["pid"].as_u64().unwrap() as u32;
+    assert_eq!(report["final_state"]["unit"]["main_pid"].as_u64(), Some(u64::from(main)), "{report:#}");
+    assert_eq!(report["final_state"]["hub_healthy"], true, "{report:#}");
+    assert_eq!(holders(hub_port), vec![main], "the hub port is held by the supervised hub only");
+    for &p in module_ports {
+        let h = wait_for(&format!("one holder on module port {p}"), Duration::from_secs(10), || {
+            let h = holders(p);
+            (h.len() == 1).then_some(h)
+        });
+        assert!(procfs::is_descendant(h[0], main), "port {p} is held by pid {} outside the hub {main}", h[0]);
+    }
+}
+
+fn wait_port_free(port: u16) {
+    wait_for(&format!("port {port} to be free"), Duration::from_secs(15), || {
+        holders(port).is_empty().then_some(())
+    });
+}
+
+#[test]
+fn no_manager_leaves_the_legacy_box_running_and_says_so() {
+    let mut b = LegacyBox::new();
+    let hp = free_port();
+    let vp = free_port();
+    let hub = b.hub(hp);
+    let alpha = b.module("parachute-alpha", vp);
+    // Outside the sandbox there is no /run/systemd/system: no manager.
+    let out = migrate(None, &b, &["--to-supervised", "--scope", "user"], &[]);
+    assert_eq!(out.status.code(), Some(4), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("still running: hub, parachute-alpha"), "{err}");
+    assert!(err.contains("parachute migrate --to-supervised --home"), "the continuing command: {err}");
+    assert!(alive(&hub) && alive(&alpha));
+    assert!(b.pidfile("parachute-alpha").exists());
+}
+
+#[test]
+fn a_held_lock_is_reported_with_its_holder() {
+    let b = LegacyBox::new();
+    let holder = parachute::cutover::lock::Holder {
+        pid: std::process::id(),
+        process_started_at: None,
+        locked_at: "2025-01-01T00:00:00Z".into(),
+        verb: "migrate --teardown".into(),
+    };
+    let _lock =
+        parachute::cutover::lock::CutoverLock::acquire(&b.home().join("hub/run/migrate.lock"), &holder)
+            .unwrap();
+    let out = migrate(None, &b, &["--to-supervised", "--scope", "user", "--json"], &[]);
+    assert_eq!(out.status.code(), Some(10), "{}", show(&out));
+    let v = json(&out);
+    assert_eq!(v["outcome"], "locked");
+    let msg = v["messages"].to_string();
+    assert!(msg.contains(&format!("pid {}", std::process::id())) && msg.contains("--teardown"), "{msg}");
+}
+
+#[test]
+fn migrates_then_already_migrated_then_teardown_twice() {
+    // Declared first so it is dropped last: the sandbox stops the hub before the home goes.
+    let mut b = LegacyBox::new();
+    let Some(sbx) = Sandbox::start("cutover_migrate") else { return };
+    let (hp, vp, sp) = (free_port(), free_port(), free_port());
+    let hub = b.hub(hp);
+    let alpha = b.module("parachute-alpha", vp);
+    let beta = b.module("parachute-beta", sp);
+    let bystander = b.unrelated_sleeper();
+
+    let dry = migrate(Some(&sbx), &b, &["--to-supervised", "--scope", "user", "--dry-run", "--json"], &[]);
+    assert_eq!(dry.status.code(), Some(0), "{}", show(&dry));
+    let plan = json(&dry);
+    assert_eq!(plan["dry_run"], true);
+    let text = plan["steps_done"].to_string();
+    assert!(text.contains("would stop") && text.contains(&format!("pid {}", alpha.pid)), "{text}");
+    assert!(text.contains("would write"), "{text}");
+    assert!(alive(&hub) && alive(&alpha) && alive(&beta), "a dry run stops nothing");
+    assert!(!b.home().join("hub/run/migrate-journal.json").exists(), "a dry run writes no journal");
+    assert!(!sbx.unit_dir().join("parachute-hub.service").exists(), "a dry run writes no unit");
+
+    let out = to_supervised(&sbx, &b, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let v = json(&out);
+    assert_eq!(v["outcome"], "migrated", "{v:#}");
+    assert_supervised(&b, hp, &[vp, sp], &v);
+    assert!(!alive(&hub) && !alive(&alpha) && !alive(&beta), "legacy daemons are gone");
+    assert!(alive(&bystander), "an unrelated process is untouched");
+    assert!(!b.home().join("hub/run/hub.pid").exists() && !b.pidfile("parachute-alpha").exists());
+    assert_eq!(v["steps_done"].as_array().unwrap().len(), 9, "{v:#}");
+
+    let again = to_supervised(&sbx, &b, &[]);
+    assert_eq!(again.status.code(), Some(0), "{}", show(&again));
+    assert_eq!(outcome(&again), "already-migrated", "{}", show(&again));
+
+    let t = teardown(&sbx, &b);
+    assert_eq!(t.status.code(), Some(0), "{}", show(&t));
+    assert_eq!(json(&t)["outcome"], "removed", "{}", show(&t));
+    assert!(!sbx.unit_dir().join("parachute-hub.service").exists());
+    wait_port_free(hp);
+    let t2 = teardown(&sbx, &b);
+    assert_eq!(t2.status.code(), Some(0), "{}", show(&t2));
+    assert_eq!(json(&t2)["outcome"], "nothing-installed", "{}", show(&t2));
+}
+
+#[test]
+fn teardown_stops_a_unit_whose_file_was_deleted_while_loaded() {
+    // Declared first so it is dropped last: the sandbox stops the hub before the home goes.
+    let mut b = LegacyBox::new();
+    let Some(sbx) = Sandbox::start("cutover_teardown_deleted") else { return };
+    let (hp, vp) = (free_port(), free_port());
+    b.hub(hp);
+    b.module("parachute-alpha", vp);
+    let out = to_supervised(&sbx, &b, &[]);
+    assert_eq!(outcome(&out), "migrated", "{}", show(&out));
+    let unit = sbx.unit_dir().join("parachute-hub.service");
+    std::fs::remove_file(&unit).unwrap();
+    let t = teardown(&sbx, &b);
+    assert_eq!(t.status.code(), Some(0), "{}", show(&t));
+    wait_port_free(hp);
+    wait_port_free(vp);
+    let t2 = teardown(&sbx, &b);
+    assert_eq!(json(&t2)["outcome"], "nothing-installed", "{}", show(&t2));
+}
+
+#[test]
+fn crash_after_every_step_then_a_plain_rerun_converges() {
+    let Some(sbx) = Sandbox::start("cutover_crash") else { return };
+    for k in 1..=9u8 {
+        let mut b = LegacyBox::new();
+        let (hp, vp, sp) = (free_port(), free_port(), free_port());
+        let hub = b.hub(hp);
+        let alpha = b.module("parachute-alpha", vp);
+        let beta = b.module("parachute-beta", sp);
+        let bystander = b.unrelated_sleeper();
+        let crashed = to_supervised(&sbx, &b, &[("PARACHUTE_TEST_CRASH_AFTER_STEP", &k.to_string())]);
+        assert_eq!(crashed.status.signal(), Some(9), "step {k}: {}", show(&crashed));
+        let journal: Value =
+            serde_json::from_slice(&std::fs::read(b.home().join("hub/run/migrate-journal.json")).unwrap())
+                .unwrap();
+        let last = journal["steps"].as_array().unwrap().last().unwrap()["step"].clone();
+        assert_eq!(last, parachute::cutover::plan::StepKind::from_number(k).unwrap().name(), "{journal:#}");
+
+        let out = to_supervised(&sbx, &b, &[]);
+        assert_eq!(out.status.code(), Some(0), "re-run after a crash at step {k}: {}", show(&out));
+        let v = json(&out);
+        assert_eq!(v["outcome"], "migrated", "step {k}: {v:#}");
+        assert_supervised(&b, hp, &[vp, sp], &v);
+        assert!(!alive(&hub) && !alive(&alpha) && !alive(&beta), "step {k}: a legacy daemon survived");
+        assert!(alive(&bystander), "step {k}: an unrelated process was touched");
+
+        let t = teardown(&sbx, &b);
+        assert_eq!(t.status.code(), Some(0), "step {k}: {}", show(&t));
+        wait_port_free(hp);
+    }
+}
+
+/// Preflight found a holder it may not stop: exit 7, nothing stopped, nothing written.
+fn assert_port_stuck_and_untouched(
+    sbx: &Sandbox,
+    b: &LegacyBox,
+    out: &Output,
+    keep: &[&parachute_process::ProcessIdentity],
+) {
+    assert_eq!(out.status.code(), Some(7), "{}", show(out));
+    let v = json(out);
+    assert_eq!(v["outcome"], "port-stuck");
+    for id in keep {
+        assert!(alive(id), "pid {} was touched", id.pid);
+    }
+    assert!(!sbx.unit_dir().join("parachute-hub.service").exists(), "preflight wrote a unit");
+    let journal: Value =
+        serde_json::from_slice(&std::fs::read(b.home().join("hub/run/migrate-journal.json")).unwrap())
+            .unwrap();
+    assert_eq!(journal["steps"].as_array().unwrap().len(), 1, "only detect is journaled: {journal:#}");
+    let msg = v["messages"].to_string();
+    assert!(
+        msg.contains("nothing was stopped")
+            || msg.contains("Nothing was stopped")
+            || msg.contains("read-only"),
+        "{msg}"
+    );
+    assert!(msg.contains("--to-supervised --home"), "{msg}");
+}
+
+#[test]
+fn unrelated_process_on_a_module_port_aborts_preflight_and_stops_nothing() {
+    // Declared first so it is dropped last: the sandbox stops the hub before the home goes.
+    let mut b = LegacyBox::new();
+    let Some(sbx) = Sandbox::start("cutover_squatter") else { return };
+    let (hp, vp, sp) = (free_port(), free_port(), free_port());
+    let hub = b.hub(hp);
+    let alpha = b.module("parachute-alpha", vp);
+    b.declare("parachute-beta", sp);
+    let squatter = b.squatter(sp);
+    let out = to_supervised(&sbx, &b, &[]);
+    assert_port_stuck_and_untouched(&sbx, &b, &out, &[&hub, &alpha, &squatter]);
+    assert!(json(&out)["messages"].to_string().contains(&format!("pid {}", squatter.pid)));
+}
+
+#[test]
+fn a_sibling_modules_process_on_another_modules_port_is_not_touched_601() {
+    // Declared first so it is dropped last: the sandbox stops the hub before the home goes.
+    let mut b = LegacyBox::new();
+    let Some(sbx) = Sandbox::start("cutover_sibling") else { return };
+    let (hp, vp, sp) = (free_port(), free_port(), free_port());
+    let hub = b.hub(hp);
+    let beta = b.module("parachute-beta", sp);
+    b.declare("parachute-alpha", vp);
+    // A beta process (no pidfile) squats alpha's port: it names Parachute, but not alpha.
+    let bin = b.bin("parachute-beta");
+    let stray_pidfile = b.root().join("stray.pid");
+    let stray = b.daemon(&bin, &["--port", &vp.to_string()], &stray_pidfile, Some(vp));
+    let out = to_supervised(&sbx, &b, &[]);
+    assert_port_stuck_and_untouched(&sbx, &b, &out, &[&hub, &beta, &stray]);
+}
+
+#[test]
+fn hub_port_held_by_something_else_aborts_w14() {
+    // Declared first so it is dropped last: the sandbox stops the hub before the home goes.
+    let mut b = LegacyBox::new();
+    let Some(sbx) = Sandbox::start("cutover_hub_squatter") else { return };
+    let (hp, vp) = (free_port(), free_port());
+    let alpha = b.module("parachute-alpha", vp);
+    let squatter = b.squatter(hp);
+    let out = migrate(
+        Some(&sbx),
+        &b,
+        &["--to-supervised", "--scope", "user", "--json", "--port", &hp.to_string()],
+        &[],
+    );
+    assert_port_stuck_and_untouched(&sbx, &b, &out, &[&alpha, &squatter]);
+}
+
+#[test]
+fn a_pidfile_whose_pid_was_reused_is_never_signalled_w13() {
+    // Declared first so it is dropped last: the sandbox stops the hub before the home goes.
+    let mut b = LegacyBox::new();
+    let Some(sbx) = Sandbox::start("cutover_reused_pid") else { return };
+    let (hp, vp, sp) = (free_port(), free_port(), free_port());
+    b.hub(hp);
+    b.module("parachute-beta", sp);
+    b.declare("parachute-alpha", vp);
+    let sleeper = b.unrelated_sleeper();
+    let pidfile = b.pidfile("parachute-alpha");
+    std::fs::create_dir_all(pidfile.parent().unwrap()).unwrap();
+    std::fs::write(&pidfile, format!("{}\n", sleeper.pid)).unwrap();
+    let out = to_supervised(&sbx, &b, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let v = json(&out);
+    assert_eq!(v["outcome"], "migrated", "{v:#}");
+    assert!(alive(&sleeper), "the process that reused the pid was signalled");
+    assert!(!pidfile.exists(), "the stale pidfile is removed");
+    assert!(v["steps_done"].to_string().contains("not ours"), "{v:#}");
+    assert_supervised(&b, hp, &[vp, sp], &v);
+}
+
+#[test]
+fn two_cutovers_started_together_exactly_one_proceeds() {
+    // Declared first so it is dropped last: the sandbox stops the hub before the home goes.
+    let mut b = LegacyBox::new();
+    let Some(sbx) = Sandbox::start("cutover_concurrent") else { return };
+    let (hp, vp) = (free_port(), free_port());
+    b.hub(hp);
+    b.module("parachute-alpha", vp);
+    let args = ["--to-supervised", "--scope", "user", "--json"];
+    let children: Vec<Child> = (0..2).map(|_| spawn_migrate(Some(&sbx), &b, &args, &[])).collect();
+    let pids: Vec<u32> = children.iter().map(Child::id).collect();
+    let outs: Vec<Output> = children.into_iter().map(|c| wait_output(c, Duration::from_secs(90))).collect();
+    let mut outcomes: Vec<String> = outs.iter().map(outcome).collect();
+    outcomes.sort();
+    assert_eq!(outcomes, ["locked", "migrated"], "{}\n---\n{}", show(&outs[0]), show(&outs[1]));
+    let winner = if outcome(&outs[0]) == "migrated" { 0 } else { 1 };
+    let locked = &outs[1 - winner];
+    assert_eq!(locked.status.code(), Some(10));
+    let msg = json(locked)["messages"].to_string();
+    assert!(msg.contains(&format!("pid {}", pids[winner])), "the loser names the winner: {msg}");
+}
+
+#[test]
+fn stubborn_and_forking_legacy_daemons_are_stopped_by_group_under_one_budget() {
+    // Declared first so it is dropped last: the sandbox stops the hub before the home goes.
+    let mut b = LegacyBox::new();
+    let Some(sbx) = Sandbox::start("cutover_stubborn") else { return };
+    let (hp, ap, bp, cp) = (free_port(), free_port(), free_port(), free_port());
+    b.hub(hp);
+    // alpha's port is held by a grandchild in its process group, whose command line names
+    // only the fixture binary: attributable through the group, not by name.
+    let alpha = b.module_with("parachute-alpha", ap, &["--grandchild-holds-port"]);
+    let holder = procfs::identity(holders(ap)[0]).unwrap();
+    assert_ne!(holder.pid, alpha.pid);
+    // beta and gamma ignore SIGTERM: both are SIGKILLed after the one shared grace period.
+    let beta = b.module_with("parachute-beta", bp, &["--ignore-sigterm"]);
+    let gamma = b.module_with("parachute-gamma", cp, &["--ignore-sigterm"]);
+    let out = to_supervised(&sbx, &b, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let v = json(&out);
+    assert_eq!(v["outcome"], "migrated", "{v:#}");
+    let steps = v["steps_done"].to_string();
+    assert!(
+        steps.contains("a process of the legacy parachute-alpha"),
+        "group attribution in preflight: {steps}"
+    );
+    assert!(steps.contains(&format!("pid {} did not exit on SIGTERM", beta.pid)), "{steps}");
+    assert!(steps.contains(&format!("pid {} did not exit on SIGTERM", gamma.pid)), "{steps}");
+    assert!(!alive(&alpha) && !alive(&beta) && !alive(&gamma));
+    assert!(!alive(&holder), "the grandchild holding alpha's port was stopped with its group");
+    assert_supervised(&b, hp, &[ap, bp, cp], &v);
+}
+
+#[test]
+fn stale_per_module_units_are_disabled_durably_522() {
+    // Declared first so it is dropped last: the sandbox stops the hub before the home goes.
+    let mut b = LegacyBox::new();
+    let Some(sbx) = Sandbox::start("cutover_stale_units") else { return };
+    let unit = sbx.unit_dir().join("parachute-vault.service");
+    std::fs::create_dir_all(sbx.unit_dir()).unwrap();
+    std::fs::write(
+        &unit,
+        "[Unit]\nDescription=stale vault\n[Service]\nExecStart=/bin/sleep 600\n[Install]\nWantedBy=default.target\n",
+    )
+    .unwrap();
+    let ctl = |args: &[&str]| {
+        Command::new("bash")
+            .arg(script())
+            .arg("exec")
+            .arg(sbx.dir())
+            .args(["--", "systemctl", "--user"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let en = ctl(&["enable", "--now", "parachute-vault.service"]);
+    assert!(en.status.success(), "{}", show(&en));
+    let (hp, ap) = (free_port(), free_port());
+    b.hub(hp);
+    b.module("parachute-alpha", ap);
+    let out = to_supervised(&sbx, &b, &[]);
+    let v = json(&out);
+    assert_eq!(v["outcome"], "migrated", "{v:#}");
+    assert!(v["steps_done"].to_string().contains("disabled parachute-vault.service"), "{v:#}");
+    let enabled = ctl(&["is-enabled", "parachute-vault.service"]);
+    assert_eq!(String::from_utf8_lossy(&enabled.stdout).trim(), "disabled", "{}", show(&enabled));
+    let active = ctl(&["is-active", "parachute-vault.service"]);
+    assert_ne!(String::from_utf8_lossy(&active.stdout).trim(), "active", "{}", show(&active));
+    assert!(unit.exists(), "the stale unit file is left in place, only disabled");
+}
+
+#[test]
+fn a_failed_start_reports_the_true_state_and_a_plain_rerun_recovers_w18_w19_w21() {
+    // Declared first so it is dropped last: the sandbox stops the hub before the home goes.
+    let mut b = LegacyBox::new();
+    let Some(sbx) = Sandbox::start("cutover_start_failed") else { return };
+    let (hp, ap) = (free_port(), free_port());
+    let hub = b.hub(hp);
+    let alpha = b.module("parachute-alpha", ap);
+    // A binary that passes the preflight's `--version` but cannot serve.
+    let broken = b.root().join("broken-parachute");
+    std::fs::write(
+        &broken,
+        "#!/bin/sh\n[ \"$1\" = --version ] && { echo 'parachute 0.0.0'; exit 0; }\nexit 3\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let args = ["--to-supervised", "--scope", "user", "--json", "--exec", broken.to_str().unwrap()];
+    let out = migrate(Some(&sbx), &b, &args, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let v = json(&out);
+    assert_eq!(v["outcome"], "start-failed", "{v:#}");
+    let state = &v["final_state"];
+    assert_eq!(state["legacy_stopped"], serde_json::json!(["hub", "parachute-alpha"]), "{v:#}");
+    assert_eq!(state["legacy_running"], serde_json::json!([]), "{v:#}");
+    assert!(state["unit"]["file"].is_string(), "the unit file is reported as present: {v:#}");
+    assert_eq!(state["unit"]["active"], false, "{v:#}");
+    assert_eq!(state["hub_healthy"], false);
+    let msg = v["messages"].to_string();
+    assert!(msg.contains("Nothing runs the hub"), "{msg}");
+    assert!(v["next"].as_str().unwrap().contains("--to-supervised"), "{v:#}");
+    assert!(!alive(&hub) && !alive(&alpha));
+
+    // The plain command (this binary) continues: the flapping unit is stopped and rewritten.
+    let out = to_supervised(&sbx, &b, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let v = json(&out);
+    assert_eq!(v["outcome"], "migrated", "{v:#}");
+    assert_supervised(&b, hp, &[ap], &v);
+}

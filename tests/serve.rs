@@ -1,0 +1,365 @@
+//! `parachute serve`, run for real: boot, the control API, signals, shutdown, reaping.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::hub::{Proc, Serve, TestHome, alive, descendants, http_stream};
+use crate::support::{fixture_bin, free_port, parachute_bin, wait_for};
+
+fn fixture() -> String {
+    fixture_bin().to_str().unwrap().to_owned()
+}
+
+#[test]
+fn boot_logs_real_states_and_health_matches_the_instance_file() {
+    let h = TestHome::new();
+    let (ok, crashy) = (free_port(), free_port());
+    h.fixture("ok-mod", ok, &[]);
+    h.fixture("crashy", crashy, &["--exit-after-ms", "0", "--exit-code", "3", "--no-listen"]);
+    h.module("missing", free_port(), &["/nonexistent/parachute-nothing".into()]);
+    h.row(serde_json::json!({"name": "cli-only", "port": free_port(), "paths": ["/c"], "health": "/h", "version": "1"}));
+    let mut s = Serve::ready(&h, free_port(), &[]);
+
+    let line = s.wait_err("ok-mod's boot line", |l| l.starts_with("[hub] ok-mod: "));
+    assert!(line.starts_with("[hub] ok-mod: running (pid "), "{line}");
+    let line = s.wait_err("missing's boot line", |l| l.starts_with("[hub] missing: "));
+    assert!(line.contains("crashed") && line.contains("missing_dependency"), "{line}");
+    let line = s.wait_err("crashy's boot line", |l| l.starts_with("[hub] crashy: "));
+    assert!(!line.contains("running (pid") || line.contains("crash"), "R15: {line}");
+    let line = s.wait_err("cli-only's boot line", |l| l.contains("cli-only"));
+    assert!(line.contains("skipped"), "{line}");
+    s.wait_err("the summary", |l| l.contains("boot done"));
+
+    let inst = h.instance().expect("hub-instance.json is written");
+    let (st, body) = s.http("GET", "/health", None);
+    assert_eq!(st, 200, "{body}");
+    let health: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["instance"], inst["instance"]);
+    assert_eq!(health["instance"].as_str().unwrap().len(), 32);
+    assert_eq!(health["pid"].as_u64(), Some(u64::from(s.pid())));
+    assert_eq!(inst["port"].as_u64(), Some(u64::from(s.port)));
+    assert!(health["modules"]["running"].as_u64().unwrap() >= 1);
+    assert_eq!(health["modules"]["total"].as_u64(), Some(3), "{body}");
+    let crashy_state = s.wait_state(&h, "crashy", "crashy to give up", |v| v["status"] == "crashed");
+    assert!(crashy_state["restartsInWindow"].as_u64().unwrap() >= 1, "{crashy_state}");
+
+    s.signal(libc::SIGTERM);
+    assert_eq!(s.wait_exit(Duration::from_secs(15)).code(), Some(0), "{}", s.stderr());
+    assert!(h.instance().is_none(), "hub-instance.json is removed on a clean exit");
+}
+
+#[test]
+fn the_api_requires_the_token_and_answers_errors_as_json() {
+    let h = TestHome::new();
+    h.fixture("alpha", free_port(), &[]);
+    let s = Serve::ready(&h, free_port(), &[]);
+    s.wait_err("boot", |l| l.contains("boot done"));
+    let token = h.token();
+    assert_eq!(token.len(), 64);
+    let mode = std::fs::metadata(h.home().join("operator.token")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let err = |st: u16, body: &str, code: u16, error: &str| {
+        assert_eq!(st, code, "{body}");
+        let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        assert_eq!(v["error"], error, "{body}");
+        assert!(v["error_description"].as_str().is_some_and(|d| !d.is_empty()), "{body}");
+    };
+    for (method, path) in [
+        ("GET", "/api/modules"),
+        ("GET", "/api/modules/alpha"),
+        ("POST", "/api/modules/alpha/stop"),
+        ("GET", "/api/modules/alpha/logs"),
+    ] {
+        let (st, body) = s.http(method, path, None);
+        err(st, &body, 401, "unauthenticated");
+        let (st, body) = s.http(method, path, Some(&"0".repeat(64)));
+        err(st, &body, 401, "unauthenticated");
+    }
+    assert_eq!(s.http("GET", "/health", None).0, 200, "health is open");
+    let (st, body) = s.http("GET", "/api/modules", Some(&token));
+    assert_eq!(st, 200, "{body}");
+    let list: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(list["modules"][0]["short"], "alpha");
+    assert_eq!(list["installed"][0]["short"], "alpha");
+
+    // Method before auth, then unknown routes and modules.
+    let (st, body) = s.http("GET", "/api/modules/alpha/start", None);
+    err(st, &body, 405, "method_not_allowed");
+    let (st, body) = s.http("DELETE", "/health", None);
+    err(st, &body, 405, "method_not_allowed");
+    let (st, body) = s.http("GET", "/nope", Some(&token));
+    err(st, &body, 404, "not_found");
+    let (st, body) = s.http("POST", "/api/modules/ghost/start", Some(&token));
+    err(st, &body, 400, "not_installed");
+    let (st, body) = s.http("POST", "/api/modules/ghost/stop", Some(&token));
+    err(st, &body, 404, "not_supervised");
+    let (st, body) = s.http("GET", "/api/modules/ghost", Some(&token));
+    err(st, &body, 404, "not_supervised");
+    let (st, body) = s.http("GET", "/api/modules/alpha/logs?since=x", Some(&token));
+    err(st, &body, 400, "bad_request");
+    // A hostile (percent-encoded) name is just an unknown module.
+    let (st, body) = s.http("POST", "/api/modules/a%0Ab%22%24%25/start", Some(&token));
+    err(st, &body, 400, "bad_request");
+    let (st, body) = s.http("POST", "/api/modules/%24HOME%25/start", Some(&token));
+    err(st, &body, 400, "not_installed");
+
+    // A row added after boot is in services.json but not supervised: restart says so.
+    let late = free_port();
+    h.fixture("late", late, &[]);
+    let (st, body) = s.http("POST", "/api/modules/late/restart", Some(&token));
+    err(st, &body, 404, "not_supervised");
+    let (st, body) = s.http("POST", "/api/modules/late/start", Some(&token));
+    assert_eq!(st, 200, "any services.json module can be started (R20): {body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["short"], "late");
+    assert_eq!(v["state"]["status"], "running", "{body}");
+    s.track(v["state"]["pid"].as_u64().unwrap() as u32);
+}
+
+#[test]
+fn crash_restart_stop_and_start_over_the_api() {
+    let h = TestHome::new();
+    let port = free_port();
+    // Crashes 300 ms after binding: the supervisor respawns it.
+    h.fixture("bouncy", port, &["--exit-after-ms", "300", "--exit-code", "5"]);
+    let s = Serve::ready(&h, free_port(), &[]);
+    let token = h.token();
+    let first = s.wait_state(&h, "bouncy", "a first pid", |v| v["pid"].is_u64());
+    let crashed =
+        s.wait_state(&h, "bouncy", "a counted crash", |v| v["restartsInWindow"].as_u64() >= Some(1));
+    assert_eq!(crashed["lastExitCode"], 5, "{crashed}");
+    s.wait_state(&h, "bouncy", "a respawn with another pid", |v| {
+        v["pid"].is_u64() && v["pid"] != first["pid"]
+    });
+
+    let (st, body) = s.http("POST", "/api/modules/bouncy/stop", Some(&token));
+    assert_eq!(st, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["state"]["status"], "stopped", "{body}");
+    assert!(v["state"]["pid"].is_null(), "{body}");
+    for pid in s.seen_pids() {
+        assert!(!alive(pid), "pid {pid} survived the stop");
+    }
+    let (st, body) = s.http("POST", "/api/modules/bouncy/start", Some(&token));
+    assert_eq!(st, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["state"]["status"], "running", "{body}");
+    let pid = v["state"]["pid"].as_u64().unwrap() as u32;
+    s.track(pid);
+    assert!(alive(pid));
+    let (st, body) = s.http("POST", "/api/modules/bouncy/restart", Some(&token));
+    assert_eq!(st, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let new_pid = v["state"]["pid"].as_u64().unwrap() as u32;
+    s.track(new_pid);
+    assert_ne!(new_pid, pid);
+}
+
+#[test]
+fn a_squatter_is_surfaced_with_pid_and_command_line() {
+    let h = TestHome::new();
+    let port = free_port();
+    let squatter = Proc::fixture(&["--port", &port.to_string(), "--line-text", "squatting"]);
+    h.fixture("victim", port, &[]);
+    let s = Serve::ready(&h, free_port(), &[]);
+    let line = s.wait_err("victim's boot line", |l| l.starts_with("[hub] victim: "));
+    assert!(line.contains("crashed") && line.contains("port_squatter"), "{line}");
+    let st = s.state(&h, "victim");
+    let e = &st["startError"];
+    assert_eq!(e["error_type"], "port_squatter", "{st}");
+    assert_eq!(e["holder_pid"].as_u64(), Some(u64::from(squatter.pid())), "{st}");
+    assert!(e["holder_cmdline"].as_str().unwrap().contains("parachute-fixture"), "{st}");
+    assert!(alive(squatter.pid()), "the squatter is not ours: it must be left alone");
+}
+
+#[test]
+fn a_log_follow_keeps_streaming_across_a_crash() {
+    let h = TestHome::new();
+    h.fixture("phoenix", free_port(), &["--lines", "2", "--line-text", "hello", "--exit-after-ms", "400"]);
+    let s = Serve::ready(&h, free_port(), &[]);
+    s.wait_state(&h, "phoenix", "a pid", |v| v["pid"].is_u64());
+    let mut r = http_stream(s.port, "/api/modules/phoenix/logs?follow=1&since=0", &h.token());
+    let mut pids = std::collections::BTreeSet::new();
+    let mut last_seq: Option<u64> = None;
+    let start = Instant::now();
+    while pids.len() < 2 {
+        assert!(start.elapsed() < Duration::from_secs(20), "saw pids {pids:?}");
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut r, &mut line).unwrap();
+        assert!(n > 0, "the stream ended early");
+        // Chunk-size lines of the chunked encoding sit between the events.
+        if !line.starts_with('{') {
+            continue;
+        }
+        let ev: Value = serde_json::from_str(line.trim()).unwrap();
+        assert!(ev["missed"].is_null(), "nothing is evicted from a small buffer: {ev}");
+        let seq = ev["seq"].as_u64().expect("a line event");
+        assert!(last_seq.is_none_or(|l| seq > l), "sequence numbers increase");
+        last_seq = Some(seq);
+        if let Some(rest) = ev["text"].as_str().unwrap().strip_prefix("[phoenix] ready pid=") {
+            pids.insert(rest.split(' ').next().unwrap().to_owned());
+        }
+    }
+    // Non-follow form: JSON with nextSeq.
+    let (st, body) = s.http("GET", "/api/modules/phoenix/logs?since=1", Some(&h.token()));
+    assert_eq!(st, 200);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["lines"][0]["seq"], 1, "{body}");
+    assert_eq!(v["lines"][0]["text"], "[phoenix] hello 1", "{body}");
+    assert!(v["nextSeq"].as_u64().unwrap() > 2);
+    assert_eq!(v["missed"], 0);
+}
+
+#[test]
+fn a_held_hub_port_exits_naming_the_holder_and_starts_nothing() {
+    let h = TestHome::new();
+    let hub_port = free_port();
+    let holder = Proc::fixture(&["--port", &hub_port.to_string()]);
+    let pidfile = h.scratch("module.pid");
+    h.fixture("never", free_port(), &["--pidfile", pidfile.to_str().unwrap()]);
+    let mut s = Serve::start(&h, hub_port, &[]);
+    let st = s.wait_exit(Duration::from_secs(10));
+    assert_eq!(st.code(), Some(7), "{}", s.stderr());
+    let err = s.stderr();
+    assert!(err.contains(&format!("pid {}", holder.pid())), "{err}");
+    assert!(err.contains("parachute-fixture"), "{err}");
+    assert!(!pidfile.exists(), "no module may be spawned");
+    assert!(h.instance().is_none());
+}
+
+#[test]
+fn shutdown_stops_every_process_and_kills_the_stubborn() {
+    let h = TestHome::new();
+    h.fixture("plain", free_port(), &[]);
+    h.fixture("stubborn", free_port(), &["--ignore-sigterm"]);
+    h.fixture("wrapped", free_port(), &["--grandchild-holds-port"]);
+    let mut s = Serve::ready(&h, free_port(), &["--stop-timeout", "1"]);
+    s.wait_err("boot", |l| l.contains("boot done"));
+    for m in ["plain", "stubborn", "wrapped"] {
+        s.wait_state(&h, m, "a pid", |v| v["pid"].is_u64());
+    }
+    let g = s.wait_out("the grandchild pid", |l| l.starts_with("[wrapped] grandchild pid="));
+    s.track(g.rsplit('=').next().unwrap().parse().unwrap());
+    let mut pids = s.seen_pids();
+    pids.extend(descendants(s.pid()));
+    assert!(pids.len() >= 4, "{pids:?}");
+    s.signal(libc::SIGTERM);
+    let st = s.wait_exit(Duration::from_secs(15));
+    assert_eq!(st.code(), Some(8), "a SIGKILL was needed, so the exit is unclean:\n{}", s.stderr());
+    assert!(s.stderr().contains("stubborn"), "{}", s.stderr());
+    for pid in pids {
+        assert!(!alive(pid), "pid {pid} outlived the hub");
+    }
+}
+
+#[test]
+fn a_second_signal_kills_at_once() {
+    let h = TestHome::new();
+    h.fixture("stubborn", free_port(), &["--ignore-sigterm"]);
+    let mut s = Serve::ready(&h, free_port(), &["--stop-timeout", "60"]);
+    let pid = s.wait_state(&h, "stubborn", "a pid", |v| v["pid"].is_u64())["pid"].as_u64().unwrap() as u32;
+    s.signal(libc::SIGTERM);
+    s.wait_err("the stopping line", |l| l.contains("stopping 1 module"));
+    let t = Instant::now();
+    s.signal(libc::SIGINT);
+    assert_eq!(s.wait_exit(Duration::from_secs(10)).code(), Some(8));
+    assert!(t.elapsed() < Duration::from_secs(5), "the second signal must not wait for the deadline");
+    wait_for("the stubborn module to die", Duration::from_secs(5), || (!alive(pid)).then_some(()));
+}
+
+#[test]
+fn sigterm_during_boot_leaves_no_orphan() {
+    let h = TestHome::new();
+    let pidfile = h.scratch("slow.pid");
+    // Writes its pidfile at once, binds only after 3 s: boot is inside the readiness wait.
+    h.fixture("slow", free_port(), &["--listen-delay-ms", "3000", "--pidfile", pidfile.to_str().unwrap()]);
+    let mut s = Serve::ready(&h, free_port(), &[]);
+    let pid: u32 = wait_for("the slow module's pidfile", Duration::from_secs(10), || {
+        std::fs::read_to_string(&pidfile).ok()?.trim().parse().ok()
+    });
+    s.track(pid);
+    assert!(!s.stderr().contains("boot done"), "the SIGTERM must land during boot");
+    s.signal(libc::SIGTERM);
+    let st = s.wait_exit(Duration::from_secs(15));
+    assert_eq!(st.code(), Some(0), "{}", s.stderr());
+    assert!(!alive(pid), "the module being booted outlived the hub");
+}
+
+#[test]
+fn leftovers_of_a_killed_hub_are_stopped_at_the_next_boot() {
+    let h = TestHome::new();
+    let port = free_port();
+    h.fixture("keeper", port, &[]);
+    let mut s = Serve::ready(&h, free_port(), &[]);
+    let pid = s.wait_state(&h, "keeper", "a pid", |v| v["pid"].is_u64())["pid"].as_u64().unwrap() as u32;
+    // SIGKILL the hub: the module dies by PDEATHSIG; the state file still names it.
+    s.signal(libc::SIGKILL);
+    s.wait_exit(Duration::from_secs(5));
+    wait_for("the module to die with the hub", Duration::from_secs(5), || (!alive(pid)).then_some(()));
+    let s2 = Serve::ready(&h, free_port(), &[]);
+    let line = s2.wait_err("keeper's boot line", |l| l.starts_with("[hub] keeper: "));
+    assert!(line.contains("running"), "the port is free again, so it starts: {line}");
+}
+
+/// PID 1 in a fresh PID namespace: orphans reparented to the hub are reaped, and SIGTERM
+/// ends it with exit code 0.
+#[test]
+fn as_pid_1_orphans_are_reaped_and_sigterm_exits_cleanly() {
+    if Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "true"])
+        .status()
+        .map(|s| !s.success())
+        .unwrap_or(true)
+    {
+        // Not root or no unshare: this machine cannot run the scenario.
+        eprintln!("skipping: unshare --pid is not available here");
+        return;
+    }
+    let h = TestHome::new();
+    let port = free_port();
+    // The inner shell backgrounds a sleep and exits: the sleep is orphaned to the nearest
+    // subreaper (the hub, PID 1 of the namespace), then exits and must be reaped by it.
+    let script = format!("sh -c 'sleep 1 & echo orphan-started'; exec {} --port {port}", fixture());
+    h.module("orphaner", port, &["sh".into(), "-c".into(), script]);
+    let hub_port = free_port();
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--mount-proc"]).arg(parachute_bin());
+    cmd.arg("serve").arg("--home").arg(h.home()).arg("--port").arg(hub_port.to_string());
+    let mut s = Serve::spawn(cmd, &h, hub_port);
+    s.wait_err("the listening line", |l| l.contains("[hub] listening on"));
+    let line = s.wait_err("the hub's pid line", |l| l.contains("[hub] listening on"));
+    assert!(line.contains("(pid 1,"), "serve is PID 1 in its namespace: {line}");
+    // The host-side pid of the namespace's PID 1.
+    let hub = wait_for("the hub inside the namespace", Duration::from_secs(5), || {
+        parachute_process::procfs::children_of(s.pid()).into_iter().next()
+    });
+    s.wait_out("the orphan's start", |l| l.contains("orphan-started"));
+    let sleeper = wait_for("the orphan reparented to the hub", Duration::from_secs(5), || {
+        parachute_process::procfs::children_of(hub)
+            .into_iter()
+            .find(|&p| parachute_process::procfs::cmdline(p).is_some_and(|c| c.starts_with("sleep")))
+    });
+    // It exits after 1 s; the hub must reap it (a zombie would stay its child with state Z).
+    wait_for("the orphan to be reaped", Duration::from_secs(10), || {
+        (parachute_process::procfs::stat(sleeper).is_none()).then_some(())
+    });
+    let zombies: Vec<u32> = descendants(hub)
+        .into_iter()
+        .filter(|&p| parachute_process::procfs::stat(p).is_some_and(|st| st.state == 'Z'))
+        .collect();
+    assert!(zombies.is_empty(), "zombies left in the namespace: {zombies:?}");
+    s.wait_err("boot", |l| l.contains("boot done"));
+    // SAFETY: SIGTERM to the namespace's init, which this test started.
+    unsafe {
+        libc::kill(hub as i32, libc::SIGTERM);
+    }
+    let t = Instant::now();
+    let st = s.wait_exit(Duration::from_secs(15));
+    assert_eq!(st.code(), Some(0), "{}", s.stderr());
+    assert!(t.elapsed() < Duration::from_secs(8), "took {:?}", t.elapsed());
+}
