@@ -11,7 +11,6 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use parachute_container::{DetectProbe, Detected, NoManager};
 use parachute_manager::{Scope, ServiceManager};
 use serde_json::json;
 
@@ -121,28 +120,16 @@ pub fn run(args: Args, env: &HostEnv) -> Code {
         None => Scope::User,
     };
     if args.teardown {
-        return rt.block_on(async {
-            match backend(env, scope, euid).await {
-                Backend::Systemd(m) => teardown(&home, &m, args.json).await,
-                Backend::Launchd(m) => teardown(&home, &m, args.json).await,
-                Backend::None(m) => teardown(&home, &m, args.json).await,
-            }
-        });
+        return rt.block_on(async { teardown(&home, &backend(env, scope).await, args.json).await });
     }
-    let cfg = match config(&args, env, home) {
+    let cfg = match config(&args, env, home, scope) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    rt.block_on(async {
-        match backend(env, scope, euid).await {
-            Backend::Systemd(m) => cutover_run(&cfg, &m, args.json).await,
-            Backend::Launchd(m) => cutover_run(&cfg, &m, args.json).await,
-            Backend::None(m) => cutover_run(&cfg, &m, args.json).await,
-        }
-    })
+    rt.block_on(async { cutover_run(&cfg, &backend(env, scope).await, args.json).await })
 }
 
-fn config(args: &Args, env: &HostEnv, home: Home) -> Result<Config, Code> {
+fn config(args: &Args, env: &HostEnv, home: Home, scope: Scope) -> Result<Config, Code> {
     let port = match args.port {
         Some(p) => p,
         None => match pidfile::read_port_file(&home.hub_port_file()) {
@@ -203,7 +190,14 @@ fn config(args: &Args, env: &HostEnv, home: Home) -> Result<Config, Code> {
         rerun.push_str(" --dry-run");
     }
     Ok(Config {
-        spec: cutover::hub_unit_spec(&home, port, &exec),
+        spec: crate::hub_unit::hub_unit_spec(
+            &home,
+            port,
+            &exec,
+            env.path("HOME").as_deref(),
+            env.get("PARACHUTE_EXTRA_PATH"),
+            crate::hub_unit::run_as_user(scope, env.get("SUDO_USER")),
+        ),
         home,
         port,
         exec,
@@ -246,104 +240,13 @@ pub fn ephemeral(exec: &Path, tmpdir: Option<&Path>) -> Option<String> {
     build.then(|| "a cargo build directory (target/)".to_owned())
 }
 
-/// The manager this run talks to.
-enum Backend {
-    Systemd(parachute_systemd::SystemdManager),
-    Launchd(parachute_launchd::LaunchdManager),
-    None(NoManager),
-}
-
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Picks and connects the backend. Tests reach a sandbox manager by passing its bus address
-/// and `XDG_CONFIG_HOME` in the environment of the `parachute` they run; nothing here has
-/// a default that could reach another manager than the one the environment names.
-async fn backend(env: &HostEnv, scope: Scope, euid: u32) -> Backend {
-    use parachute_systemd::connect;
-    let os = std::env::consts::OS;
-    if os == "macos" {
-        let user_home = env.path("HOME").unwrap_or_else(|| PathBuf::from("/var/root"));
-        let uid = parachute_launchd::gui_uid(euid, env.get("SUDO_UID"));
-        let dirs = parachute_launchd::LaunchdDirs::for_home(&user_home);
-        return Backend::Launchd(parachute_launchd::LaunchdManager::new(
-            scope,
-            dirs,
-            uid,
-            parachute_launchd::Launchctl::production(),
-        ));
-    }
-    let booted = Path::new("/run/systemd/system").is_dir();
-    let system_addr = env.get("DBUS_SYSTEM_BUS_ADDRESS");
-    let runtime_dir = env.path("XDG_RUNTIME_DIR");
-    let user =
-        || connect::user_bus(env.get("DBUS_SESSION_BUS_ADDRESS"), runtime_dir.as_deref(), CONNECT_TIMEOUT);
-    let user_dir_pref = env
-        .path("XDG_CONFIG_HOME")
-        .or_else(|| env.path("HOME").map(|h| h.join(".config")))
-        .map(|c| c.join("systemd/user"));
-    let connected = if !booted {
-        Err(String::new())
-    } else {
-        match scope {
-            Scope::User => match user().await {
-                Err(e) => Err(e.message),
-                Ok(conn) => {
-                    let pref = user_dir_pref.clone().unwrap_or_else(|| PathBuf::from("/nonexistent"));
-                    match connect::user_unit_dir(&conn, &pref, CONNECT_TIMEOUT).await {
-                        Err(e) => Err(e.message),
-                        Ok(dir) => {
-                            let mut m = parachute_systemd::SystemdManager::new(conn, Scope::User, dir);
-                            if let Ok(sys) = connect::system_bus(system_addr, CONNECT_TIMEOUT).await {
-                                m = m.with_other_scope(sys, PathBuf::from(connect::SYSTEM_UNIT_DIR));
-                            }
-                            Ok(m)
-                        }
-                    }
-                }
-            },
-            Scope::System => match connect::system_bus(system_addr, CONNECT_TIMEOUT).await {
-                Err(e) => Err(e.message),
-                Ok(conn) => {
-                    let mut m = parachute_systemd::SystemdManager::new(
-                        conn,
-                        Scope::System,
-                        PathBuf::from(connect::SYSTEM_UNIT_DIR),
-                    );
-                    if let (Ok(u), Some(pref)) = (user().await, user_dir_pref.as_ref())
-                        && let Ok(dir) = connect::user_unit_dir(&u, pref, CONNECT_TIMEOUT).await
-                    {
-                        m = m.with_other_scope(u, dir);
-                    }
-                    Ok(m)
-                }
-            },
-        }
-    };
-    match connected {
-        Ok(m) => Backend::Systemd(m),
-        Err(why) => {
-            let container = if Path::new("/.dockerenv").exists() {
-                Some("docker")
-            } else if Path::new("/run/.containerenv").exists() {
-                Some("podman")
-            } else {
-                None
-            };
-            let probe = DetectProbe {
-                os,
-                euid: if scope == Scope::System { 0 } else { euid.max(1) },
-                run_systemd_system_exists: booted,
-                bus_answers: false,
-                launchd_domain_reachable: false,
-                container,
-            };
-            let why = match parachute_container::detect(&probe) {
-                Detected::None { why: general } if why.is_empty() => general,
-                _ => why,
-            };
-            Backend::None(NoManager::new(scope, why))
-        }
-    }
+/// Picks and connects the backend, exactly as `parachute unit` does (one detection for
+/// every verb). Tests reach a sandbox manager by passing its bus address and
+/// `XDG_CONFIG_HOME` in the environment of the `parachute` they run.
+async fn backend(env: &HostEnv, scope: Scope) -> crate::detect::Backend {
+    crate::detect::backend(&super::unit::facts(env), scope, CONNECT_TIMEOUT).await
 }
 
 /// Progress on a terminal: each step's line is rewritten in place when it ends.

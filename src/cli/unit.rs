@@ -15,7 +15,7 @@
 //! `/usr/sbin:/sbin` included (W17) and `~/.bun/bin` for bun-based modules.
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use parachute_manager::{
@@ -27,9 +27,7 @@ use super::HostEnv;
 use super::exit::Code;
 use super::migrate::ScopeArg;
 use super::modules::{HomeArg, resolve_home};
-use crate::cutover::hub_unit::HUB_CRASH_LOOP;
 use crate::detect::{self, Backend, HostFacts};
-use crate::model::home::Home;
 
 const EXIT_HELP: &str = "\
 Exit codes: 0 done (or already so; `diff`: in sync); 1 the manager ran the operation and it \
@@ -90,53 +88,7 @@ pub struct InstallArgs {
     pub no_start: bool,
 }
 
-/// The hub unit's description.
-pub const HUB_DESCRIPTION: &str = "Parachute hub (serve + supervisor)";
-
-/// The `PATH` baked into the hub unit: `PARACHUTE_EXTRA_PATH` entries first, then bun's
-/// and the system's directories (with `sbin`, W17), then `~/.local/bin`; duplicates dropped.
-pub fn hub_path(user_home: Option<&Path>, extra_path: Option<&str>) -> String {
-    let home = |sub: &str| user_home.map(|h| h.join(sub).to_string_lossy().into_owned());
-    let mut dirs: Vec<String> =
-        extra_path.unwrap_or("").split(':').filter(|s| !s.is_empty()).map(str::to_owned).collect();
-    dirs.extend(home(".bun/bin"));
-    dirs.extend(
-        ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(str::to_owned),
-    );
-    dirs.extend(home(".local/bin"));
-    let mut seen = std::collections::HashSet::new();
-    dirs.retain(|d| seen.insert(d.clone()));
-    dirs.join(":")
-}
-
-/// The hub's unit spec (see the module doc for what goes where).
-pub fn hub_spec(
-    home: &Home,
-    port: u16,
-    exec: &Path,
-    user_home: Option<&Path>,
-    extra_path: Option<&str>,
-    run_as_user: Option<&str>,
-) -> UnitSpec {
-    let root = home.root().to_string_lossy().into_owned();
-    UnitSpec {
-        id: UnitId::hub(),
-        description: HUB_DESCRIPTION.to_owned(),
-        argv: vec![
-            exec.to_string_lossy().into_owned(),
-            "serve".to_owned(),
-            "--home".to_owned(),
-            root.clone(),
-            "--port".to_owned(),
-            port.to_string(),
-        ],
-        env: vec![("PARACHUTE_HOME".to_owned(), root), ("PATH".to_owned(), hub_path(user_home, extra_path))],
-        working_dir: Some(home.root().to_path_buf()),
-        log_path: home.hub_log(),
-        crash_loop: Some(HUB_CRASH_LOOP),
-        run_as_user: run_as_user.map(str::to_owned),
-    }
-}
+pub use crate::hub_unit::{HUB_DESCRIPTION, hub_path, hub_unit_spec as hub_spec};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -157,7 +109,8 @@ fn euid() -> u32 {
     nix::unistd::geteuid().as_raw()
 }
 
-fn facts(env: &HostEnv) -> HostFacts {
+/// The host facts `detect` decides from, taken from the environment snapshot.
+pub(crate) fn facts(env: &HostEnv) -> HostFacts {
     HostFacts {
         root: PathBuf::from("/"),
         os: std::env::consts::OS,
@@ -324,11 +277,7 @@ fn spec_for(
             );
         }
     }
-    // A system unit runs as the human behind sudo, not as root (W7).
-    let run_as = match scope {
-        Scope::System => env.get("SUDO_USER").filter(|u| !u.is_empty() && *u != "root"),
-        Scope::User => None,
-    };
+    let run_as = crate::hub_unit::run_as_user(scope, env.get("SUDO_USER"));
     let port = args.port.unwrap_or(crate::serve::DEFAULT_PORT);
     Ok(hub_spec(&home, port, &exec, env.path("HOME").as_deref(), env.get("PARACHUTE_EXTRA_PATH"), run_as))
 }
@@ -500,6 +449,9 @@ pub fn exit_code(kind: ErrorKind) -> Code {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub_unit::HUB_CRASH_LOOP;
+    use crate::model::home::Home;
+    use std::path::Path;
 
     #[test]
     fn path_has_sbin_bun_and_extra_first_without_duplicates() {

@@ -46,7 +46,6 @@
 //! stale per-module units in [`stale_units`]; teardown in [`mod@teardown`].
 
 pub mod explain;
-pub mod hub_unit;
 pub mod journal;
 pub mod legacy;
 pub mod lock;
@@ -65,7 +64,6 @@ use parachute_manager::UnitSpec;
 
 use crate::model::home::Home;
 
-pub use hub_unit::hub_unit_spec;
 pub use plan::Outcome;
 pub use report::{Event, Report, Sink, TeardownOutcome, TeardownReport};
 pub use run::migrate;
