@@ -32,6 +32,17 @@ pub struct Args {
     /// Seconds all modules together get to stop on shutdown before they are SIGKILLed.
     #[arg(long, value_name = "SECS", default_value_t = serve::DEFAULT_STOP_TIMEOUT.as_secs_f64())]
     pub stop_timeout: f64,
+    /// First delay before a crashed module is respawned, in milliseconds; it doubles per
+    /// crash inside the window (capped at 30 s). 0 respawns at once.
+    #[arg(long, value_name = "MS", default_value_t = 500)]
+    pub restart_delay_ms: u64,
+    /// A module that crashes this many times within --crash-window-secs is left `crashed`
+    /// until an operator starts it again.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_crashes: u32,
+    /// The sliding window the crash budget counts in, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub crash_window_secs: u64,
 }
 
 /// Runs `serve`.
@@ -81,7 +92,12 @@ pub fn run(args: Args, env: &HostEnv) -> Code {
         home,
         port,
         ctx,
-        supervisor: SupervisorConfig::default(),
+        supervisor: SupervisorConfig {
+            restart_delay: Duration::from_millis(args.restart_delay_ms),
+            max_crashes_in_window: args.max_crashes,
+            crash_window: Duration::from_secs(args.crash_window_secs),
+            ..SupervisorConfig::default()
+        },
         stop_timeout: Duration::from_secs_f64(args.stop_timeout),
         boot_concurrency: serve::BOOT_CONCURRENCY,
     })
