@@ -3,8 +3,11 @@
 
 mod cli_modules;
 mod cutover;
+mod demo;
+mod docs;
 mod fixture;
 mod model;
+mod offer;
 mod serve;
 mod supervisor;
 mod support;

@@ -6,9 +6,11 @@
 //! the environment: [`HostEnv`] is the snapshot `main` takes and everything is derived from
 //! it explicitly.
 
+pub mod docs;
 pub mod exit;
 pub mod migrate;
 pub mod modules;
+pub mod offer;
 pub mod serve;
 pub mod unit;
 
@@ -50,10 +52,22 @@ impl HostEnv {
     }
 }
 
+/// What `parachute --help` and the manual page say about the program as a whole.
+const LONG_ABOUT: &str = "\
+Parachute keeps a hub's modules (the processes listed in <home>/services.json, each on its own \
+TCP port) alive: `parachute serve` is the hub, a supervisor that starts every module in its own \
+process group, restarts crashed ones within a crash budget, reports why a module did not start, \
+and answers a control API on 127.0.0.1. The hub itself runs under the platform's service manager \
+(`parachute unit install`: a systemd unit or a launchd job), or in the foreground in a container. \
+`parachute migrate --to-supervised` moves a box from the legacy detached daemons to that model.
+
+The home is --home DIR, else $PARACHUTE_HOME, else ~/.parachute. See docs/ in the source tree, \
+and `parachute man --out DIR` for one manual page per subcommand.";
+
 /// Parachute: run the hub's modules under a supervisor, and the supervisor under the
 /// platform's service manager.
 #[derive(Debug, Parser)]
-#[command(name = "parachute", version, about, long_about = None, propagate_version = true)]
+#[command(name = "parachute", version, about, long_about = LONG_ABOUT, propagate_version = true)]
 #[command(after_help = exit::HELP_TABLE)]
 pub struct Cli {
     /// What to do.
@@ -83,6 +97,11 @@ pub enum Command {
     /// Move a box from the legacy detached daemons to a hub supervised by the service
     /// manager (`--to-supervised`), or remove the hub unit (`--teardown`).
     Migrate(migrate::Args),
+    /// Print a shell completion script (bash, zsh, fish) generated from this binary's
+    /// command-line definition.
+    Completions(docs::CompletionsArgs),
+    /// Print the manual page, or write one page per subcommand with --out DIR.
+    Man(docs::ManArgs),
 }
 
 /// Parses arguments, runs the verb, prints any error once and returns the exit code.
@@ -97,6 +116,8 @@ pub fn main(env: HostEnv) -> ExitCode {
         Command::Logs(args) => modules::run_logs(args, &env),
         Command::Unit(verb) => unit::run(verb, &env),
         Command::Migrate(args) => migrate::run(args, &env),
+        Command::Completions(args) => docs::run_completions(args),
+        Command::Man(args) => docs::run_man(args),
     };
     code.into()
 }

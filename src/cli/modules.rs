@@ -69,7 +69,7 @@ hub stops or you press Ctrl-C.
 
 Exit codes: 0 done; 2 the module is not supervised; 3 no hub running; 6 timed out.")]
 pub struct LogsArgs {
-    /// The module.
+    /// The module (`vault`, or a services.json row name for a third-party module).
     pub svc: String,
     /// Keep printing new lines as they arrive.
     #[arg(long, short = 'f')]
@@ -127,11 +127,23 @@ pub fn run_op(op: Op, args: OpArgs, env: &HostEnv) -> Code {
         Ok(h) => h,
         Err(c) => return c,
     };
-    runtime().block_on(async {
-        let hub = match Hub::connect(&home).await {
-            Ok(h) => h,
-            Err(e) => return fail(&e),
-        };
+    let rt = runtime();
+    let hub = match rt.block_on(Hub::connect(&home)) {
+        Ok(h) => h,
+        Err(e) => {
+            let code = fail(&e);
+            // A box still on the legacy daemons is offered the migration (issue 5).
+            match super::offer::offer(op, &e, &home, env, args.json, &rt) {
+                super::offer::Offer::Migrated => match rt.block_on(Hub::connect(&home)) {
+                    Ok(h) => h,
+                    Err(e) => return fail(&e),
+                },
+                super::offer::Offer::Failed(c) => return c,
+                super::offer::Offer::NotApplicable | super::offer::Offer::Hinted => return code,
+            }
+        }
+    };
+    rt.block_on(async {
         let targets = match &args.svc {
             Some(s) => vec![s.clone()],
             None => match hub.modules().await {

@@ -40,20 +40,28 @@ permission denied (use sudo for --scope system); 6 the manager did not answer in
 #[command(after_help = EXIT_HELP)]
 pub enum Verb {
     /// Print the unit this binary would install (no manager is contacted on Linux).
+    #[command(after_help = EXIT_HELP)]
     Render(Args),
     /// Write the unit, enable it and start it (restarting it if its definition changed).
+    #[command(after_help = EXIT_HELP)]
     Install(InstallArgs),
     /// Start the installed unit and wait until it runs.
+    #[command(after_help = EXIT_HELP)]
     Start(Args),
     /// Stop the unit and wait until it is down.
+    #[command(after_help = EXIT_HELP)]
     Stop(Args),
     /// Restart the unit (starts it when it is not running).
+    #[command(after_help = EXIT_HELP)]
     Restart(Args),
     /// Show the unit's state (looks in both scopes when it can).
+    #[command(after_help = EXIT_HELP)]
     Status(Args),
     /// Show how the installed unit differs from what this binary renders.
+    #[command(after_help = EXIT_HELP)]
     Diff(Args),
     /// Stop, disable and remove the unit, by name, in both scopes when reachable.
+    #[command(after_help = EXIT_HELP)]
     Remove(Args),
 }
 
@@ -66,10 +74,10 @@ pub struct Args {
     /// Where the Parachute home is.
     #[command(flatten)]
     pub home: HomeArg,
-    /// The hub's port, baked into the unit (default 1939).
+    /// The hub's port, baked into the unit by render, install and diff (default 1939).
     #[arg(long, value_name = "N")]
     pub port: Option<u16>,
-    /// The parachute binary the unit runs (default: this one).
+    /// The parachute binary the unit runs, for render, install and diff (default: this one).
     #[arg(long, value_name = "PATH")]
     pub exec: Option<PathBuf>,
     /// Print one JSON object instead of sentences.

@@ -1,0 +1,130 @@
+//! The migration offer of `parachute start|stop|restart` (issue 5) on a real legacy box:
+//! detached fixture daemons with pidfiles and no supervised hub. Off a terminal the verb
+//! prints one line naming `parachute migrate --to-supervised --home …`, changes nothing and
+//! exits as it would have without the offer; stale or reused pidfiles are not evidence.
+//!
+//! The binary runs with a cleared environment whose system bus does not exist and with no
+//! user session, so the "is a hub unit installed?" question can never reach the host's
+//! managers (outside a systemd sandbox there is none to find).
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use parachute::model::hub_instance::HubInstance;
+
+use crate::support::hub::wait_output;
+use crate::support::legacy_box::{LegacyBox, alive, holders};
+use crate::support::{free_port, parachute_bin};
+
+fn cli(b: &LegacyBox, args: &[&str]) -> Output {
+    let child = Command::new(parachute_bin())
+        .args(args)
+        .arg("--home")
+        .arg(b.home())
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("HOME", b.root())
+        .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/system_bus_socket")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_output(child, Duration::from_secs(30))
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A `hub-instance.json` pointing the CLI at `port` (a hub that ran once and is gone, or
+/// whatever holds that port), so the test does not depend on who holds 1939 here.
+fn instance_on(home: &Path, port: u16) {
+    let gone = {
+        let mut c = Command::new("true").spawn().unwrap();
+        let pid = c.id();
+        c.wait().unwrap();
+        pid
+    };
+    HubInstance::new(gone, port, "stale-instance".into(), time::OffsetDateTime::now_utc())
+        .write(&home.join("hub-instance.json"))
+        .unwrap();
+}
+
+fn hint_lines(err: &str) -> Vec<&str> {
+    err.lines().filter(|l| l.contains("parachute migrate --to-supervised --home")).collect()
+}
+
+#[test]
+fn start_stop_restart_on_a_legacy_box_hint_the_migration_and_change_nothing() {
+    let mut b = LegacyBox::new();
+    let (hp, ap) = (free_port(), free_port());
+    let hub = b.hub(hp);
+    let alpha = b.module("parachute-alpha", ap);
+    instance_on(&b.home(), free_port());
+    for args in [&["start", "parachute-alpha"][..], &["stop"], &["restart", "parachute-alpha", "--json"]] {
+        let out = cli(&b, args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: the no-hub exit code is kept\n{err}");
+        assert!(err.contains("no hub is running"), "{args:?}: the usual error comes first\n{err}");
+        let hints = hint_lines(&err);
+        assert_eq!(hints.len(), 1, "{args:?}: exactly one hint line\n{err}");
+        let h = hints[0];
+        assert!(h.contains(&b.home().display().to_string()), "{h}");
+        assert!(
+            h.contains(&format!("hub pid {}", hub.pid)) && h.contains(&format!("pid {}", alpha.pid)),
+            "{h}"
+        );
+        assert!(!err.contains("[y/N]"), "no prompt off a terminal\n{err}");
+    }
+    assert!(alive(&hub) && alive(&alpha), "the offer changes nothing");
+    assert!(b.pidfile("parachute-alpha").exists() && b.home().join("hub/run/hub.pid").exists());
+    assert!(!b.home().join("hub/run/migrate-journal.json").exists(), "no cutover ran");
+}
+
+#[test]
+fn the_legacy_hub_answering_on_the_hub_port_still_counts_as_no_hub() {
+    let mut b = LegacyBox::new();
+    let hp = free_port();
+    let hub = b.hub(hp);
+    // The CLI probes the legacy hub itself: it answers, but it is not a supervised hub.
+    instance_on(&b.home(), hp);
+    let out = cli(&b, &["start", "parachute-alpha"]);
+    let err = stderr(&out);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert_eq!(hint_lines(&err).len(), 1, "{err}");
+    assert!(alive(&hub) && holders(hp) == vec![hub.pid]);
+}
+
+#[test]
+fn stale_or_reused_pidfiles_and_foreign_port_holders_get_no_offer() {
+    let mut b = LegacyBox::new();
+    // A module pidfile naming a process that is gone.
+    let vp = free_port();
+    let gone = b.module("parachute-alpha", vp);
+    parachute_process::signal_identity(&gone, parachute_process::Signal::Kill, true).unwrap();
+    crate::support::wait_for("the legacy module to die", Duration::from_secs(10), || {
+        (!alive(&gone)).then_some(())
+    });
+    // A hub pidfile whose pid now belongs to an unrelated program.
+    let sleeper = b.unrelated_sleeper();
+    std::fs::create_dir_all(b.home().join("hub/run")).unwrap();
+    std::fs::write(b.home().join("hub/run/hub.pid"), format!("{}\n", sleeper.pid)).unwrap();
+    instance_on(&b.home(), free_port());
+    let out = cli(&b, &["start", "parachute-alpha"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(hint_lines(&err).is_empty(), "no live legacy daemon, no offer\n{err}");
+
+    // A live legacy module, but the probed port is held by something that is not ours.
+    let mut c = LegacyBox::new();
+    c.module("parachute-beta", free_port());
+    let sp = free_port();
+    c.squatter(sp);
+    instance_on(&c.home(), sp);
+    let out = cli(&c, &["start", "parachute-beta"]);
+    let err = stderr(&out);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(hint_lines(&err).is_empty(), "a foreign responder is not 'no hub'\n{err}");
+}
