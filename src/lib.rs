@@ -25,6 +25,7 @@ pub mod cli;
 pub mod client;
 pub mod cutover;
 pub mod detect;
+pub mod hooks;
 pub mod hub_unit;
 pub mod model;
 pub mod serve;

@@ -3,9 +3,11 @@
 
 mod cli_modules;
 mod cutover;
+mod deb;
 mod demo;
 mod docs;
 mod fixture;
+mod hooks;
 mod model;
 mod offer;
 mod serve;

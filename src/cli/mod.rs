@@ -8,6 +8,7 @@
 
 pub mod docs;
 pub mod exit;
+pub mod hooks;
 pub mod migrate;
 pub mod modules;
 pub mod offer;
@@ -102,6 +103,12 @@ pub enum Command {
     Completions(docs::CompletionsArgs),
     /// Print the manual page, or write one page per subcommand with --out DIR.
     Man(docs::ManArgs),
+    /// Packaging hook after install or upgrade: on --upgrade, refresh an installed hub unit
+    /// for this binary (restart only on drift, roll back if the hub does not come back).
+    Postinstall(hooks::PostinstallArgs),
+    /// Packaging hook before removal: stop and remove the hub unit (not on --upgrade);
+    /// --purge also deletes the cutover journal and lock, never the home's data.
+    Preremove(hooks::PreremoveArgs),
 }
 
 /// Parses arguments, runs the verb, prints any error once and returns the exit code.
@@ -118,6 +125,8 @@ pub fn main(env: HostEnv) -> ExitCode {
         Command::Migrate(args) => migrate::run(args, &env),
         Command::Completions(args) => docs::run_completions(args),
         Command::Man(args) => docs::run_man(args),
+        Command::Postinstall(args) => hooks::postinstall(args, &env),
+        Command::Preremove(args) => hooks::preremove(args, &env),
     };
     code.into()
 }
