@@ -8,14 +8,25 @@
 //! a pump, an actor or a stop. The writer task reports the count as
 //! `[supervisor] dropped N lines …` once the queue has drained to half, so the gap is
 //! visible where the lines would have been.
+//!
+//! Dropping is for a *stuck* sink, not a merely slower one: a pump, between two reads of
+//! its pipe, calls [`Output::make_room`], which waits while the queue is more than half
+//! full and the writer is making progress. A chatty module is thereby throttled through
+//! its own pipe (as with any supervisor writing to a file) and nothing is lost. Only when
+//! the writer makes no progress for [`STALL_AFTER`] is the sink marked stalled: from then
+//! on pumps stop waiting and lines are dropped and counted, until the writer drains the
+//! queue again.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+/// How long the writer may make no progress before the sink counts as stalled.
+pub const STALL_AFTER: Duration = Duration::from_millis(250);
 
 /// Where prefixed lines go.
 pub enum OutputSink {
@@ -45,8 +56,13 @@ enum Msg {
 
 struct Inner {
     tx: mpsc::Sender<Msg>,
+    cap: usize,
     dropped: AtomicU64,
     dropped_total: AtomicU64,
+    /// Signalled by the writer whenever the queue has drained to half or less.
+    space: Notify,
+    /// Set when producers gave up waiting; cleared when the writer catches up.
+    stalled: AtomicBool,
 }
 
 /// A cheap handle producers use; never blocks.
@@ -65,8 +81,17 @@ impl Output {
         };
         let cap = cap.max(2);
         let (tx, rx) = mpsc::channel(cap);
-        let inner = Arc::new(Inner { tx, dropped: AtomicU64::new(0), dropped_total: AtomicU64::new(0) });
-        tokio::spawn(write_loop(rx, Arc::clone(&inner), BufWriter::new(writer), cap));
+        let inner = Arc::new(Inner {
+            tx,
+            cap,
+            dropped: AtomicU64::new(0),
+            dropped_total: AtomicU64::new(0),
+            space: Notify::new(),
+            stalled: AtomicBool::new(false),
+        });
+        // 64 KiB: tokio's stdout hands every buffer flush to a blocking thread, so fewer,
+        // larger writes are what keeps a chatty module from outrunning the sink.
+        tokio::spawn(write_loop(rx, Arc::clone(&inner), BufWriter::with_capacity(64 * 1024, writer), cap));
         Output { inner: Some(inner) }
     }
 
@@ -78,6 +103,31 @@ impl Output {
         {
             inner.dropped.fetch_add(1, Ordering::Relaxed);
             inner.dropped_total.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Waits while the queue is more than half full and the writer is making progress, so
+    /// a fast producer is slowed to the sink's pace instead of losing lines. Returns at
+    /// once when the sink is stalled (no progress for [`STALL_AFTER`]): then lines are
+    /// dropped and counted by [`Output::line`], and nothing upstream ever blocks for long.
+    pub async fn make_room(&self) {
+        let Some(inner) = &self.inner else { return };
+        loop {
+            if inner.stalled.load(Ordering::Relaxed) || inner.tx.capacity() >= inner.cap / 2 {
+                return;
+            }
+            let notified = inner.space.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            // Re-check after registering, so a wake-up between the check and the wait is
+            // not lost.
+            if inner.tx.capacity() >= inner.cap / 2 {
+                return;
+            }
+            if tokio::time::timeout(STALL_AFTER, notified).await.is_err() {
+                inner.stalled.store(true, Ordering::Relaxed);
+                return;
+            }
         }
     }
 
@@ -105,22 +155,28 @@ async fn write_loop(
     // After a write error (closed pipe) the queue is still drained, so producers keep
     // counting drops instead of filling a queue nobody empties; the error is logged once.
     let mut broken = false;
-    while let Some(msg) = rx.recv().await {
-        match msg {
-            Msg::Line(b) => {
-                if !broken && let Err(e) = w.write_all(&b).await {
-                    tracing::warn!("supervisor output stopped: {e}; lines still go to the module logs");
-                    broken = true;
+    // Drain whatever is queued in one go: one wake-up per batch, not per line.
+    let mut batch = Vec::with_capacity(256);
+    while rx.recv_many(&mut batch, 256).await > 0 {
+        for msg in batch.drain(..) {
+            match msg {
+                Msg::Line(b) => {
+                    if !broken && let Err(e) = w.write_all(&b).await {
+                        tracing::warn!("supervisor output stopped: {e}; lines still go to the module logs");
+                        broken = true;
+                    }
                 }
-            }
-            Msg::Flush(done) => {
-                if !broken {
-                    let _ = w.flush().await;
+                Msg::Flush(done) => {
+                    if !broken {
+                        let _ = w.flush().await;
+                    }
+                    let _ = done.send(());
                 }
-                let _ = done.send(());
             }
         }
         if rx.len() <= cap / 2 {
+            inner.stalled.store(false, Ordering::Relaxed);
+            inner.space.notify_waiters();
             let n = inner.dropped.swap(0, Ordering::Relaxed);
             if n > 0 && !broken {
                 let note = format!("[supervisor] dropped {n} lines: the output could not keep up.\n");
@@ -175,6 +231,54 @@ mod tests {
         .await;
         assert!(found.is_ok(), "no drop notice in {text:?}");
         assert!(text.starts_with("line 000\n"), "{text:?}");
+    }
+
+    #[tokio::test]
+    async fn a_slow_but_moving_sink_throttles_the_producer_and_loses_nothing() {
+        // A reader that takes 64 bytes at a time with pauses: far slower than the
+        // producer, but never stuck for STALL_AFTER.
+        let (w, mut r) = tokio::io::duplex(64);
+        let out = Output::start(OutputSink::Writer(Box::new(w)), 8);
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 64];
+            while let Ok(n) = r.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+                if got.ends_with(b"line 499\n") {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            got
+        });
+        for i in 0..500 {
+            out.make_room().await;
+            out.line(Bytes::from(format!("line {i:03}\n")));
+        }
+        assert!(out.flush(Duration::from_secs(10)).await);
+        assert_eq!(out.dropped_total(), 0, "a moving sink must not lose lines");
+        let got = tokio::time::timeout(Duration::from_secs(10), reader).await.unwrap().unwrap();
+        let text = String::from_utf8(got).unwrap();
+        assert_eq!(text.lines().count(), 500);
+        assert!(text.ends_with("line 499\n"));
+    }
+
+    #[tokio::test]
+    async fn make_room_gives_up_on_a_stuck_sink() {
+        let (w, _r) = tokio::io::duplex(8); // nobody reads
+        let out = Output::start(OutputSink::Writer(Box::new(w)), 4);
+        let waited = tokio::time::timeout(Duration::from_secs(10), async {
+            for i in 0..100 {
+                out.make_room().await;
+                out.line(Bytes::from(format!("line {i:03}\n")));
+            }
+        })
+        .await;
+        assert!(waited.is_ok(), "a stuck sink must not block producers for long");
+        assert!(out.dropped_total() >= 90, "dropped {}", out.dropped_total());
     }
 
     #[tokio::test]

@@ -47,11 +47,17 @@ impl LineSink {
 pub async fn pump(mut stream: impl AsyncRead + Unpin, sink: LineSink) {
     let mut splitter = LineSplitter::new(sink.max_line);
     let mut buf = vec![0u8; 16 * 1024];
-    let mut emit = |piece: &[u8], continued: bool| sink.emit(piece, continued);
+    let emit_sink = sink.clone();
+    let mut emit = |piece: &[u8], continued: bool| emit_sink.emit(piece, continued);
     loop {
         match stream.read(&mut buf).await {
             Ok(0) | Err(_) => break,
-            Ok(n) => splitter.push(&buf[..n], &mut emit),
+            Ok(n) => {
+                splitter.push(&buf[..n], &mut emit);
+                // Throttle a chatty child to the sink's pace (through its own pipe) rather
+                // than dropping its lines; returns at once when the sink is stalled.
+                sink.output.make_room().await;
+            }
         }
     }
     splitter.finish(&mut emit);
