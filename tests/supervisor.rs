@@ -1070,6 +1070,13 @@ async fn the_state_file_lists_live_children_and_leftovers_are_stopped_at_boot() 
         let a = s.start(fixture("a", None, &tok, &["--no-listen"])).await.pid.unwrap();
         let b = s.start(fixture("b", None, &tok, &["--no-listen"])).await.pid.unwrap();
         let read = || parachute::supervisor::statefile::read(&file).unwrap();
+        // The file is rewritten in the background (off the crash→respawn path), so wait for
+        // the view to arrive rather than expecting it the instant start() returns.
+        let pids = |want: Vec<u32>| {
+            let read = &read;
+            move || (read().iter().map(|e| e.pid).collect::<Vec<_>>() == want).then_some(())
+        };
+        until("the state file to list both children", pids(vec![a, b])).await;
         let entries = read();
         assert_eq!(
             entries.iter().map(|e| (e.short.as_str(), e.pid, e.pgid)).collect::<Vec<_>>(),
@@ -1077,9 +1084,9 @@ async fn the_state_file_lists_live_children_and_leftovers_are_stopped_at_boot() 
         );
         assert_eq!(entries[0].start_ticks, procfs::stat(a).unwrap().start_ticks);
         s.stop("a").await;
-        assert_eq!(read().iter().map(|e| e.pid).collect::<Vec<_>>(), [b]);
+        until("the state file to drop the stopped child", pids(vec![b])).await;
         shutdown(&s).await;
-        assert!(read().is_empty());
+        until("the state file to be emptied at shutdown", pids(vec![])).await;
 
         // A previous supervisor's leftover (own group, ignores SIGTERM) is ours by identity.
         use std::os::unix::process::CommandExt;

@@ -488,16 +488,7 @@ mod tests {
     use crate::api::wire::ModuleCounts;
 
     fn state(short: &str, status: ModuleStatus) -> ModuleState {
-        ModuleState {
-            short: short.into(),
-            status,
-            pid: None,
-            started_at: None,
-            restarts_in_window: 0,
-            last_crash_at: None,
-            last_exit_code: None,
-            start_error: None,
-        }
+        ModuleState::new(short, status)
     }
 
     fn err(kind: &str) -> StartError {

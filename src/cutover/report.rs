@@ -76,6 +76,22 @@ pub struct UnitState {
     pub unknown: Option<String>,
 }
 
+impl UnitState {
+    /// The unit as `manager` (its `kind()`) reported it.
+    pub fn observed(manager: &str, u: &parachute_manager::UnitStatus) -> UnitState {
+        UnitState {
+            manager: manager.to_owned(),
+            scope: u.scope.map(|s| s.to_string()),
+            file: u.file.clone(),
+            enabled: u.enabled,
+            active: u.active,
+            main_pid: u.main_pid,
+            state_text: u.state_text.clone(),
+            unknown: None,
+        }
+    }
+}
+
 /// One supervised module as the hub reported it during verification.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ModuleLine {

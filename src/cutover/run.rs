@@ -381,16 +381,7 @@ impl<M: ServiceManager> Executor<'_, M> {
         let running: Vec<String> = snap.detection.legacy_alive.clone();
         stopped.retain(|s| !running.contains(s));
         let unit = match &snap.unit {
-            Ok(u) => UnitState {
-                manager: self.manager.kind().to_owned(),
-                scope: u.scope.map(|s| s.to_string()),
-                file: u.file.clone(),
-                enabled: u.enabled,
-                active: u.active,
-                main_pid: u.main_pid,
-                state_text: u.state_text.clone(),
-                unknown: None,
-            },
+            Ok(u) => UnitState::observed(self.manager.kind(), u),
             Err(e) => UnitState {
                 manager: self.manager.kind().to_owned(),
                 file: Some(self.manager.unit_path(&UnitId::hub())).filter(|p| p.exists()),

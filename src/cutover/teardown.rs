@@ -56,16 +56,7 @@ pub async fn teardown<M: ServiceManager>(home: &Home, manager: &M, sink: &mut dy
 
     let after = manager.status(&id).await;
     let unit = match &after {
-        Ok(u) => UnitState {
-            manager: manager.kind().to_owned(),
-            scope: u.scope.map(|s| s.to_string()),
-            file: u.file.clone(),
-            enabled: u.enabled,
-            active: u.active,
-            main_pid: u.main_pid,
-            state_text: u.state_text.clone(),
-            unknown: None,
-        },
+        Ok(u) => UnitState::observed(manager.kind(), u),
         Err(e) => UnitState {
             manager: manager.kind().to_owned(),
             file: Some(manager.unit_path(&id)).filter(|p| p.exists()),

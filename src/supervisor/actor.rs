@@ -107,16 +107,7 @@ impl Actor {
     fn start(ctx: Arc<Ctx>, short: &str) -> Arc<Module> {
         let (tx, rx) = mpsc::unbounded_channel();
         let (itx, irx) = mpsc::unbounded_channel();
-        let initial = ModuleState {
-            short: short.to_owned(),
-            status: ModuleStatus::Starting,
-            pid: None,
-            started_at: None,
-            restarts_in_window: 0,
-            last_crash_at: None,
-            last_exit_code: None,
-            start_error: None,
-        };
+        let initial = ModuleState::new(short, ModuleStatus::Starting);
         let (state_tx, state_rx) = watch::channel(initial);
         let ring = LogRing::new(ctx.config.log_buffer_bytes);
         let module = Arc::new(Module {
@@ -632,9 +623,13 @@ impl Actor {
         self.cur.as_ref().map(|c| c.child.pid())
     }
 
+    /// Rewrites the runtime state file in the background. Not awaited: the write (with its
+    /// fsync) would otherwise sit between a crash and the respawn. Writes are serialized
+    /// and each one records the registry as it is when it runs, so the newest view wins
+    /// whatever order they were queued in.
     async fn persist(&self) {
         let Some(path) = self.cfg().state_file.clone() else { return };
         let ctx = Arc::clone(&self.ctx);
-        let _ = tokio::task::spawn_blocking(move || ctx.write_state(&path)).await;
+        drop(tokio::task::spawn_blocking(move || ctx.write_state(&path)));
     }
 }

@@ -364,14 +364,5 @@ impl Supervisor {
 }
 
 fn stopped_state(short: &str) -> ModuleState {
-    ModuleState {
-        short: short.to_owned(),
-        status: ModuleStatus::Stopped,
-        pid: None,
-        started_at: None,
-        restarts_in_window: 0,
-        last_crash_at: None,
-        last_exit_code: None,
-        start_error: None,
-    }
+    ModuleState::new(short, ModuleStatus::Stopped)
 }

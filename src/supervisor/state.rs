@@ -94,3 +94,19 @@ pub struct ModuleState {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub start_error: Option<StartError>,
 }
+
+impl ModuleState {
+    /// A fresh state with no child, no history and no diagnostic.
+    pub fn new(short: impl Into<String>, status: ModuleStatus) -> ModuleState {
+        ModuleState {
+            short: short.into(),
+            status,
+            pid: None,
+            started_at: None,
+            restarts_in_window: 0,
+            last_crash_at: None,
+            last_exit_code: None,
+            start_error: None,
+        }
+    }
+}

@@ -50,6 +50,8 @@
 mod child;
 mod foreign;
 pub mod procfs;
+#[cfg(target_os = "linux")]
+mod sockdiag;
 mod spawn;
 mod sys;
 mod zombies;

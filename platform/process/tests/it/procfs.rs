@@ -76,6 +76,58 @@ fn listeners_finds_our_own_v4_and_v6_sockets() {
     }
 }
 
+/// The fast netlink (`sock_diag`) path and the `/proc/net/tcp{,6}` parser report the same
+/// sockets, inodes and addresses, for every kind of bind the supervisor meets: v4/v6 loopback,
+/// v4/v6 wildcard (`[::]` is dual-stack here) and a v4-mapped v6 bind. Established sockets on
+/// the same port (an accepted connection) are not listeners for either.
+#[test]
+fn sock_diag_and_proc_report_the_same_listeners() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+
+    let mut binds = vec!["127.0.0.1:0", "0.0.0.0:0"];
+    if TcpListener::bind("[::1]:0").is_ok() {
+        binds.extend(["[::1]:0", "[::]:0", "[::ffff:127.0.0.1]:0"]);
+    } else {
+        eprintln!("NOTE: IPv6 loopback unavailable here; only v4 binds compared");
+    }
+    let sorted = |mut v: Vec<procfs::ListenSocket>| {
+        v.sort_by_key(|s| (s.inode, s.addr));
+        v
+    };
+    let mut kept = Vec::new();
+    for bind in binds {
+        let listener = TcpListener::bind(bind).unwrap();
+        let local = listener.local_addr().unwrap();
+        // An accepted connection shares the listener's local port but is ESTABLISHED.
+        let target = if local.ip().is_unspecified() { "127.0.0.1".parse().unwrap() } else { local.ip() };
+        let client = std::net::TcpStream::connect((target, local.port())).unwrap();
+        let accepted = listener.accept().unwrap();
+        let inode = std::fs::metadata(format!("/proc/self/fd/{}", listener.as_raw_fd())).unwrap().ino();
+        let expected = vec![procfs::ListenSocket { inode, addr: local.ip() }];
+
+        let diag = procfs::listening_sockets_diag(local.port())
+            .unwrap_or_else(|e| panic!("sock_diag query for {bind} failed: {e}"));
+        let proc = procfs::listening_sockets_proc(local.port());
+        assert_eq!(sorted(diag), expected, "sock_diag for {bind} ({local})");
+        assert_eq!(sorted(proc), expected, "/proc/net/tcp* for {bind} ({local})");
+        assert_eq!(procfs::listening_sockets(local.port()), expected, "the default path for {bind}");
+        kept.push((local.port(), listener, client, accepted));
+    }
+    // With all of them open at once each query still sees only its own port.
+    for (port, ..) in &kept {
+        let diag = sorted(procfs::listening_sockets_diag(*port).unwrap());
+        assert_eq!(diag.len(), 1, "{diag:?}");
+        assert_eq!(diag, sorted(procfs::listening_sockets_proc(*port)));
+    }
+    let ports: Vec<u16> = kept.iter().map(|k| k.0).collect();
+    drop(kept);
+    for port in ports {
+        assert_eq!(procfs::listening_sockets_diag(port).unwrap(), vec![], "closed: port {port}");
+        assert_eq!(procfs::listening_sockets_proc(port), vec![], "closed: port {port}");
+    }
+}
+
 /// A forking server: one socket shared by two processes. Both are reported (R6), they are in
 /// the leader's group, and the ancestry helpers see the worker under the leader.
 #[tokio::test]
