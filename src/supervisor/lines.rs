@@ -100,15 +100,20 @@ fn cut_point(b: &[u8], max: usize) -> usize {
 /// `"<prefix><piece>[ …[continued]]\n"` as one buffer, built once and shared by the ring
 /// buffer and the output writer.
 pub fn format_line(prefix: &[u8], piece: &[u8], continued: bool) -> Bytes {
-    let extra = if continued { CONTINUED.len() } else { 0 };
-    let mut b = BytesMut::with_capacity(prefix.len() + piece.len() + extra + 1);
-    b.put_slice(prefix);
-    b.put_slice(piece);
-    if continued {
-        b.put_slice(CONTINUED.as_bytes());
-    }
-    b.put_u8(b'\n');
+    let mut b = BytesMut::with_capacity(prefix.len() + piece.len() + CONTINUED.len() + 1);
+    append_line(&mut b, prefix, piece, continued);
     b.freeze()
+}
+
+/// Appends one formatted line (as [`format_line`] makes it) to `buf`, so a pump can build
+/// every line of a read into one buffer and hand out cheap slices of it.
+pub fn append_line(buf: &mut BytesMut, prefix: &[u8], piece: &[u8], continued: bool) {
+    buf.put_slice(prefix);
+    buf.put_slice(piece);
+    if continued {
+        buf.put_slice(CONTINUED.as_bytes());
+    }
+    buf.put_u8(b'\n');
 }
 
 #[cfg(test)]

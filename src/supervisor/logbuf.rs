@@ -93,21 +93,30 @@ impl LogRing {
 
     /// Appends one complete line (ending in `\n`) and returns its `seq`.
     pub fn push(&self, line: Bytes) -> u64 {
-        let seq;
+        self.push_many(std::iter::once(line))
+    }
+
+    /// Appends several lines under one lock with one wake-up for followers (a pump hands
+    /// over every line of one read at once). Returns the sequence number of the last line.
+    pub fn push_many(&self, lines: impl IntoIterator<Item = Bytes>) -> u64 {
+        let last;
         {
             let mut r = self.lock();
-            seq = r.next_seq;
-            r.next_seq += 1;
-            r.bytes += line.len();
-            r.lines.push_back((seq, line));
+            for line in lines {
+                let seq = r.next_seq;
+                r.next_seq += 1;
+                r.bytes += line.len();
+                r.lines.push_back((seq, line));
+            }
             while r.bytes > self.cap && r.lines.len() > 1 {
                 if let Some((_, old)) = r.lines.pop_front() {
                     r.bytes -= old.len();
                 }
             }
+            last = r.next_seq.saturating_sub(1);
         }
-        self.tick.send_modify(|t| t.0 = seq + 1);
-        seq
+        self.tick.send_modify(|t| t.0 = last + 1);
+        last
     }
 
     /// Bytes currently held.

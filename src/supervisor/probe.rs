@@ -75,8 +75,14 @@ async fn connect_probe(port: u16) -> bool {
 }
 
 /// Polls until a process of `pid`'s group listens on `port` (`true`) or `window` ends.
+///
+/// The interval starts at 1 ms and doubles up to `poll`: most modules bind within a few
+/// milliseconds of exec, so the first probes catch them at once, and a slow starter costs
+/// no more probes than a fixed `poll` would (the listen-table lookup is microseconds).
 pub async fn watch_port(port: u16, pid: u32, window: Duration, poll: Duration) -> bool {
     let deadline = Instant::now() + window;
+    let poll = poll.max(Duration::from_millis(1));
+    let mut pause = Duration::from_millis(1).min(poll);
     loop {
         if owned_listener(port, pid).await {
             return true;
@@ -85,7 +91,8 @@ pub async fn watch_port(port: u16, pid: u32, window: Duration, poll: Duration) -
         if now >= deadline {
             return false;
         }
-        tokio::time::sleep(poll.max(Duration::from_millis(1)).min(deadline - now)).await;
+        tokio::time::sleep(pause.min(deadline - now)).await;
+        pause = (pause * 2).min(poll);
     }
 }
 

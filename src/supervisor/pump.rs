@@ -8,10 +8,10 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::lines::{LineSplitter, format_line};
+use super::lines::{LineSplitter, append_line, format_line};
 use super::logbuf::LogRing;
 use super::output::Output;
 
@@ -29,12 +29,6 @@ pub struct LineSink {
 }
 
 impl LineSink {
-    fn emit(&self, piece: &[u8], continued: bool) {
-        let line = format_line(&self.prefix, piece, continued);
-        self.ring.push(line.clone());
-        self.output.line(line);
-    }
-
     /// A `[supervisor] …` line (no module prefix) into the ring and the output (R29).
     pub fn event(&self, text: &str) {
         let line = format_line(b"", text.as_bytes(), false);
@@ -44,23 +38,55 @@ impl LineSink {
 }
 
 /// Pumps `stream` until EOF or a read error, then flushes a partial last line.
+///
+/// Every line of one read is formatted into a single buffer and handed out as slices of it
+/// (no allocation per line), pushed into the ring under one lock with one wake-up, then
+/// queued for the output writer.
 pub async fn pump(mut stream: impl AsyncRead + Unpin, sink: LineSink) {
     let mut splitter = LineSplitter::new(sink.max_line);
     let mut buf = vec![0u8; 16 * 1024];
-    let emit_sink = sink.clone();
-    let mut emit = |piece: &[u8], continued: bool| emit_sink.emit(piece, continued);
+    let mut chunk = BytesMut::new();
+    let mut ends: Vec<usize> = Vec::new();
     loop {
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
+        let eof = match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => true,
             Ok(n) => {
-                splitter.push(&buf[..n], &mut emit);
-                // Throttle a chatty child to the sink's pace (through its own pipe) rather
-                // than dropping its lines; returns at once when the sink is stalled.
-                sink.output.make_room().await;
+                splitter.push(&buf[..n], &mut |piece: &[u8], continued: bool| {
+                    append_line(&mut chunk, &sink.prefix, piece, continued);
+                    ends.push(chunk.len());
+                });
+                false
+            }
+        };
+        if eof {
+            splitter.finish(&mut |piece: &[u8], continued: bool| {
+                append_line(&mut chunk, &sink.prefix, piece, continued);
+                ends.push(chunk.len());
+            });
+        }
+        if !ends.is_empty() {
+            let all = chunk.split().freeze();
+            let mut start = 0;
+            let lines: Vec<Bytes> = ends
+                .drain(..)
+                .map(|end| {
+                    let line = all.slice(start..end);
+                    start = end;
+                    line
+                })
+                .collect();
+            sink.ring.push_many(lines.iter().cloned());
+            for line in lines {
+                sink.output.line(line);
             }
         }
+        if eof {
+            break;
+        }
+        // Throttle a chatty child to the sink's pace (through its own pipe) rather than
+        // dropping its lines; returns at once when the sink is stalled.
+        sink.output.make_room().await;
     }
-    splitter.finish(&mut emit);
 }
 
 #[cfg(test)]
