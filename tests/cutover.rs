@@ -19,6 +19,7 @@ use crate::support::hub::wait_output;
 use crate::support::legacy_box::{LegacyBox, alive, holders};
 use crate::support::sandbox::Sandbox;
 use crate::support::{free_port, parachute_bin, wait_for};
+use crate::support::{json, show};
 
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/systemd-sandbox.sh")
@@ -58,28 +59,8 @@ fn teardown(sbx: &Sandbox, b: &LegacyBox) -> Output {
     migrate(Some(sbx), b, &["--teardown", "--scope", "user", "--json"], &[])
 }
 
-fn json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}); status {}\nstdout:\n{}\nstderr:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
 fn outcome(out: &Output) -> String {
     json(out)["outcome"].as_str().unwrap_or_default().to_owned()
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// After a migration: the hub port is held by the unit's main pid (= hub-instance.json's

@@ -17,6 +17,7 @@ use crate::support::hub::{TestHome, wait_output};
 use crate::support::legacy_box::{LegacyBox, alive};
 use crate::support::sandbox::Sandbox;
 use crate::support::{free_port, parachute_bin, wait_for};
+use crate::support::{json, show};
 
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/systemd-sandbox.sh")
@@ -40,19 +41,6 @@ fn run(sb: Option<&Sandbox>, args: &[&str]) -> Output {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     wait_output(cmd.spawn().unwrap(), Duration::from_secs(120))
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", show(out)))
 }
 
 /// The one unit report of a `postinstall --json` run.

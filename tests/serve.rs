@@ -310,14 +310,11 @@ fn leftovers_of_a_killed_hub_are_stopped_at_the_next_boot() {
 /// ends it with exit code 0.
 #[test]
 fn as_pid_1_orphans_are_reaped_and_sigterm_exits_cleanly() {
-    if Command::new("unshare")
+    let unshare_works = Command::new("unshare")
         .args(["--pid", "--fork", "--mount-proc", "true"])
         .status()
-        .map(|s| !s.success())
-        .unwrap_or(true)
-    {
-        // Not root or no unshare: this machine cannot run the scenario.
-        eprintln!("skipping: unshare --pid is not available here");
+        .is_ok_and(|s| s.success());
+    if !crate::support::needs_root_feature("as_pid_1", unshare_works, "`unshare --pid --fork --mount-proc`") {
         return;
     }
     let h = TestHome::new();

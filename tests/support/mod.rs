@@ -38,3 +38,32 @@ pub fn wait_for<T>(what: &str, deadline: Duration, mut cond: impl FnMut() -> Opt
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
+
+/// A finished command's status and output, for assertion messages.
+pub fn show(out: &std::process::Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A finished command's stdout as JSON; panics with the whole output when it is not.
+pub fn json(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", show(out)))
+}
+
+/// Gate for a test that needs root-only machinery (PID namespaces, `ns_last_pid`): returns
+/// `false` (and says so on stderr, visible even when the test passes) only when the
+/// documented opt-out `PARACHUTE_SKIP_SYSTEMD_TESTS=1` is set; otherwise panics with
+/// `what` when `available` is false. A test never skips silently.
+pub fn needs_root_feature(test: &str, available: bool, what: &str) -> bool {
+    if sandbox::skip_requested() {
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), "SKIPPED {test}: PARACHUTE_SKIP_SYSTEMD_TESTS=1 ({what})");
+        return false;
+    }
+    assert!(available, "{test} needs {what}; run the tests as root, or set PARACHUTE_SKIP_SYSTEMD_TESTS=1");
+    true
+}

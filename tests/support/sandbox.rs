@@ -51,7 +51,7 @@ fn is_root() -> bool {
 }
 
 #[expect(clippy::disallowed_methods, reason = "the documented opt-out switch of the systemd tests")]
-fn skip_requested() -> bool {
+pub fn skip_requested() -> bool {
     std::env::var_os("PARACHUTE_SKIP_SYSTEMD_TESTS").is_some_and(|v| v == "1")
 }
 
