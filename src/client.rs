@@ -386,6 +386,18 @@ impl Failure {
     }
 }
 
+/// hyper's words for a peer that is not an HTTP server ("operation was canceled",
+/// "connection closed before message completed") say little to a user; name the cause.
+fn http_failure(e: &hyper::Error) -> String {
+    if e.is_canceled() || e.is_incomplete_message() || e.is_parse() {
+        format!(
+            "whatever listens there is not a Parachute hub: it closed the connection or answered something that is not HTTP ({e})"
+        )
+    } else {
+        e.to_string()
+    }
+}
+
 /// One request with a deadline over connect, head and body.
 async fn call(
     port: u16,
@@ -434,7 +446,7 @@ async fn send(
         req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
     }
     let req = req.body(Empty::<Bytes>::new()).map_err(|e| Failure::Other(e.to_string()))?;
-    sender.send_request(req).await.map_err(|e| Failure::Other(e.to_string()))
+    sender.send_request(req).await.map_err(|e| Failure::Other(http_failure(&e)))
 }
 
 #[cfg(test)]
