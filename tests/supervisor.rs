@@ -643,6 +643,76 @@ async fn an_unrelated_holder_is_surfaced_and_never_killed() {
     .await;
 }
 
+/// SIGKILLs, on drop, every process of this test whose command line carries the token.
+struct KillByToken(String);
+
+impl Drop for KillByToken {
+    fn drop(&mut self) {
+        for p in pids_with(&self.0) {
+            sigkill(p);
+        }
+    }
+}
+
+/// Makes the next new process take `target` (a free pid) through `ns_last_pid` (root only),
+/// as `setsid <fixture> --port <port>`: a stranger leading its own group, whose pgid is
+/// therefore `target`. Retries while other processes on the host race for the pid.
+async fn recycle_pid_as_group_leader(target: u32, port: u16) -> Guard {
+    for _ in 0..200 {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (target - 1).to_string()).unwrap();
+        let g = Guard(
+            Command::new("setsid")
+                .arg(fixture_bin())
+                .args(["--port", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        if g.pid() == target {
+            until("the stranger to listen", || port_holders(port).contains(&target).then_some(())).await;
+            return g;
+        }
+        drop(g);
+        assert!(!alive(target), "pid {target} was taken by another process; cannot recycle it");
+    }
+    panic!("could not make a new process take pid {target}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_that_recycled_the_dead_childs_pid_and_leads_its_group_is_never_signalled() {
+    // After the crashed leader is reaped its pid (= its old pgid) is free. A stranger that
+    // takes it and calls setsid has pgid == the dead child's pid; judging "own group" by
+    // that number would SIGTERM it. A setsid'd helper keeps the output pipe open, so the
+    // actor waits out its drain timeout between the reap and the port check: the window in
+    // which the stranger takes the pid and the port.
+    within(async {
+        let s = sup(orphan_cfg(ReclaimPolicy::Adopt));
+        let port = free_port();
+        let tok = token("recycled");
+        let pipe_tok = format!("{tok}-pipe");
+        let fx = fixture_bin().display().to_string();
+        let script = format!(
+            "setsid {fx} --no-listen --line-text {pipe_tok} & exec {fx} --no-listen --line-text {tok}"
+        );
+        let pid = s.start(shell("m", Some(port), &script)).await.pid.unwrap();
+        // Setsid'd, so the supervisor's group kill on drop cannot reach it: this guard does.
+        let _pipe_holders = KillByToken(pipe_tok.clone());
+        until("the pipe holder", || (!pids_with(&pipe_tok).is_empty()).then_some(())).await;
+        sigkill(pid);
+        until("the leader to be reaped", || (!Path::new(&format!("/proc/{pid}")).exists()).then_some(()))
+            .await;
+        let mut stranger = recycle_pid_as_group_leader(pid, port).await;
+        let st = until("crashed", || s.get("m").filter(|st| st.status == ModuleStatus::Crashed)).await;
+        let err = st.start_error.expect("a start error");
+        assert_eq!((err.error_type.as_str(), err.holder_pid), ("port_squatter", Some(pid)));
+        assert!(!stranger.exited(), "the stranger with the recycled pid was signalled");
+        assert!(text(&s, "m").contains("refusing to kill it; surfacing"));
+        shutdown(&s).await;
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prompt_policy_surfaces_even_an_attributable_orphan() {
     // Scenario 18.

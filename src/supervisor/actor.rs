@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use parachute_process::{
-    ExitInfo, GroupChild, KILL_WAIT, Signal, Signalled, SpawnSpec, procfs, signal_identity,
+    ExitInfo, GroupChild, KILL_WAIT, ProcessIdentity, Signal, Signalled, SpawnSpec, procfs, signal_identity,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{AbortHandle, JoinHandle};
@@ -484,7 +484,19 @@ impl Actor {
     async fn on_crash(&mut self) {
         let Some(cur) = self.cur.take() else { return };
         self.cancel_watchers();
-        let pid = cur.child.pid();
+        // Who is in our group, by identity, while the unreaped leader still pins the pgid:
+        // after the reap below, `pgid == pid` could name a stranger that recycled the pid.
+        let own_group = match self.port() {
+            Some(_) => {
+                let h = cur.child.handle();
+                tokio::task::spawn_blocking(move || {
+                    h.group_members().into_iter().filter_map(procfs::identity).collect::<Vec<_>>()
+                })
+                .await
+                .unwrap_or_default()
+            }
+            None => Vec::new(),
+        };
         // R4: the rest of the group (often the real port holder) goes before anything is
         // decided.
         let (exit, uptime) = self.finish_child(cur, self.cfg().kill_timeout).await;
@@ -492,7 +504,7 @@ impl Actor {
         // so readers never see a running module without a pid.
         let code = exit.code;
         if let Some(port) = self.port()
-            && let Reclaim::Halt(err) = self.reclaim(port, pid).await
+            && let Reclaim::Halt(err) = self.reclaim(port, &own_group).await
         {
             self.transition(ModuleStatus::Crashed, |s| {
                 s.pid = None;
@@ -525,8 +537,9 @@ impl Actor {
         self.answer_waiting();
     }
 
-    /// Crash-path port check: who holds the port now that our group is gone?
-    async fn reclaim(&mut self, port: u16, dead_pid: u32) -> Reclaim {
+    /// Crash-path port check: who holds the port now that our group is gone? `own_group`
+    /// are the group's members as read before the leader was reaped.
+    async fn reclaim(&mut self, port: u16, own_group: &[ProcessIdentity]) -> Reclaim {
         let holders = probe::port_holders_async(port).await;
         if holders.is_empty() {
             return Reclaim::Continue;
@@ -536,7 +549,7 @@ impl Actor {
         let judged: Vec<(HolderFacts, Attribution)> = holders
             .into_iter()
             .map(|h| {
-                let a = attribute(&h, Some(dead_pid), &siblings, marker.as_deref());
+                let a = attribute(&h, own_group, &siblings, marker.as_deref());
                 (h, a)
             })
             .collect();
@@ -561,9 +574,10 @@ impl Actor {
 
     /// SIGTERM an attributed orphan, give it `kill_timeout` to let go of the port, SIGKILL
     /// it if the very same process still holds it. Signals go by identity (pid + start
-    /// time through a pidfd), so a pid recycled meanwhile is never hit.
+    /// time through a pidfd), so a pid recycled meanwhile is never hit. The identity is the
+    /// one the attribution was made on, not re-read here: a re-read could name a newcomer.
     async fn adopt_kill(&self, h: &HolderFacts, port: u16) {
-        let Some(id) = procfs::identity(h.pid) else { return };
+        let Some(id) = h.identity() else { return };
         if !matches!(signal_identity(&id, Signal::Term, false), Ok(Signalled::Process | Signalled::Group)) {
             return;
         }

@@ -18,6 +18,8 @@
 
 use std::path::Path;
 
+use parachute_process::ProcessIdentity;
+
 /// `argv[0]` basenames that say nothing about which module runs (hub#601).
 pub const GENERIC_RUNTIMES: &[&str] = &[
     "bun", "node", "nodejs", "deno", "python", "python2", "python3", "ruby", "sh", "bash", "zsh", "dash",
@@ -72,10 +74,20 @@ pub struct HolderFacts {
     pub pid: u32,
     /// Its process group, if `/proc/<pid>/stat` was readable.
     pub pgid: Option<u32>,
+    /// Its start time in clock ticks, from the same `/proc/<pid>/stat` read as `pgid`: the
+    /// identity the facts belong to, so a signal can never reach a later owner of the pid.
+    pub start_ticks: Option<u64>,
     /// Its parent chain (parent first), as far as it could be read.
     pub ancestors: Vec<u32>,
     /// Its command line (arguments joined by spaces), if readable and non-empty.
     pub cmdline: Option<String>,
+}
+
+impl HolderFacts {
+    /// The identity these facts were read from (`None` when the stat was unreadable).
+    pub fn identity(&self) -> Option<ProcessIdentity> {
+        self.start_ticks.map(|start_ticks| ProcessIdentity { pid: self.pid, start_ticks })
+    }
 }
 
 /// Whether the holder belongs to one of `leaders` (live children; each leads its own
@@ -97,15 +109,20 @@ pub enum Attribution {
     Foreign,
 }
 
-/// Attributes a holder found after this module's child (group `own_pgid`) exited.
-/// `siblings` are the other modules' live leaders.
+/// Attributes a holder found after this module's child exited and was reaped. `own_group`
+/// are the identities of the child's group members, read while the leader was still
+/// unreaped (so its pgid was pinned); `siblings` are the other modules' live leaders.
+///
+/// Group membership is judged by identity, not by `pgid == dead pid`: once the leader is
+/// reaped its pid may be recycled by a stranger that leads its own group, whose pgid then
+/// equals the dead child's pid (R5 again, one level up).
 pub fn attribute(
     h: &HolderFacts,
-    own_pgid: Option<u32>,
+    own_group: &[ProcessIdentity],
     siblings: &[u32],
     marker: Option<&str>,
 ) -> Attribution {
-    if own_pgid.is_some() && h.pgid == own_pgid {
+    if h.identity().is_some_and(|id| own_group.contains(&id)) {
         return Attribution::OwnGroup;
     }
     if in_any_group(h, siblings) {
@@ -126,7 +143,13 @@ mod tests {
     }
 
     fn holder(pid: u32, pgid: u32, cmd: Option<&str>) -> HolderFacts {
-        HolderFacts { pid, pgid: Some(pgid), ancestors: vec![1], cmdline: cmd.map(str::to_owned) }
+        HolderFacts {
+            pid,
+            pgid: Some(pgid),
+            start_ticks: Some(u64::from(pid) * 10),
+            ancestors: vec![1],
+            cmdline: cmd.map(str::to_owned),
+        }
     }
 
     #[test]
@@ -160,21 +183,43 @@ mod tests {
         assert_eq!(module_marker(&[], Some(cwd)).as_deref(), Some("/x/.parachute/vault"));
     }
 
+    /// The dead child's group as read while its leader was unreaped: one grandchild.
+    fn own_group() -> Vec<ProcessIdentity> {
+        vec![holder(4001, 4000, None).identity().unwrap()]
+    }
+
     #[test]
     fn a_holder_with_the_dead_childs_pid_but_another_group_is_not_ours() {
         // Scenario 87 turned around (R5): upstream's "recorded pid == holder" arm matched
         // exactly when the pid had been recycled by a stranger.
         let stranger = holder(4242, 4242, Some("/usr/sbin/nginx"));
-        assert_eq!(attribute(&stranger, Some(4000), &[], Some("parachute-vault")), Attribution::Foreign);
+        assert_eq!(attribute(&stranger, &own_group(), &[], Some("parachute-vault")), Attribution::Foreign);
         // Even when the pid equals the dead leader's, only the group counts.
         let recycled = holder(4000, 4100, Some("/usr/sbin/nginx"));
-        assert_eq!(attribute(&recycled, Some(4000), &[], Some("parachute-vault")), Attribution::Foreign);
+        assert_eq!(attribute(&recycled, &own_group(), &[], Some("parachute-vault")), Attribution::Foreign);
+    }
+
+    #[test]
+    fn a_stranger_that_recycled_the_dead_leaders_pid_and_leads_its_own_group_is_not_ours() {
+        // Once the leader is reaped its pid is free; a daemon that gets it and calls setsid
+        // has pgid == the dead child's pid. Matching on the pgid number would signal it.
+        let recycled_leader = holder(4000, 4000, Some("/usr/sbin/nginx"));
+        assert_eq!(
+            attribute(&recycled_leader, &own_group(), &[], Some("parachute-vault")),
+            Attribution::Foreign
+        );
+        // Its worker in that recycled group: same pgid number, still a stranger.
+        let worker = HolderFacts { start_ticks: Some(99_999), ..holder(4001, 4000, Some("nginx: worker")) };
+        assert_eq!(attribute(&worker, &own_group(), &[], Some("parachute-vault")), Attribution::Foreign);
+        // Facts without a start time cannot be matched to a member: never ours.
+        let unread = HolderFacts { start_ticks: None, ..holder(4001, 4000, None) };
+        assert_eq!(attribute(&unread, &own_group(), &[], None), Attribution::Foreign);
     }
 
     #[test]
     fn a_holder_in_the_dead_childs_group_is_ours() {
         let gc = holder(4001, 4000, None);
-        assert_eq!(attribute(&gc, Some(4000), &[], None), Attribution::OwnGroup);
+        assert_eq!(attribute(&gc, &own_group(), &[], None), Attribution::OwnGroup);
     }
 
     #[test]
@@ -188,24 +233,24 @@ mod tests {
     fn per_module_marker_matches_its_own_process() {
         // Scenario 89.
         let h = holder(1921, 1921, Some("parachute-vault serve"));
-        assert_eq!(attribute(&h, Some(50), &[], Some("parachute-vault")), Attribution::Marker);
+        assert_eq!(attribute(&h, &[], &[], Some("parachute-vault")), Attribution::Marker);
     }
 
     #[test]
     fn a_siblings_process_is_not_attributable() {
         // Scenarios 19/90: the cmdline is still known for the message.
         let h = holder(1921, 1921, Some("parachute-scribe serve"));
-        assert_eq!(attribute(&h, Some(50), &[], Some("parachute-vault")), Attribution::Foreign);
+        assert_eq!(attribute(&h, &[], &[], Some("parachute-vault")), Attribution::Foreign);
         // A live supervised sibling is never a candidate, even if the marker matched.
         let sib = HolderFacts { ancestors: vec![700, 1], ..holder(701, 701, Some("parachute-vault")) };
-        assert_eq!(attribute(&sib, Some(50), &[700], Some("parachute-vault")), Attribution::Sibling);
+        assert_eq!(attribute(&sib, &[], &[700], Some("parachute-vault")), Attribution::Sibling);
     }
 
     #[test]
     fn an_unreadable_cmdline_is_never_attributable() {
         // Scenarios 16/91.
         let h = holder(1921, 1921, None);
-        assert_eq!(attribute(&h, Some(50), &[], Some("parachute-vault")), Attribution::Foreign);
+        assert_eq!(attribute(&h, &[], &[], Some("parachute-vault")), Attribution::Foreign);
         assert!(!cmdline_attributable(None, Needle::Broad, Some("x")));
     }
 
@@ -215,8 +260,8 @@ mod tests {
         let m = module_marker(&argv(&["bun", "server.ts"]), Some(Path::new("/x/.parachute/vault")));
         let foreign = holder(9, 9, Some("bun /home/op/other-project/server.ts"));
         let own = holder(9, 9, Some("bun /x/.parachute/vault/server.ts"));
-        assert_eq!(attribute(&foreign, None, &[], m.as_deref()), Attribution::Foreign);
-        assert_eq!(attribute(&own, None, &[], m.as_deref()), Attribution::Marker);
+        assert_eq!(attribute(&foreign, &[], &[], m.as_deref()), Attribution::Foreign);
+        assert_eq!(attribute(&own, &[], &[], m.as_deref()), Attribution::Marker);
     }
 
     #[test]
@@ -238,7 +283,13 @@ mod tests {
         let leaders = [100, 200];
         assert!(in_any_group(&holder(100, 100, None), &leaders));
         assert!(in_any_group(&holder(150, 200, None), &leaders), "same group");
-        let escaped = HolderFacts { pid: 300, pgid: Some(300), ancestors: vec![250, 200, 1], cmdline: None };
+        let escaped = HolderFacts {
+            pid: 300,
+            pgid: Some(300),
+            start_ticks: None,
+            ancestors: vec![250, 200, 1],
+            cmdline: None,
+        };
         assert!(in_any_group(&escaped, &leaders), "descendant that left the group");
         assert!(!in_any_group(&holder(300, 300, None), &leaders));
         assert!(!in_any_group(&HolderFacts { pid: 5, ..Default::default() }, &leaders));

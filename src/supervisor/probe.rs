@@ -18,7 +18,7 @@ use super::attribution::{HolderFacts, in_any_group};
 /// Parent hops followed when collecting a holder's ancestry.
 const MAX_HOPS: usize = 64;
 
-/// What `/proc` says about `pid` (pgid, ancestry, command line).
+/// What `/proc` says about `pid` (pgid, start time, ancestry, command line).
 pub fn holder_facts(pid: u32) -> HolderFacts {
     let st = procfs::stat(pid);
     let mut ancestors = Vec::new();
@@ -27,7 +27,13 @@ pub fn holder_facts(pid: u32) -> HolderFacts {
         ancestors.push(p);
         cur = procfs::stat(p).map(|s| s.ppid);
     }
-    HolderFacts { pid, pgid: st.map(|s| s.pgid), ancestors, cmdline: procfs::cmdline(pid) }
+    HolderFacts {
+        pid,
+        pgid: st.as_ref().map(|s| s.pgid),
+        start_ticks: st.as_ref().map(|s| s.start_ticks),
+        ancestors,
+        cmdline: procfs::cmdline(pid),
+    }
 }
 
 /// Every distinct process holding a LISTEN socket on `port`, with its facts, lowest pid

@@ -61,7 +61,17 @@ mod imp {
             return Ok(Signalled::Replaced);
         }
         // 3. Group: the leader is alive and leads its group, so the pgid is still its own.
+        //    Prefer signalling the group through the pidfd (Linux ≥ 6.9): the pinned leader
+        //    names the group, so even a leader that exits and whose pid is reused in the
+        //    meantime cannot redirect the signal. Older kernels answer EINVAL: fall back to
+        //    killpg right after the check above.
         if group && st.pgid == id.pid {
+            match sys::pidfd_send_signal_flags(pidfd.as_fd(), sig.as_raw(), sys::PIDFD_SIGNAL_PROCESS_GROUP) {
+                Ok(()) => return Ok(Signalled::Group),
+                Err(e) if esrch(&e) => return Ok(Signalled::Gone),
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                Err(e) => return Err(os(true, e)),
+            }
             return match sys::killpg(id.pid, sig.as_raw()) {
                 Ok(()) => Ok(Signalled::Group),
                 Err(e) if esrch(&e) => Ok(Signalled::Gone),

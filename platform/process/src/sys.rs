@@ -41,6 +41,15 @@ pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
 /// `pidfd_send_signal(fd, sig, NULL, 0)`: signal exactly the process the pidfd names.
 #[cfg(target_os = "linux")]
 pub(crate) fn pidfd_send_signal(fd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
+    pidfd_send_signal_flags(fd, sig, 0)
+}
+
+/// `PIDFD_SIGNAL_PROCESS_GROUP` (Linux 6.9): signal the process group the pidfd's process
+/// leads, through the pidfd, so the target cannot be a recycled pid.
+pub(crate) const PIDFD_SIGNAL_PROCESS_GROUP: libc::c_uint = 1 << 2;
+
+/// `pidfd_send_signal(2)` with flags.
+pub(crate) fn pidfd_send_signal_flags(fd: BorrowedFd<'_>, sig: i32, flags: libc::c_uint) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     // SAFETY: plain syscall; a NULL siginfo asks the kernel to fill in a SI_USER one.
     let r = unsafe {
@@ -49,7 +58,7 @@ pub(crate) fn pidfd_send_signal(fd: BorrowedFd<'_>, sig: i32) -> io::Result<()> 
             fd.as_raw_fd(),
             sig,
             std::ptr::null::<libc::siginfo_t>(),
-            0 as libc::c_uint,
+            flags,
         )
     };
     if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
