@@ -3,14 +3,14 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::support::free_port;
 use crate::support::hub::{Serve, TestHome, alive};
-use crate::support::{free_port, parachute_bin};
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -137,9 +137,9 @@ fn logs_print_the_buffer_and_follow_across_a_crash() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["lines"][0]["text"], "[talker] said 2", "{v}");
 
-    let mut cmd = Command::new(parachute_bin());
+    let mut cmd = crate::support::parachute();
     cmd.args(["logs", "talker", "--follow", "--home"]).arg(h.home());
-    cmd.env_clear().env("PATH", "/usr/bin:/bin").stdout(Stdio::piped()).stderr(Stdio::null());
+    cmd.stdout(Stdio::piped()).stderr(Stdio::null());
     let mut child = cmd.spawn().unwrap();
     let guard = KillOnDrop(child.id());
     let (tx, rx) = std::sync::mpsc::channel();

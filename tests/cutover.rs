@@ -34,17 +34,14 @@ fn migrate(sbx: Option<&Sandbox>, b: &LegacyBox, args: &[&str], env: &[(&str, &s
 fn spawn_migrate(sbx: Option<&Sandbox>, b: &LegacyBox, args: &[&str], env: &[(&str, &str)]) -> Child {
     let mut cmd = match sbx {
         Some(s) => {
-            let mut c = Command::new("bash");
+            let mut c = crate::support::isolated("bash");
             c.arg(script()).arg("exec").arg(s.dir()).arg("--").arg(parachute_bin());
             c
         }
-        None => Command::new(parachute_bin()),
+        None => crate::support::parachute(),
     };
     cmd.arg("migrate").args(args).arg("--home").arg(b.home());
-    cmd.env_clear()
-        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("HOME", b.root())
-        .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/system_bus_socket");
+    cmd.env("HOME", b.root());
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -4,7 +4,7 @@
 //! pages in docs/ name every verb, exit code, start error and migrate outcome.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use clap::CommandFactory;
@@ -12,13 +12,10 @@ use parachute::cli::Cli;
 use parachute::cutover::Outcome;
 
 use crate::support::hub::wait_output;
-use crate::support::parachute_bin;
 
 fn run(args: &[&str]) -> Output {
-    let child = Command::new(parachute_bin())
+    let child = crate::support::parachute()
         .args(args)
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -27,19 +27,13 @@ fn script() -> PathBuf {
 fn run(sb: Option<&Sandbox>, args: &[&str]) -> Output {
     let mut cmd = match sb {
         Some(s) => {
-            let mut c = Command::new("bash");
+            let mut c = crate::support::isolated("bash");
             c.arg(script()).arg("exec").arg(s.dir()).arg("--").arg(parachute_bin());
             c
         }
-        None => Command::new(parachute_bin()),
+        None => crate::support::parachute(),
     };
-    cmd.args(args)
-        .env_clear()
-        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/system_bus_socket")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     wait_output(cmd.spawn().unwrap(), Duration::from_secs(120))
 }
 

@@ -13,19 +13,16 @@ use std::time::Duration;
 
 use parachute::model::hub_instance::HubInstance;
 
+use crate::support::free_port;
 use crate::support::hub::wait_output;
 use crate::support::legacy_box::{LegacyBox, alive, holders};
-use crate::support::{free_port, parachute_bin};
 
 fn cli(b: &LegacyBox, args: &[&str]) -> Output {
-    let child = Command::new(parachute_bin())
+    let child = crate::support::parachute()
         .args(args)
         .arg("--home")
         .arg(b.home())
-        .env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
         .env("HOME", b.root())
-        .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/system_bus_socket")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

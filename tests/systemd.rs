@@ -7,7 +7,7 @@
 //! The backend crate's own verbs are covered in platform/systemd/tests.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use parachute::detect::{self, Backend, HostFacts};
@@ -28,7 +28,7 @@ fn script() -> PathBuf {
 /// `parachute unit <args>` inside the sandbox, with a clean environment.
 fn unit_in(sb: &Sandbox, args: &[&str]) -> Output {
     let no_system_bus = format!("unix:path={}/no-system-bus", sb.dir().display());
-    Command::new("bash")
+    crate::support::isolated("bash")
         .arg(script())
         .arg("exec")
         .arg(sb.dir())
@@ -36,8 +36,6 @@ fn unit_in(sb: &Sandbox, args: &[&str]) -> Output {
         .arg(parachute_bin())
         .arg("unit")
         .args(args)
-        .env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
         .env("DBUS_SYSTEM_BUS_ADDRESS", no_system_bus)
         .output()
         .expect("run parachute unit")
@@ -58,10 +56,9 @@ fn unit_render_matches_the_golden_files() {
     for (scope, golden) in
         [("user", "parachute-hub.user.service"), ("system", "parachute-hub.system.service")]
     {
-        let out = Command::new(parachute_bin())
+        let out = crate::support::parachute()
             .args(["unit", "render", "--scope", scope, "--home", "/home/op/.parachute"])
             .args(["--port", "1939", "--exec", "/usr/local/bin/parachute"])
-            .env_clear()
             .env("HOME", "/home/op")
             .env("SUDO_USER", "op")
             .output()
@@ -79,10 +76,9 @@ fn unit_render_matches_the_golden_files() {
 
 #[test]
 fn unit_render_refuses_a_hostile_home_with_exit_2() {
-    let out = Command::new(parachute_bin())
+    let out = crate::support::parachute()
         .args(["unit", "render", "--scope", "user", "--home", "/srv/a\nExecStartPre=/bin/sh"])
         .args(["--exec", "/usr/local/bin/parachute"])
-        .env_clear()
         .env("HOME", "/home/op")
         .output()
         .unwrap();
@@ -148,12 +144,10 @@ fn unit_install_status_remove_json_against_a_sandbox() {
 fn unit_verbs_without_a_manager_exit_4_and_say_why() {
     // Outside the sandbox namespace there is no /run/systemd/system on this host.
     let tmp = tempfile::tempdir().unwrap();
-    let out = Command::new(parachute_bin())
+    let out = crate::support::parachute()
         .args(["unit", "status", "--scope", "user", "--json", "--home"])
         .arg(tmp.path())
-        .env_clear()
         .env("HOME", tmp.path())
-        .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/system_bus_socket")
         .output()
         .unwrap();
     if Path::new("/run/systemd/system").exists() {

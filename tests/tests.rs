@@ -8,6 +8,7 @@ mod demo;
 mod docs;
 mod fixture;
 mod hooks;
+mod isolation;
 mod model;
 mod offer;
 mod serve;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{fixture_bin, parachute_bin, wait_for};
+use super::{fixture_bin, wait_for};
 
 /// A temporary Parachute home plus module install dirs.
 pub struct TestHome {
@@ -84,7 +84,7 @@ impl TestHome {
 
     /// Runs the CLI against this home with a controlled environment.
     pub fn cli(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(parachute_bin());
+        let mut cmd = crate::support::parachute();
         cmd.args(args).arg("--home").arg(self.home());
         clean_env(&mut cmd, self.dir.path());
         let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
@@ -120,8 +120,13 @@ pub fn wait_output(mut child: Child, deadline: Duration) -> Output {
     Output { status, stdout: t_out.join().unwrap(), stderr: t_err.join().unwrap() }
 }
 
+/// Makes `cmd` (built by `support::parachute`/`isolated`, or a wrapper such as `unshare`)
+/// run with nothing from the developer's environment but a temp `HOME`.
 fn clean_env(cmd: &mut Command, home_dir: &Path) {
-    cmd.env_clear().env("PATH", "/usr/local/bin:/usr/bin:/bin").env("HOME", home_dir);
+    cmd.env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("DBUS_SYSTEM_BUS_ADDRESS", crate::support::NO_SYSTEM_BUS)
+        .env("HOME", home_dir);
 }
 
 #[derive(Default)]
@@ -152,7 +157,7 @@ pub struct Serve {
 impl Serve {
     /// Starts `parachute serve --home <home> --port <port> <extra…>`.
     pub fn start(home: &TestHome, port: u16, extra: &[&str]) -> Serve {
-        let mut cmd = Command::new(parachute_bin());
+        let mut cmd = crate::support::parachute();
         cmd.arg("serve").arg("--home").arg(home.home()).arg("--port").arg(port.to_string()).args(extra);
         Serve::spawn(cmd, home, port)
     }

@@ -13,7 +13,9 @@ pub fn fixture_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_parachute-fixture"))
 }
 
-/// The `parachute` binary built by this workspace.
+/// The `parachute` binary built by this workspace (its path, e.g. for `--exec`). To *run*
+/// it, use [`parachute`]: `tests/isolation.rs` fails the suite if a test starts it any other
+/// way.
 pub fn parachute_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_parachute"))
 }
@@ -66,4 +68,25 @@ pub fn needs_root_feature(test: &str, available: bool, what: &str) -> bool {
     }
     assert!(available, "{test} needs {what}; run the tests as root, or set PARACHUTE_SKIP_SYSTEMD_TESTS=1");
     true
+}
+
+/// The system bus address every test child gets: nothing listens there, so no test can
+/// reach the host's system manager even on a host booted with systemd.
+pub const NO_SYSTEM_BUS: &str = "unix:path=/nonexistent/system_bus_socket";
+
+/// A command for `program` that inherits nothing from the developer's environment: no
+/// `HOME`, no session bus, no `XDG_RUNTIME_DIR`, and a system bus address where nothing
+/// listens. Callers add what the test needs (a sandbox's bus, a temp `HOME`); they must not
+/// call `env_clear()` again. Use it for `parachute` and for any wrapper that runs it.
+pub fn isolated(program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+    let mut cmd = std::process::Command::new(program);
+    cmd.env_clear()
+        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("DBUS_SYSTEM_BUS_ADDRESS", NO_SYSTEM_BUS);
+    cmd
+}
+
+/// `parachute`, isolated (see [`isolated`]): the one way tests run the binary.
+pub fn parachute() -> std::process::Command {
+    isolated(parachute_bin())
 }
