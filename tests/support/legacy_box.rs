@@ -140,7 +140,12 @@ impl LegacyBox {
             wait_for(&format!("{} to write its pidfile", pidfile.display()), Duration::from_secs(10), || {
                 std::fs::read_to_string(pidfile).ok()?.trim().parse().ok()
             });
-        let id = procfs::identity(pid).expect("the daemon is alive");
+        let id = procfs::identity(pid).unwrap_or_else(|| {
+            panic!(
+                "{} {args:?} (pid {pid}) wrote its pidfile and exited at once (its port taken by another process?)",
+                program.display()
+            )
+        });
         self.started.push(id);
         if let Some(port) = port {
             // The listener may be a child in the daemon's group (`--grandchild-holds-port`).

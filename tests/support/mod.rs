@@ -36,9 +36,34 @@ pub fn wait_for<T>(what: &str, deadline: Duration, mut cond: impl FnMut() -> Opt
     }
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests that then bind it).
+/// A TCP port no other test in this run will be given, free on 127.0.0.1 and ::1 when
+/// returned.
+///
+/// Ports come from 20000–32767, below Linux's ephemeral range (32768–60999 by default), so
+/// the kernel never hands one of them to a connection or a `bind(…:0)` elsewhere in the
+/// suite; a process-wide counter (offset by the pid, for concurrent test binaries) keeps
+/// tests running in parallel from drawing the same port. A port some other program
+/// already holds is skipped.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const BASE: u32 = 20_000;
+    const SPAN: u32 = 12_768;
+    let offset = std::process::id().wrapping_mul(7919) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (BASE + (offset + n) % SPAN) as u16;
+        let v4 = std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        // A host without IPv6 loopback cannot hold the port there either.
+        let v6 = match std::net::TcpListener::bind(("::1", port)) {
+            Ok(_) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::AddrNotAvailable,
+        };
+        if v4 && v6 {
+            return port;
+        }
+    }
+    panic!("no free TCP port in {BASE}..{}", BASE + SPAN);
 }
 
 /// A finished command's status and output, for assertion messages.
