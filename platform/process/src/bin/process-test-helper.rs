@@ -1,0 +1,102 @@
+//! A helper process for this crate's own integration tests (`tests/it/reexec.rs`): some
+//! behaviours need a process of their own.
+//!
+//! - `pdeathsig`: spawn `sleep 1000` through a `Spawner`, print `CHILD <pid> <start ticks>`,
+//!   then wait; the test SIGKILLs this process and checks that the child dies by
+//!   PR_SET_PDEATHSIG although nobody signalled it.
+//! - `subreaper`: become a child subreaper (which would change how orphans behave for every
+//!   other test if the test binary did it) and check `reap_untracked_zombies`; prints
+//!   `SUBREAPER-OK` when every check held, panics (non-zero exit) otherwise.
+//!
+//! Not a product binary: nothing installs or packages it.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::io::BufRead;
+use std::process::Stdio;
+use std::time::Duration;
+
+use parachute_process::procfs::{self};
+use parachute_process::{ExitInfo, SpawnSpec, Spawner, reap_untracked_zombies, set_child_subreaper};
+
+/// How long any wait may take before the helper gives up (the parent test has its own).
+const DEADLINE: Duration = Duration::from_secs(20);
+const PATH: &str = "/usr/bin:/bin";
+
+async fn within<F: Future>(what: &str, fut: F) -> F::Output {
+    tokio::time::timeout(DEADLINE, fut).await.unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+fn main() {
+    let role = std::env::args().nth(1).unwrap_or_default();
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match role.as_str() {
+        "pdeathsig" => rt.block_on(pdeathsig()),
+        "subreaper" => {
+            set_child_subreaper().expect("PR_SET_CHILD_SUBREAPER");
+            rt.block_on(subreaper());
+        }
+        other => {
+            eprintln!("process-test-helper: unknown role {other:?} (expected pdeathsig or subreaper)");
+            std::process::exit(2);
+        }
+    }
+}
+
+async fn pdeathsig() {
+    let spawner = Spawner::new().expect("spawner thread");
+    let s = within("spawn", spawner.spawn(SpawnSpec::new("sleep").arg("1000").env("PATH", PATH)))
+        .await
+        .expect("spawn sleep");
+    let id = procfs::identity(s.child.pid()).expect("child identity");
+    println!("CHILD {} {}", id.pid, id.start_ticks);
+    // Bounded: if nobody kills us, exit (and the child dies with the spawner thread).
+    tokio::time::sleep(DEADLINE).await;
+}
+
+async fn subreaper() {
+    let no_tracked = HashSet::new();
+
+    // 1. An orphaned grandchild is reparented to us and reaped with its status.
+    let mut sh_parent = std::process::Command::new("sh")
+        .args(["-c", "(sleep 0.2; exit 7) & echo $!"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn sh");
+    let mut line = String::new();
+    std::io::BufReader::new(sh_parent.stdout.take().expect("stdout")).read_line(&mut line).expect("read pid");
+    let orphan: u32 = line.trim().parse().expect("orphan pid");
+    assert!(sh_parent.wait().expect("wait sh").success());
+    let mut reaped = Vec::new();
+    within("the orphan to be reaped", async {
+        while !reaped.iter().any(|(p, _)| *p == orphan) {
+            reaped.extend(reap_untracked_zombies(&no_tracked));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(reaped.contains(&(orphan, ExitInfo { code: Some(7), signal: None })), "{reaped:?}");
+
+    // 2. A supervised leader's zombie is never stolen, even with an empty `tracked`.
+    let spawner = Spawner::new().expect("spawner thread");
+    let spec = SpawnSpec::new("sh").arg("-c").arg("exit 3").env("PATH", PATH);
+    let child = within("spawn", spawner.spawn(spec)).await.expect("spawn sh").child;
+    within("the leader to exit", child.exited()).await;
+    let reaped = reap_untracked_zombies(&no_tracked);
+    assert!(!reaped.iter().any(|(p, _)| *p == child.pid()), "stole a GroupChild's status: {reaped:?}");
+    assert_eq!(within("reap", child.reap(Duration::from_secs(1))).await.code, Some(3));
+
+    // 3. Another waiter's child, named in `tracked`, is left alone too.
+    let mut other = std::process::Command::new("sh").args(["-c", "exit 5"]).spawn().expect("spawn sh");
+    let other_pid = other.id();
+    within("the other child to become a zombie", async {
+        while procfs::stat(other_pid).is_none_or(|s| s.state != 'Z') {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let reaped = reap_untracked_zombies(&HashSet::from([other_pid]));
+    assert!(!reaped.iter().any(|(p, _)| *p == other_pid), "stole a tracked child's status: {reaped:?}");
+    assert_eq!(other.wait().expect("wait other").code(), Some(5), "its own waiter still gets the status");
+    println!("SUBREAPER-OK");
+}
