@@ -104,7 +104,7 @@ mount -t overlay overlay -o "lowerdir=/,upperdir=$d/upper,workdir=$d/work" "$d/m
 mount -t proc proc "$d/merged/proc"
 mount --bind /dev "$d/merged/dev"
 exec chroot "$d/merged" "$@""#;
-        let mut cmd = Command::new("unshare");
+        let mut cmd = crate::support::isolated("unshare");
         cmd.args(["--mount", "--pid", "--fork", "--kill-child", "--propagation", "private", "--"])
             .args(["bash", "-c", SETUP, "bash"])
             .arg(self.dir.path())
@@ -117,7 +117,7 @@ exec chroot "$d/merged" "$@""#;
         for (k, v) in env {
             cmd.arg(format!("{k}={v}"));
         }
-        cmd.args(argv).env_clear().env("PATH", PATH);
+        cmd.args(argv).env("PATH", PATH);
         output(cmd, Duration::from_secs(120))
     }
 

@@ -8,7 +8,7 @@
 //! has no `/run/systemd/system`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -389,10 +389,9 @@ fn without_a_service_manager_every_hook_exits_0_with_one_line() {
         ("preremove.sh", vec!["--home", h], "no hub unit to stop or remove"),
     ] {
         let out = wait_output(
-            Command::new("/bin/sh")
+            crate::support::isolated("/bin/sh")
                 .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts").join(script))
                 .args(&args)
-                .env_clear()
                 .env("PATH", "/usr/bin:/bin")
                 .env("PARACHUTE", parachute_bin())
                 .stdin(Stdio::null())
@@ -406,9 +405,8 @@ fn without_a_service_manager_every_hook_exits_0_with_one_line() {
         assert!(String::from_utf8_lossy(&out.stdout).contains(want), "{script}: {}", show(&out));
     }
     let out = wait_output(
-        Command::new("/bin/sh")
+        crate::support::isolated("/bin/sh")
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/postinstall.sh"))
-            .env_clear()
             .env("PATH", "/nonexistent")
             .env("PARACHUTE", "/nonexistent/parachute")
             .stdout(Stdio::piped())

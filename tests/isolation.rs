@@ -37,6 +37,18 @@ fn every_test_runs_parachute_through_the_isolated_builder() {
                 offences.push(format!("{}:{}: {}", f.display(), i + 1, line.trim()));
             }
         }
+        // A file that runs parachute (directly or through a script naming it in
+        // PARACHUTE) must build its commands with support::isolated(): an environment
+        // cleared by hand has no NO_SYSTEM_BUS, and a root test on a systemd host would
+        // then reach the real system manager.
+        let runs_parachute = text.contains("parachute_bin") || text.contains("\"PARACHUTE\"");
+        if runs_parachute && !f.ends_with("support/hub.rs") {
+            for (i, line) in text.lines().enumerate() {
+                if line.contains(".env_clear()") {
+                    offences.push(format!("{}:{}: env_clear() by hand: {}", f.display(), i + 1, line.trim()));
+                }
+            }
+        }
         // An isolated command whose environment is cleared again loses NO_SYSTEM_BUS.
         let chained =
             text.split("support::parachute()").skip(1).chain(text.split("support::isolated(").skip(1));

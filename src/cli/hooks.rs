@@ -148,7 +148,18 @@ fn no_manager_line(down: &[(Scope, String)], what: &str) -> String {
     format!("no service manager here ({}); {what}.", why.join("; "))
 }
 
-/// Prints `lines` prefixed with the verb, to stdout (or stderr for warnings).
+/// Prints the result once: the JSON object with `--json`, else the human lines.
+fn report(verb: &str, json: bool, lines: &[(String, bool)], object: serde_json::Value) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&object).expect("a JSON value serializes"));
+    } else {
+        for (l, warn) in lines {
+            say(verb, l, *warn);
+        }
+    }
+}
+
+/// Prints one line prefixed with the verb, to stdout (or stderr for warnings).
 fn say(verb: &str, line: &str, warn: bool) {
     if warn {
         let _ = writeln!(std::io::stderr().lock(), "parachute {verb}: {line}");
@@ -249,22 +260,20 @@ pub fn postinstall(args: PostinstallArgs, env: &HostEnv) -> Code {
     }
     let code =
         if reports.iter().any(hooks::RefreshReport::broke_the_hub) { Code::Failure } else { Code::Success };
-    if args.json {
-        let v = json!({
-            "verb": verb,
-            "mode": if args.upgrade { "upgrade" } else { "install" },
-            "exec": exec,
-            "managers": managers_json(&up, &down),
-            "units": reports,
-            "legacy": legacy,
-            "exit_code": code as u8,
-        });
-        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
-    } else {
-        for (l, warn) in &lines {
-            say(verb, l, *warn);
-        }
-    }
+    report(
+        verb,
+        args.json,
+        &lines,
+        json!({
+                "verb": verb,
+                "mode": if args.upgrade { "upgrade" } else { "install" },
+                "exec": exec,
+                "managers": managers_json(&up, &down),
+                "units": reports,
+                "legacy": legacy,
+                "exit_code": code as u8,
+        }),
+    );
     code
 }
 
@@ -343,21 +352,19 @@ pub fn preremove(args: PreremoveArgs, env: &HostEnv) -> Code {
         }
     }
     let code = if reports.iter().any(|r| r.failed) { Code::Failure } else { Code::Success };
-    if args.json {
-        let v = json!({
-            "verb": verb,
-            "mode": if args.purge { "purge" } else { "remove" },
-            "managers": managers_json(&up, &down),
-            "units": reports,
-            "purged": purged,
-            "kept": kept,
-            "exit_code": code as u8,
-        });
-        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
-    } else {
-        for (l, warn) in &lines {
-            say(verb, l, *warn);
-        }
-    }
+    report(
+        verb,
+        args.json,
+        &lines,
+        json!({
+                "verb": verb,
+                "mode": if args.purge { "purge" } else { "remove" },
+                "managers": managers_json(&up, &down),
+                "units": reports,
+                "purged": purged,
+                "kept": kept,
+                "exit_code": code as u8,
+        }),
+    );
     code
 }

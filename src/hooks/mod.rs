@@ -96,24 +96,10 @@ pub fn candidate_homes(
     out
 }
 
-/// The last `n` lines of a log file (from at most its last 64 KiB), control characters
-/// made visible. Empty when the file is missing or unreadable.
+/// The last `n` lines of a log file ([`parachute_fsx::tail_lines`]), control characters
+/// made visible for a terminal.
 pub fn log_tail(path: &Path, n: usize) -> Vec<String> {
-    use std::io::{Read, Seek, SeekFrom};
-    let Ok(mut f) = std::fs::File::open(path) else { return Vec::new() };
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let start = len.saturating_sub(64 * 1024);
-    let mut buf = Vec::new();
-    if f.seek(SeekFrom::Start(start)).and_then(|_| f.read_to_end(&mut buf)).is_err() {
-        return Vec::new();
-    }
-    let text = String::from_utf8_lossy(&buf);
-    let mut lines: Vec<&str> = text.lines().collect();
-    if start > 0 && !lines.is_empty() {
-        lines.remove(0); // a partial first line
-    }
-    let from = lines.len().saturating_sub(n);
-    lines[from..].iter().map(|l| legacy::sanitize(l)).collect()
+    parachute_fsx::tail_lines(path, n).iter().map(|l| legacy::sanitize(l)).collect()
 }
 
 #[cfg(test)]

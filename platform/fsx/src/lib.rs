@@ -7,6 +7,9 @@
 //! file, never a torn one, even across a crash or power loss. Before writing,
 //! the current content is compared, so an unchanged file is not rewritten (its mtime and
 //! inode stay, and a manager watching it sees no change).
+//!
+//! It also holds [`tail_lines`], the one reader of a log's last lines that every backend
+//! and hook uses to show why a unit did not come up.
 #![warn(missing_docs)]
 
 use std::fs::{self, File, OpenOptions};
@@ -123,6 +126,28 @@ pub fn remove_file(path: &Path) -> Result<Written, Error> {
     }
 }
 
+/// The last `n` lines of a (log) file, read from at most its last 64 KiB so a huge log
+/// costs nothing; a first line cut by that window is dropped. Empty when the file is
+/// missing or unreadable: a tail is a courtesy in an error message, never the error.
+pub fn tail_lines(path: &Path, n: usize) -> Vec<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    const WINDOW: u64 = 64 * 1024;
+    let Ok(mut f) = File::open(path) else { return Vec::new() };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(WINDOW);
+    let mut buf = Vec::new();
+    if f.seek(SeekFrom::Start(start)).and_then(|_| f.read_to_end(&mut buf)).is_err() {
+        return Vec::new();
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let mut lines: Vec<&str> = text.lines().collect();
+    if start > 0 && !lines.is_empty() {
+        lines.remove(0);
+    }
+    let from = lines.len().saturating_sub(n);
+    lines[from..].iter().map(|l| (*l).to_owned()).collect()
+}
+
 fn sync_dir(dir: &Path) -> Result<(), Error> {
     // fsync of the directory makes the rename durable; some filesystems refuse it, which
     // is not worth failing a write over.
@@ -183,6 +208,22 @@ mod tests {
         fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
         assert_eq!(write_atomic_with(&p, b"x", opts).unwrap(), Written::Changed);
         assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines_and_drops_a_cut_first_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("log");
+        assert!(tail_lines(&p, 3).is_empty(), "a missing file has no tail");
+        fs::write(&p, "a\nb\nc\n").unwrap();
+        assert_eq!(tail_lines(&p, 2), ["b", "c"]);
+        assert_eq!(tail_lines(&p, 10), ["a", "b", "c"]);
+        // Larger than the window: the line cut at the window's start is not shown.
+        let big: String = (0..20_000).map(|i| format!("line {i:05}\n")).collect();
+        fs::write(&p, &big).unwrap();
+        let t = tail_lines(&p, 100_000);
+        assert_eq!(t.last().unwrap(), "line 19999");
+        assert!(t.iter().all(|l| l.len() == 10), "no partial line: {:?}", &t[..2]);
     }
 
     #[test]

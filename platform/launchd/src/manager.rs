@@ -296,7 +296,7 @@ impl LaunchdManager {
                         log.as_ref().map(|p| format!(" at {}", p.display())).unwrap_or_default()
                     ),
                 )
-                .with_log_tail(log.map(|p| tail(&p, 20)).unwrap_or_default()));
+                .with_log_tail(log.map(|p| parachute_fsx::tail_lines(&p, 20)).unwrap_or_default()));
             }
             tokio::time::sleep(self.timing.poll).await;
         }
@@ -578,21 +578,6 @@ fn text_diff(path: &Path, on_disk: &[u8], rendered: &[u8]) -> String {
         .to_string()
 }
 
-/// The last `n` lines of a log file (at most its last 64 KiB), or nothing.
-fn tail(path: &Path, n: usize) -> Vec<String> {
-    use std::io::{Read, Seek, SeekFrom};
-    let Ok(mut f) = std::fs::File::open(path) else { return Vec::new() };
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let _ = f.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)));
-    let mut buf = Vec::new();
-    if f.read_to_end(&mut buf).is_err() {
-        return Vec::new();
-    }
-    let text = String::from_utf8_lossy(&buf);
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].iter().map(|s| (*s).to_owned()).collect()
-}
-
 fn io_err(t: &Target, e: parachute_fsx::Error) -> Error {
     let kind = if e.source.kind() == std::io::ErrorKind::PermissionDenied {
         ErrorKind::PermissionDenied
@@ -653,14 +638,5 @@ mod tests {
         let d = LaunchdDirs::for_home(Path::new("/Users/op"));
         assert_eq!(d.agents, Path::new("/Users/op/Library/LaunchAgents"));
         assert_eq!(d.daemons, Path::new("/Library/LaunchDaemons"));
-    }
-
-    #[test]
-    fn tail_reads_last_lines() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("log");
-        std::fs::write(&p, "a\nb\nc\n").unwrap();
-        assert_eq!(tail(&p, 2), vec!["b", "c"]);
-        assert!(tail(&dir.path().join("missing"), 2).is_empty());
     }
 }

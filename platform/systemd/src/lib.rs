@@ -92,6 +92,27 @@ impl SystemdManager {
         &self.this.unit_dir
     }
 
+    /// The unit's properties, refusing a unit that is not installed in this scope (so a
+    /// start or restart says what to do instead of failing inside systemd), and reloading
+    /// first when its file changed since the manager read it.
+    async fn installed(t: &Target, name: &str) -> Result<target::Props, Error> {
+        let p = t.props(name).await?;
+        if !p.exists() {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "{name} is not installed in the {} manager (no {}); install it first (`parachute unit install`).",
+                    t.scope,
+                    t.file(name).display()
+                ),
+            ));
+        }
+        if p.need_daemon_reload {
+            t.reload().await?;
+        }
+        Ok(p)
+    }
+
     async fn start_in(t: &Target, name: &str, verb: &str, job: Job) -> Result<(), Error> {
         // Clears `failed` and the start-limit counter, so a unit that hit its limit can be
         // started again from the CLI (W1).
@@ -278,20 +299,7 @@ impl ServiceManager for SystemdManager {
     async fn start(&self, id: &UnitId) -> Result<Change, Error> {
         let t = &self.this;
         let name = id.systemd_unit();
-        let p = t.props(&name).await?;
-        if !p.exists() {
-            return Err(Error::new(
-                ErrorKind::NotFound,
-                format!(
-                    "{name} is not installed in the {} manager (no {}); install it first (`parachute unit install`).",
-                    t.scope,
-                    t.file(&name).display()
-                ),
-            ));
-        }
-        if p.need_daemon_reload {
-            t.reload().await?;
-        }
+        let p = Self::installed(t, &name).await?;
         if p.active() {
             return Ok(Change::AlreadyInPlace);
         }
@@ -306,19 +314,7 @@ impl ServiceManager for SystemdManager {
     async fn restart(&self, id: &UnitId) -> Result<Change, Error> {
         let t = &self.this;
         let name = id.systemd_unit();
-        let p = t.props(&name).await?;
-        if !p.exists() {
-            return Err(Error::new(
-                ErrorKind::NotFound,
-                format!(
-                    "{name} is not installed in the {} manager; install it first (`parachute unit install`).",
-                    t.scope
-                ),
-            ));
-        }
-        if p.need_daemon_reload {
-            t.reload().await?;
-        }
+        Self::installed(t, &name).await?;
         Self::start_in(t, &name, "restart", Job::Restart).await?;
         Ok(Change::Changed)
     }

@@ -303,7 +303,7 @@ impl Target {
             2 | 3 => format!(" Its main process was killed by signal {}.", p.exec_main_status),
             _ => String::new(),
         };
-        let tail = log.map(|l| log_tail(l, 20)).unwrap_or_default();
+        let tail = log.map(|l| parachute_fsx::tail_lines(l, 20)).unwrap_or_default();
         let log_hint = match log {
             Some(l) if tail.is_empty() => format!(" Its log {} is empty.", l.display()),
             Some(l) => format!(" Last lines of {}:\n  {}", l.display(), tail.join("\n  ")),
@@ -350,26 +350,4 @@ impl Target {
             }
         }
     }
-}
-
-/// The last `n` lines of a log file (reads at most its last 64 KiB).
-pub(crate) fn log_tail(path: &Path, n: usize) -> Vec<String> {
-    use std::io::{Read, Seek, SeekFrom};
-    let Ok(mut f) = std::fs::File::open(path) else { return Vec::new() };
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let start = len.saturating_sub(64 * 1024);
-    if f.seek(SeekFrom::Start(start)).is_err() {
-        return Vec::new();
-    }
-    let mut buf = Vec::new();
-    if f.read_to_end(&mut buf).is_err() {
-        return Vec::new();
-    }
-    let text = String::from_utf8_lossy(&buf);
-    let mut lines: Vec<&str> = text.lines().collect();
-    if start > 0 && !lines.is_empty() {
-        lines.remove(0); // probably cut in the middle
-    }
-    let skip = lines.len().saturating_sub(n);
-    lines[skip..].iter().map(|l| (*l).to_owned()).collect()
 }
