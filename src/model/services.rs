@@ -329,7 +329,8 @@ impl ServicesFile {
                     name: None,
                     field: None,
                     message: format!(
-                        "is not valid JSON ({} at line {} column {}); treated as empty and will not be overwritten",
+                        "is not valid JSON ({} at line {} column {}); treated as empty and will not be overwritten: \
+                         fix that line, then start the modules (`parachute start`) or restart the hub",
                         strip_position(&e),
                         e.line(),
                         e.column()
