@@ -30,4 +30,5 @@ pub mod hub_unit;
 pub mod model;
 pub mod serve;
 pub mod supervisor;
+pub mod text;
 pub mod token;

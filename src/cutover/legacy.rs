@@ -358,14 +358,10 @@ pub fn port_in_use(port: u16) -> bool {
     !procfs::listening_sockets(port).is_empty()
 }
 
-/// Makes foreign text (a command line from `/proc`) safe to print on one line: control
-/// characters become `?`, and it is clipped to 200 characters.
+/// Makes foreign text (a command line from `/proc`) safe to print on one line: escaped by
+/// [`crate::text::field`] and clipped to 200 characters.
 pub fn sanitize(s: &str) -> String {
-    let mut out: String = s.chars().take(200).map(|c| if c.is_control() { '?' } else { c }).collect();
-    if s.chars().count() > 200 {
-        out.push('…');
-    }
-    out
+    crate::text::field_clipped(s, 200)
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -567,7 +563,7 @@ mod tests {
 
     #[test]
     fn sanitize_keeps_one_line() {
-        assert_eq!(sanitize("a\nb\u{1b}[31m"), "a?b?[31m");
-        assert_eq!(sanitize(&"x".repeat(300)).chars().count(), 201);
+        assert_eq!(sanitize("a\nb\u{1b}[31m"), "a\\nb\\e[31m");
+        assert!(sanitize(&"x".repeat(300)).ends_with("…(+100 bytes)"));
     }
 }

@@ -83,8 +83,9 @@ pub struct NameError {
 /// A module short that is safe to use as one path component and as one line of text.
 ///
 /// Rejected: the empty string; anything over [`MAX_SHORT_LEN`] bytes; a leading `.` (so
-/// `.`, `..` and hidden names are impossible); `/` and `\`; NUL, any other control
-/// character (newline, tab, DEL, …) and any whitespace. Everything else is accepted,
+/// `.`, `..` and hidden names are impossible) or `-` (`--help`); `/` and `\`; NUL, any other
+/// control character (newline, tab, DEL, …), any whitespace, and the invisible or
+/// direction-changing format characters of [`crate::text::is_format_char`]. Everything else is accepted,
 /// including `%`, `$`, quotes and XML specials: they are harmless in a file name, and the
 /// formats where they are not (URLs, unit files, plists) escape at their own boundary.
 ///
@@ -93,7 +94,7 @@ pub struct NameError {
 /// for ok in ["vault", "parachute-vault-work", "acme_widget.v2", "100%", "$HOME", "it's", "<a&b>", "\"q\""] {
 ///     assert!(ModuleName::parse(ok).is_ok(), "{ok}");
 /// }
-/// for bad in ["", ".", "..", ".hidden", "a/b", "../etc", "a\\b", "a\nb", "a\rb", "a\0b", "a b", "tab\t", "\u{7f}"] {
+/// for bad in ["", ".", "..", ".hidden", "a/b", "../etc", "a\\b", "a\nb", "a\rb", "a\0b", "a b", "tab\t", "\u{7f}", "--help", "-x", "a\u{202e}b", "\u{feff}vault", "v\u{200b}ault"] {
 ///     assert!(ModuleName::parse(bad).is_err(), "{bad:?}");
 /// }
 /// ```
@@ -109,10 +110,14 @@ impl ModuleName {
             Some("it is longer than 200 bytes")
         } else if value.starts_with('.') {
             Some("it starts with '.'")
+        } else if value.starts_with('-') {
+            Some("it starts with '-' (it would read as an option)")
         } else if value.contains(['/', '\\']) {
             Some("it contains a path separator")
         } else if value.chars().any(char::is_control) {
             Some("it contains a control character (newline, NUL, …)")
+        } else if value.chars().any(crate::text::is_format_char) {
+            Some("it contains an invisible or direction-changing character (U+200B, U+202E, U+FEFF, …)")
         } else if value.chars().any(char::is_whitespace) {
             Some("it contains whitespace")
         } else {
