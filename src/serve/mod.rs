@@ -11,7 +11,7 @@
 //! 5. stop provable leftovers of a previous instance from the supervisor's state file;
 //! 6. serve the API, then boot the modules concurrently (see [`boot`]).
 //!
-//! Shutdown on SIGTERM/SIGINT: starts are refused, boot is cancelled, every module is
+//! Shutdown on SIGTERM/SIGINT/SIGQUIT: starts are refused, boot is cancelled, every module is
 //! stopped in parallel under one deadline (then SIGKILL); a second signal kills every group
 //! at once and exits. The API closes last (a log follower sees the final lines), and
 //! `hub-instance.json` is removed. Exit 0 when clean, 8 when something had to be killed.
@@ -108,19 +108,94 @@ pub fn run(opts: ServeOptions) -> Code {
     code
 }
 
+/// Every signal the hub answers (docs/cli.md, "Signals"). The rest of the catchable signals whose
+/// default action would end the process are ignored with a log line ([`ignore_signals`]),
+/// so nothing but SIGKILL (or a fault of the hub's own) ends it without a word.
 struct Signals {
+    stop: StopSignals,
+    hup: Signal,
+    usr1: Signal,
+    chld: Signal,
+}
+
+/// SIGTERM, SIGINT and SIGQUIT: each asks for a graceful stop; a second one kills.
+struct StopSignals {
     term: Signal,
     int: Signal,
-    chld: Signal,
+    quit: Signal,
 }
 
 impl Signals {
     fn install() -> std::io::Result<Signals> {
-        Ok(Signals {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
+        let signals = Signals {
+            stop: StopSignals {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+                quit: signal(SignalKind::quit())?,
+            },
+            hup: signal(SignalKind::hangup())?,
+            usr1: signal(SignalKind::user_defined1())?,
             chld: signal(SignalKind::child())?,
-        })
+        };
+        ignore_signals()?;
+        Ok(signals)
+    }
+}
+
+impl StopSignals {
+    /// The next stop request (SIGTERM, SIGINT or SIGQUIT), by name.
+    async fn requested(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+            _ = self.quit.recv() => "SIGQUIT",
+        }
+    }
+}
+
+/// Signals whose default action ends the process but that mean nothing to the hub: each
+/// arrival is logged and otherwise ignored. (SIGPIPE is ignored by the Rust runtime: a
+/// broken pipe is an `EPIPE` error where it happens. SIGILL, SIGFPE, SIGSEGV, SIGBUS and
+/// SIGTRAP are left fatal: they mean the hub itself faulted, and returning from a handler
+/// would fault again. Job-control stops keep their default.)
+fn ignore_signals() -> std::io::Result<()> {
+    let mut named = vec![
+        (libc::SIGUSR2, "SIGUSR2".to_owned()),
+        (libc::SIGALRM, "SIGALRM".to_owned()),
+        (libc::SIGVTALRM, "SIGVTALRM".to_owned()),
+        (libc::SIGPROF, "SIGPROF".to_owned()),
+        (libc::SIGXCPU, "SIGXCPU".to_owned()),
+        (libc::SIGXFSZ, "SIGXFSZ".to_owned()),
+        (libc::SIGIO, "SIGIO".to_owned()),
+        (libc::SIGSYS, "SIGSYS".to_owned()),
+    ];
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        named.push((libc::SIGPWR, "SIGPWR".to_owned()));
+        named.push((libc::SIGSTKFLT, "SIGSTKFLT".to_owned()));
+        // Real-time signals end a process by default too.
+        for n in libc::SIGRTMIN()..=libc::SIGRTMAX() {
+            named.push((n, format!("SIGRTMIN+{}", n - libc::SIGRTMIN())));
+        }
+    }
+    for (raw, name) in named {
+        let mut s = signal(SignalKind::from_raw(raw))?;
+        tokio::spawn(async move {
+            while s.recv().await.is_some() {
+                say(&format!("{name} received: the hub does not use it; ignored."));
+            }
+        });
+    }
+    Ok(())
+}
+
+/// SIGUSR1: one line per module with its state, so an operator can see what the hub
+/// thinks without the API.
+fn report_states(supervisor: &Supervisor) {
+    let states = supervisor.list();
+    say(&format!("SIGUSR1: {} module(s) supervised.", states.len()));
+    for s in &states {
+        say(&format!("  {}", boot::describe(s)));
     }
 }
 
@@ -254,8 +329,12 @@ async fn serve(mut opts: ServeOptions) -> (Code, bool) {
     let mut api_failed = false;
     let which = loop {
         tokio::select! {
-            _ = signals.term.recv() => break "SIGTERM",
-            _ = signals.int.recv() => break "SIGINT",
+            which = signals.stop.requested() => break which,
+            _ = signals.hup.recv() => say(
+                "SIGHUP received: nothing to reload (services.json and .env are read at every start and restart; \
+                 use `parachute restart <module>` to apply changes); ignored."
+            ),
+            _ = signals.usr1.recv() => report_states(&supervisor),
             _ = signals.chld.recv() => reap(&supervisor),
             _ = sweep.tick() => reap(&supervisor),
             res = &mut server => {
@@ -273,7 +352,7 @@ async fn serve(mut opts: ServeOptions) -> (Code, bool) {
 
     let running = supervisor.list().len();
     say(&format!(
-        "{which}: stopping {running} module(s) (deadline {:?}; send SIGTERM/SIGINT again to kill them at once).",
+        "{which}: stopping {running} module(s) (grace {:?}; send SIGTERM/SIGINT/SIGQUIT again to kill them at once).",
         opts.stop_timeout
     ));
     let _ = phase_tx.send(Phase::Stopping);
@@ -287,8 +366,9 @@ async fn serve(mut opts: ServeOptions) -> (Code, bool) {
     let report = loop {
         tokio::select! {
             r = &mut shutdown => break r,
-            _ = signals.term.recv() => return force_exit(&supervisor, &instance, &home),
-            _ = signals.int.recv() => return force_exit(&supervisor, &instance, &home),
+            _ = signals.stop.requested() => return force_exit(&supervisor, &instance, &home),
+            _ = signals.hup.recv() => say("SIGHUP received during shutdown; ignored."),
+            _ = signals.usr1.recv() => report_states(&supervisor),
             _ = signals.chld.recv() => reap(&supervisor),
         }
     };
@@ -303,7 +383,11 @@ async fn serve(mut opts: ServeOptions) -> (Code, bool) {
         Code::Success
     } else {
         if !report.killed.is_empty() {
-            say(&format!("stopped; SIGKILLed after the deadline: {}.", report.killed.join(", ")));
+            say(&format!(
+                "stopped; SIGKILLed after the {:?} grace: {}.",
+                opts.stop_timeout,
+                report.killed.join(", ")
+            ));
         }
         Code::UncleanShutdown
     };

@@ -222,7 +222,7 @@ impl Actor {
                 self.spawn_flow().await;
             }
             Cmd::Stop { reply } => {
-                let escalated = self.stop().await;
+                let escalated = self.stop(self.cfg().kill_timeout).await;
                 let _ = reply.send(Stopped { state: self.snapshot(), escalated });
             }
             Cmd::Restart { next, reply } => {
@@ -232,7 +232,7 @@ impl Actor {
                 }
                 self.respawn_at = None;
                 self.transition(ModuleStatus::Restarting, |_| {});
-                let exit = self.terminate().await.and_then(|t| t.exit);
+                let exit = self.terminate(self.cfg().kill_timeout).await.and_then(|t| t.exit);
                 if let Some(next) = next {
                     self.req = Some(next);
                 }
@@ -247,14 +247,14 @@ impl Actor {
                 self.waiting.push(reply);
                 self.spawn_flow().await;
             }
-            Cmd::Shutdown { reply } => {
+            Cmd::Shutdown { grace, reply } => {
                 self.closed = true;
-                let escalated = self.stop().await;
+                let escalated = self.stop(grace).await;
                 let _ = reply.send(Stopped { state: self.snapshot(), escalated });
             }
             Cmd::Remove { reply } => {
                 self.closed = true;
-                let escalated = self.stop().await;
+                let escalated = self.stop(self.cfg().kill_timeout).await;
                 let _ = reply.send(Stopped { state: self.snapshot(), escalated });
                 return false;
             }
@@ -404,9 +404,9 @@ impl Actor {
     /// diagnostic from before it (a missing binary, a squatter) would make `status` report
     /// "failed to start" for a module nobody asked to run. The diagnostic stays readable in
     /// the module's log, where it was written when it happened (R29).
-    async fn stop(&mut self) -> bool {
+    async fn stop(&mut self, grace: Duration) -> bool {
         self.respawn_at = None;
-        let t = self.terminate().await;
+        let t = self.terminate(grace).await;
         let escalated = t.as_ref().is_some_and(|t| t.escalated);
         let exit = t.and_then(|t| t.exit);
         let f = |s: &mut ModuleState| {
@@ -425,13 +425,12 @@ impl Actor {
         escalated
     }
 
-    /// SIGTERM the group, SIGKILL after `kill_timeout`, reap the group, drain the output.
-    /// Only a child whose exit has not been reaped is signalled (R3). `None` when there was
-    /// no child.
-    async fn terminate(&mut self) -> Option<Terminated> {
+    /// SIGTERM the group, SIGKILL after `kt` (the kill timeout, or the hub's stop timeout
+    /// at shutdown), reap the group, drain the output. Only a child whose exit has not been
+    /// reaped is signalled (R3). `None` when there was no child.
+    async fn terminate(&mut self, kt: Duration) -> Option<Terminated> {
         self.cancel_watchers();
         let cur = self.cur.take()?;
-        let kt = self.cfg().kill_timeout;
         let _ = cur.child.signal_group(Signal::Term);
         let mut escalated = false;
         if tokio::time::timeout(kt, cur.child.exited()).await.is_err() {

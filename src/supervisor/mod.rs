@@ -307,17 +307,20 @@ impl Supervisor {
         self.ctx().find(short).map(|m| m.ring.follow(since))
     }
 
-    /// Stops every module in parallel under one `deadline`, then SIGKILLs every group that
-    /// is left (R8). Later `start`s do nothing. Log followers end.
+    /// Stops every module in parallel: SIGTERM, and SIGKILL to a group still alive after
+    /// `deadline` (the grace, whatever its value: it replaces the kill timeout), then
+    /// SIGKILLs every group that is left (R8). Later `start`s do nothing. Log followers end.
     pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
         self.ctx().closing.store(true, Ordering::SeqCst);
         let modules = self.ctx().modules();
-        let until = tokio::time::Instant::now() + deadline;
+        // The actors escalate at `deadline` themselves; this outer bound only catches an
+        // actor that could not (a child stuck in uninterruptible sleep).
+        let until = tokio::time::Instant::now() + deadline + parachute_process::KILL_WAIT;
         let mut set = tokio::task::JoinSet::new();
         let mut pending: HashSet<String> = HashSet::new();
         for m in &modules {
             let (reply, rx) = oneshot::channel();
-            if m.tx.send(Cmd::Shutdown { reply }).is_ok() {
+            if m.tx.send(Cmd::Shutdown { grace: deadline, reply }).is_ok() {
                 pending.insert(m.short.clone());
                 let short = m.short.clone();
                 set.spawn(async move { (short, rx.await.map(|s| s.escalated).unwrap_or(false)) });

@@ -148,8 +148,10 @@ pub(crate) enum Cmd {
         next: Option<SpawnRequest>,
         reply: oneshot::Sender<ModuleState>,
     },
-    /// Stop and refuse every later start (supervisor shutdown).
+    /// Stop and refuse every later start (supervisor shutdown); `grace` replaces the kill
+    /// timeout (the hub's `--stop-timeout`).
     Shutdown {
+        grace: std::time::Duration,
         reply: oneshot::Sender<Stopped>,
     },
     /// Stop, end the actor and close the log (the entry is being removed).
