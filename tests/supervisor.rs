@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use parachute::supervisor::{
     LeftoverOutcome, LogEvent, ModuleState, ModuleStatus, OutputSink, ReclaimPolicy, SpawnRequest,
-    Supervisor, SupervisorConfig, adopt_leftovers,
+    StartErrorKind, Supervisor, SupervisorConfig, adopt_leftovers,
 };
 use parachute_process::procfs;
 use tokio::io::AsyncReadExt;
@@ -232,9 +232,9 @@ async fn prespawn_squatter_is_reported_and_never_killed() {
         assert_eq!(st.status, ModuleStatus::Crashed);
         assert_eq!(st.pid, None);
         let err = st.start_error.expect("startError");
-        assert_eq!(err.error_type, "port_squatter");
-        assert_eq!((err.port, err.holder_pid), (Some(port), Some(sq.pid())));
-        let d = &err.error_description;
+        let StartErrorKind::PortSquatter { port: p, holder_pid, .. } = err.kind else { panic!("{err:?}") };
+        assert_eq!((p, holder_pid), (port, sq.pid()));
+        let d = &err.description;
         assert!(d.contains(&format!("port {port} is held by pid {} (", sq.pid())), "{d}");
         assert!(d.contains(&fixture_bin().display().to_string()), "cmdline in {d}");
         assert!(d.contains(&format!("kill {} && parachute start vault", sq.pid())), "{d}");
@@ -266,7 +266,7 @@ async fn port_held_by_a_sibling_wrappers_grandchild_is_not_a_squatter() {
         let b = s.start(fixture("b", Some(port), &tb, &["--no-listen"])).await;
         assert_eq!(b.status, ModuleStatus::Running, "{b:?}");
         // …but a's listener does not make b ready (R25).
-        assert_eq!(b.start_error.map(|e| e.error_type).as_deref(), Some("started_but_unbound"));
+        assert!(matches!(b.start_error.map(|e| e.kind), Some(StartErrorKind::StartedButUnbound { .. })));
         shutdown(&s).await;
     })
     .await;
@@ -307,21 +307,18 @@ async fn missing_and_non_executable_binaries_are_diagnosed_on_the_childs_path() 
         let st = s.start(req("a", "parachute-vault")).await;
         assert_eq!((st.status, st.pid), (ModuleStatus::Crashed, None));
         let err = st.start_error.unwrap();
-        assert_eq!(
-            (err.error_type.as_str(), err.binary.as_deref()),
-            ("missing_dependency", Some("parachute-vault"))
-        );
+        assert_eq!(err.kind, StartErrorKind::MissingDependency { binary: "parachute-vault".into() });
 
         let file = bin.join("parachute-vault");
         std::fs::write(&file, "#!/bin/sh\n").unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = s.start(req("b", "parachute-vault")).await.start_error.unwrap();
-        assert_eq!(err.error_type, "non_executable");
+        assert!(matches!(err.kind, StartErrorKind::NonExecutable { .. }), "{err:?}");
         let fp = file.display();
         assert!(
-            err.error_description.contains(&format!("but is not executable — run chmod +x {fp}")),
+            err.description.contains(&format!("but is not executable — run chmod +x {fp}")),
             "{}",
-            err.error_description
+            err.description
         );
 
         // R18: found only through the child's PATH, or relative to its cwd.
@@ -351,8 +348,8 @@ async fn a_spawn_failure_is_crashed_not_stuck_in_starting() {
         let st = s.start(req.clone()).await;
         assert_eq!(st.status, ModuleStatus::Crashed, "{st:?}");
         let err = st.start_error.unwrap();
-        assert_eq!(err.error_type, "spawn_failed");
-        assert!(err.os_error.unwrap().contains("deleted-install-dir"));
+        let StartErrorKind::SpawnFailed { os_error } = err.kind else { panic!("{err:?}") };
+        assert!(os_error.contains("deleted-install-dir"));
         req.cwd = Some(dir.path().into());
         assert_eq!(s.start(req).await.status, ModuleStatus::Running);
         shutdown(&s).await;
@@ -574,7 +571,7 @@ async fn a_respawned_child_goes_through_the_readiness_gate() {
             s.get("m").filter(|st| st.start_error.is_some() && st.status == ModuleStatus::Running)
         })
         .await;
-        assert_eq!(st.start_error.unwrap().error_type, "started_but_unbound");
+        assert!(matches!(st.start_error.unwrap().kind, StartErrorKind::StartedButUnbound { .. }));
         shutdown(&s).await;
     })
     .await;
@@ -633,7 +630,7 @@ async fn an_unrelated_holder_is_surfaced_and_never_killed() {
         sigkill(pid);
         let st = until("crashed", || s.get("vault").filter(|st| st.status == ModuleStatus::Crashed)).await;
         let err = st.start_error.unwrap();
-        assert_eq!((err.error_type.as_str(), err.holder_pid), ("port_squatter", Some(stranger.pid())));
+        assert!(matches!(err.kind, StartErrorKind::PortSquatter { holder_pid, .. } if holder_pid == stranger.pid()));
         assert_eq!(st.restarts_in_window, 0, "a squatter halt does not tick the budget");
         assert!(st.last_exit_code.is_some());
         assert!(text(&s, "vault").contains("refusing to kill it; surfacing"));
@@ -705,7 +702,10 @@ async fn a_stranger_that_recycled_the_dead_childs_pid_and_leads_its_group_is_nev
         let mut stranger = recycle_pid_as_group_leader(pid, port).await;
         let st = until("crashed", || s.get("m").filter(|st| st.status == ModuleStatus::Crashed)).await;
         let err = st.start_error.expect("a start error");
-        assert_eq!((err.error_type.as_str(), err.holder_pid), ("port_squatter", Some(pid)));
+        assert!(
+            matches!(err.kind, StartErrorKind::PortSquatter { holder_pid, .. } if holder_pid == pid),
+            "{err:?}"
+        );
         assert!(!stranger.exited(), "the stranger with the recycled pid was signalled");
         assert!(text(&s, "m").contains("refusing to kill it; surfacing"));
         shutdown(&s).await;
@@ -724,7 +724,7 @@ async fn prompt_policy_surfaces_even_an_attributable_orphan() {
         let mut orphan = squatter(&link, port).await;
         sigkill(pid);
         let st = until("crashed", || s.get("vault").filter(|st| st.status == ModuleStatus::Crashed)).await;
-        assert_eq!(st.start_error.unwrap().error_type, "port_squatter");
+        assert!(matches!(st.start_error.unwrap().kind, StartErrorKind::PortSquatter { .. }));
         assert!(text(&s, "vault").contains("(reclaim policy \"prompt\") — surfacing instead of adopting"));
         assert!(!orphan.exited());
         shutdown(&s).await;
@@ -899,8 +899,8 @@ async fn unbound_is_reported_and_a_late_bind_clears_it() {
         let st = s.start(fixture("m", Some(port), &tok, &["--listen-delay-ms", "400"])).await;
         assert_eq!(st.status, ModuleStatus::Running);
         let err = st.start_error.expect("started_but_unbound");
-        assert_eq!(err.error_type, "started_but_unbound");
-        assert!(err.error_description.contains(&format!("not listening on port {port} after 100ms")));
+        assert!(matches!(err.kind, StartErrorKind::StartedButUnbound { .. }));
+        assert!(err.description.contains(&format!("not listening on port {port} after 100ms")));
         until("the late bind to clear it", || s.get("m").filter(|st| st.start_error.is_none())).await;
         assert!(text(&s, "m").contains(&format!("[supervisor] m is now listening on port {port}.")));
         shutdown(&s).await;
@@ -943,7 +943,7 @@ async fn readiness_counts_only_the_childs_own_listener() {
             std::net::TcpListener::bind(("127.0.0.1", port)).unwrap()
         };
         let (st, _late_squatter) = tokio::join!(starting, bind_meanwhile);
-        assert_eq!(st.start_error.map(|e| e.error_type).as_deref(), Some("started_but_unbound"));
+        assert!(matches!(st.start_error.map(|e| e.kind), Some(StartErrorKind::StartedButUnbound { .. })));
 
         let port6 = free_port();
         let st = s.start(fixture("v6", Some(port6), &tok, &["--bind", "v6"])).await;

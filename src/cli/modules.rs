@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use crate::api::wire::{FollowEvent, Health, Installed, ModuleList, ModuleReply};
 use crate::client::{ClientError, Hub, Op};
 use crate::model::home::Home;
-use crate::supervisor::{ModuleState, ModuleStatus, StartError};
+use crate::supervisor::{ModuleState, ModuleStatus, StartError, StartErrorKind};
 
 use super::HostEnv;
 use super::exit::Code;
@@ -247,11 +247,10 @@ fn print_outcome(op: Op, reply: &ModuleReply, ok: bool) {
         Some(e) => {
             let _ = writeln!(
                 err,
-                "✗ {}: {} — {}: {}",
-                reply.short,
+                "✗ {}: {} — {}",
+                crate::text::field(&reply.short),
                 s.status.as_str(),
-                e.error_type,
-                e.error_description
+                crate::text::field(&e.to_string())
             );
             let _ = writeln!(err, "  → {}", hint(&reply.short, e));
         }
@@ -273,56 +272,50 @@ fn print_outcome(op: Op, reply: &ModuleReply, ok: bool) {
     }
 }
 
-/// What to do about a start diagnostic, by its `error_type` (a non-executable binary is
-/// not "not installed"; upstream R19).
+/// What to do about a start diagnostic, by its kind (a non-executable binary is not "not
+/// installed"; upstream R19). Text from outside (command lines, paths, OS errors) is made
+/// safe for the terminal here.
 pub fn hint(short: &str, e: &StartError) -> String {
-    match e.error_type.as_str() {
-        "port_squatter" => match (e.holder_pid, e.port) {
-            (Some(pid), Some(port)) => format!(
-                "pid {pid} ({}) holds port {port}; stop it (`kill {pid}`), then `parachute start {short}`.",
-                e.holder_cmdline.as_deref().unwrap_or("command line unreadable")
-            ),
-            _ => format!("another process holds the module's port; stop it, then `parachute start {short}`."),
-        },
-        "missing_dependency" => format!(
+    use crate::text::field;
+    let short = field(short);
+    match &e.kind {
+        StartErrorKind::PortSquatter { port, holder_pid, holder_cmdline } => format!(
+            "pid {holder_pid} ({}) holds port {port}; stop it (`kill {holder_pid}`), then `parachute start {short}`.",
+            holder_cmdline.as_deref().map_or("command line unreadable".into(), field)
+        ),
+        StartErrorKind::MissingDependency { binary } => format!(
             "`{}` was not found on the module's PATH; install it (or set PATH in the module's .env), then `parachute start {short}`.",
-            e.binary.as_deref().unwrap_or("the command")
+            field(binary)
         ),
-        "non_executable" => format!(
+        StartErrorKind::NonExecutable { path, .. } => format!(
             "{} exists but is not executable; `chmod +x` it, then `parachute start {short}`.",
-            e.path.as_deref().or(e.binary.as_deref()).unwrap_or("the command")
+            field(path)
         ),
-        "spawn_failed" => format!(
+        StartErrorKind::SpawnFailed { os_error } => format!(
             "the OS refused to start it ({}); check the installDir and the command, then `parachute start {short}`.",
-            e.os_error.as_deref().unwrap_or("no OS error recorded")
+            field(os_error)
         ),
-        "started_but_unbound" => format!(
-            "it runs but has not bound port {} yet; see `parachute logs {short}`.",
-            e.port.map(|p| p.to_string()).unwrap_or_else(|| "?".to_owned())
-        ),
-        _ => format!("see `parachute logs {short}`."),
+        StartErrorKind::StartedButUnbound { port } => {
+            format!("it runs but has not bound port {port} yet; see `parachute logs {short}`.")
+        }
+        StartErrorKind::Other { .. } => format!("see `parachute logs {short}`."),
     }
 }
 
-/// The short note of the status table.
+/// The short note of the status table (terminal-safe).
 pub fn note(state: &ModuleState) -> String {
+    use crate::text::field;
     if let Some(e) = &state.start_error {
-        return match e.error_type.as_str() {
-            "port_squatter" => format!(
-                "port {} held by pid {} ({})",
-                e.port.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
-                e.holder_pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
-                e.holder_cmdline.as_deref().unwrap_or("?")
+        return match &e.kind {
+            StartErrorKind::PortSquatter { port, holder_pid, holder_cmdline } => format!(
+                "port {port} held by pid {holder_pid} ({})",
+                holder_cmdline.as_deref().map_or("?".into(), field)
             ),
-            "missing_dependency" => format!("missing dependency: {}", e.binary.as_deref().unwrap_or("?")),
-            "non_executable" => {
-                format!("not executable: {}", e.path.as_deref().or(e.binary.as_deref()).unwrap_or("?"))
-            }
-            "spawn_failed" => format!("spawn failed: {}", e.os_error.as_deref().unwrap_or("?")),
-            "started_but_unbound" => {
-                format!("port {} not bound yet", e.port.map(|p| p.to_string()).unwrap_or_else(|| "?".into()))
-            }
-            other => format!("{other}: {}", e.error_description),
+            StartErrorKind::MissingDependency { binary } => format!("missing dependency: {}", field(binary)),
+            StartErrorKind::NonExecutable { path, .. } => format!("not executable: {}", field(path)),
+            StartErrorKind::SpawnFailed { os_error } => format!("spawn failed: {}", field(os_error)),
+            StartErrorKind::StartedButUnbound { port } => format!("port {port} not bound yet"),
+            StartErrorKind::Other { .. } => field(&e.to_string()).into_owned(),
         };
     }
     match (state.status, state.last_exit_code) {
@@ -492,17 +485,23 @@ mod tests {
     }
 
     fn err(kind: &str) -> StartError {
-        StartError {
-            error_type: kind.into(),
-            error_description: "desc".into(),
-            at: "2025-01-01T00:00:00Z".into(),
-            binary: Some("ffmpeg".into()),
-            path: Some("/opt/m/bin/x".into()),
-            port: Some(1940),
-            holder_pid: Some(77),
-            holder_cmdline: Some("bun server.ts".into()),
-            os_error: Some("No such file or directory (os error 2)".into()),
-        }
+        let kind = match kind {
+            "port_squatter" => StartErrorKind::PortSquatter {
+                port: 1940,
+                holder_pid: 77,
+                holder_cmdline: Some("bun server.ts".into()),
+            },
+            "missing_dependency" => StartErrorKind::MissingDependency { binary: "ffmpeg".into() },
+            "non_executable" => {
+                StartErrorKind::NonExecutable { binary: "x".into(), path: "/opt/m/bin/x".into() }
+            }
+            "spawn_failed" => {
+                StartErrorKind::SpawnFailed { os_error: "No such file or directory (os error 2)".into() }
+            }
+            "started_but_unbound" => StartErrorKind::StartedButUnbound { port: 1940 },
+            other => StartErrorKind::Other { error_type: other.into() },
+        };
+        StartError { kind, description: "desc".into(), at: "2025-01-01T00:00:00Z".into() }
     }
 
     #[test]

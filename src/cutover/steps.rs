@@ -395,10 +395,7 @@ impl<M: ServiceManager> Executor<'_, M> {
                                     short: m.short.clone(),
                                     status: m.status.as_str().to_owned(),
                                     pid: m.pid,
-                                    start_error: m
-                                        .start_error
-                                        .as_ref()
-                                        .map(|e| format!("{}: {}", e.error_type, e.error_description)),
+                                    start_error: m.start_error.as_ref().map(ToString::to_string),
                                 })
                                 .collect();
                             // Declared but not supervised: the hub found nothing to run.

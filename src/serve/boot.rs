@@ -129,7 +129,7 @@ pub fn describe(state: &ModuleState) -> String {
     let status = state.status.as_str();
     let pid = state.pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
     match (&state.start_error, state.status) {
-        (Some(e), _) => format!("{short}: {status}{pid} — {}: {}", e.error_type, e.error_description),
+        (Some(e), _) => format!("{short}: {status}{pid} — {e}"),
         (None, ModuleStatus::Crashed) => match state.last_exit_code {
             Some(Some(c)) => format!("{short}: crashed (last exit code {c}); see `parachute logs {short}`"),
             Some(None) => format!("{short}: crashed (killed by a signal); see `parachute logs {short}`"),

@@ -35,7 +35,7 @@ use super::logbuf::LogRing;
 use super::preflight::{preflight, spawn_error};
 use super::pump::{LineSink, pump};
 use super::registry::{Cmd, Ctx, Live, Module, Stopped};
-use super::state::{ModuleState, ModuleStatus, StartError};
+use super::state::{ModuleState, ModuleStatus, StartError, StartErrorKind};
 use super::transitions::allowed;
 use super::{ReclaimPolicy, SpawnRequest, SupervisorConfig, probe};
 
@@ -274,7 +274,7 @@ impl Actor {
                     self.clear_unbound();
                 } else if let (Some(port), Some(pid)) = (self.port(), self.pid()) {
                     let err = diag::started_but_unbound(self.short(), pid, port, self.cfg().ready_timeout);
-                    self.sink.event(&line::unbound(&err.error_description));
+                    self.sink.event(&line::unbound(&err.description));
                     self.publish(|s| s.start_error = Some(err));
                     self.late_bind_watch(spawn, port, pid);
                 }
@@ -297,7 +297,10 @@ impl Actor {
     fn clear_unbound(&mut self) -> bool {
         let mut cleared = false;
         self.state_tx.send_if_modified(|s| {
-            if s.start_error.as_ref().is_some_and(|e| e.error_type == "started_but_unbound") {
+            if s.start_error
+                .as_ref()
+                .is_some_and(|e| matches!(e.kind, StartErrorKind::StartedButUnbound { .. }))
+            {
                 s.start_error = None;
                 cleared = true;
             }
@@ -366,7 +369,7 @@ impl Actor {
     }
 
     fn fail(&mut self, err: StartError) {
-        self.sink.event(&line::start_failed(self.short(), &err.error_description));
+        self.sink.event(&line::start_failed(self.short(), &err.description));
         self.transition(ModuleStatus::Crashed, |s| {
             s.pid = None;
             s.start_error = Some(err);

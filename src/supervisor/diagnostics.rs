@@ -10,96 +10,72 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::state::StartError;
+use super::state::{StartError, StartErrorKind};
+use crate::text;
 
 /// The current time as RFC 3339 (UTC).
 pub fn now_rfc3339() -> String {
     OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default()
 }
 
-fn base(error_type: &str, description: String) -> StartError {
-    StartError {
-        error_type: error_type.to_owned(),
-        error_description: description,
-        at: now_rfc3339(),
-        binary: None,
-        path: None,
-        port: None,
-        holder_pid: None,
-        holder_cmdline: None,
-        os_error: None,
-    }
+fn error(kind: StartErrorKind, description: String) -> StartError {
+    StartError { kind, description, at: now_rfc3339() }
 }
 
 /// `argv[0]` was not found on the child's PATH (unregistered-binary wording of depcheck).
 pub fn missing_dependency(binary: &str) -> StartError {
-    StartError {
-        binary: Some(binary.to_owned()),
-        ..base(
-            "missing_dependency",
-            format!(
-                "{binary} is required but was not found on PATH. Ask your system administrator, \
-                 or check the Parachute docs."
-            ),
-        )
-    }
+    error(
+        StartErrorKind::MissingDependency { binary: binary.to_owned() },
+        format!(
+            "{binary} is required but was not found on PATH. Ask your system administrator, \
+             or check the Parachute docs."
+        ),
+    )
 }
 
 /// `argv[0]` exists but lacks the execute bit (#634).
 pub fn non_executable(binary: &str, path: &Path) -> StartError {
     let p = path.display();
-    StartError {
-        binary: Some(binary.to_owned()),
-        path: Some(p.to_string()),
-        ..base("non_executable", format!("{binary} found at {p} but is not executable — run chmod +x {p}"))
-    }
+    error(
+        StartErrorKind::NonExecutable { binary: binary.to_owned(), path: p.to_string() },
+        format!("{binary} found at {p} but is not executable — run chmod +x {p}"),
+    )
 }
 
 /// The spawn itself failed for another reason (cwd gone, permission, resource limits); R31.
 /// `detail` is the spawner's complete message, which names the program and the OS error.
 pub fn spawn_failed(short: &str, detail: &str) -> StartError {
-    StartError {
-        os_error: Some(detail.to_owned()),
-        ..base(
-            "spawn_failed",
-            format!("{short} could not be started: {detail}. Fix the cause and start it again."),
-        )
-    }
+    error(
+        StartErrorKind::SpawnFailed { os_error: detail.to_owned() },
+        format!("{short} could not be started: {detail}. Fix the cause and start it again."),
+    )
 }
 
 /// The declared port is held by a process outside the supervisor.
 pub fn port_squatter(short: &str, port: u16, holder: u32, cmdline: Option<&str>) -> StartError {
     let who = match cmdline {
-        Some(c) => format!("pid {holder} ({c})"),
+        Some(c) => format!("pid {holder} ({})", text::field(c)),
         None => format!("pid {holder}"),
     };
-    StartError {
-        port: Some(port),
-        holder_pid: Some(holder),
-        holder_cmdline: cmdline.map(str::to_owned),
-        ..base(
-            "port_squatter",
-            format!(
-                "port {port} is held by {who} outside the supervisor — kill it and retry: \
-                 kill {holder} && parachute start {short}"
-            ),
-        )
-    }
+    error(
+        StartErrorKind::PortSquatter { port, holder_pid: holder, holder_cmdline: cmdline.map(str::to_owned) },
+        format!(
+            "port {port} is held by {who} outside the supervisor — kill it and retry: \
+             kill {holder} && parachute start {short}"
+        ),
+    )
 }
 
 /// The child lives but nothing of its own listens on the port after the readiness window.
 pub fn started_but_unbound(short: &str, pid: u32, port: u16, window: Duration) -> StartError {
-    StartError {
-        port: Some(port),
-        ..base(
-            "started_but_unbound",
-            format!(
-                "{short} started (pid {pid}) but is not listening on port {port} after {}ms — it may \
-                 still be coming up, or the port is held by another process.",
-                window.as_millis()
-            ),
-        )
-    }
+    error(
+        StartErrorKind::StartedButUnbound { port },
+        format!(
+            "{short} started (pid {pid}) but is not listening on port {port} after {}ms — it may \
+             still be coming up, or the port is held by another process.",
+            window.as_millis()
+        ),
+    )
 }
 
 /// `[supervisor] …` lines (without the trailing newline).
@@ -141,14 +117,14 @@ pub mod line {
         format!(
             "[supervisor] {short} crashed; port {port} held by an unrelated process (pid {holder}, {}) \
              — refusing to kill it; surfacing.",
-            cmdline.unwrap_or("command line unavailable")
+            cmdline.map_or("command line unavailable".into(), crate::text::field)
         )
     }
 
     /// Crash path, holder attributable: adopt-kill.
     pub fn adopting(short: &str, port: u16, holder: u32, cmdline: Option<&str>) -> String {
         let who = match cmdline {
-            Some(c) => format!("pid {holder}, {c}"),
+            Some(c) => format!("pid {holder}, {}", crate::text::field(c)),
             None => format!("pid {holder}"),
         };
         format!(
@@ -177,20 +153,36 @@ mod tests {
     fn squatter_message_names_pid_cmdline_and_the_fix() {
         // Scenario 3.
         let e = port_squatter("vault", 1940, 1921, Some("bun /x/vault/src/server.ts"));
-        assert_eq!(e.error_type, "port_squatter");
-        let d = &e.error_description;
+        assert_eq!(e.kind.wire_name(), "port_squatter");
+        let d = &e.description;
         assert!(d.contains("port 1940 is held by pid 1921"), "{d}");
         assert!(d.contains("bun /x/vault/src/server.ts"), "{d}");
         assert!(d.contains("kill 1921 && parachute start vault"), "{d}");
     }
 
     #[test]
+    fn a_hostile_command_line_reaches_no_text_raw() {
+        let evil = "bun \u{1b}]52;c;cm0gLXJm\u{7}\r[hub] ok \u{202e}";
+        let e = port_squatter("vault", 1940, 1921, Some(evil));
+        for text in [
+            e.description.clone(),
+            line::refuse_unrelated("vault", 1940, 1921, Some(evil)),
+            line::adopting("vault", 1940, 1921, Some(evil)),
+        ] {
+            assert!(!text.chars().any(crate::text::is_unsafe_char), "{text:?}");
+            assert!(text.contains("\\e]52"), "the escape stays visible: {text}");
+        }
+        // The structured field keeps the facts as they are; printers sanitize it.
+        assert!(matches!(e.kind, StartErrorKind::PortSquatter { holder_cmdline: Some(c), .. } if c == evil));
+    }
+
+    #[test]
     fn squatter_with_unreadable_cmdline_has_no_parenthesis() {
         // Scenario 4.
         let e = port_squatter("vault", 1940, 1921, None);
-        assert!(e.error_description.contains("pid 1921"));
-        assert!(!e.error_description.contains('('), "{}", e.error_description);
-        assert_eq!(e.holder_cmdline, None);
+        assert!(e.description.contains("pid 1921"));
+        assert!(!e.description.contains('('), "{}", e.description);
+        assert!(matches!(e.kind, StartErrorKind::PortSquatter { holder_cmdline: None, .. }));
     }
 
     #[test]
@@ -198,11 +190,13 @@ mod tests {
         // Scenario 44.
         let e = non_executable("parachute-vault", Path::new("/opt/bin/parachute-vault"));
         assert_eq!(
-            e.error_description,
+            e.description,
             "parachute-vault found at /opt/bin/parachute-vault but is not executable — run chmod +x \
              /opt/bin/parachute-vault"
         );
-        assert_eq!(e.binary.as_deref(), Some("parachute-vault"));
+        assert!(
+            matches!(&e.kind, StartErrorKind::NonExecutable { binary, .. } if binary == "parachute-vault")
+        );
     }
 
     #[test]
@@ -210,8 +204,7 @@ mod tests {
         // Scenario 39.
         let e = started_but_unbound("vault", 77, 1940, Duration::from_millis(50));
         assert!(
-            e.error_description
-                .starts_with("vault started (pid 77) but is not listening on port 1940 after 50ms")
+            e.description.starts_with("vault started (pid 77) but is not listening on port 1940 after 50ms")
         );
         assert!(OffsetDateTime::parse(&e.at, &Rfc3339).is_ok(), "{}", e.at);
     }

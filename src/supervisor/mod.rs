@@ -47,7 +47,7 @@ pub mod transitions;
 
 pub use logbuf::{LogEvent, LogFollower, LogLine, LogSnapshot};
 pub use output::OutputSink;
-pub use state::{ModuleState, ModuleStatus, StartError};
+pub use state::{ModuleState, ModuleStatus, StartError, StartErrorKind};
 pub use statefile::{LeftoverOutcome, LeftoverReport, adopt_leftovers};
 
 use std::collections::{HashMap, HashSet};

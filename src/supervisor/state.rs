@@ -38,34 +38,153 @@ impl ModuleStatus {
 
 /// The structured reason a module did not start (or is not reachable).
 ///
-/// `error_type` is open-ended on the wire; these are the values this supervisor produces.
+/// On the wire it is one flat object, `error_type` naming the kind and only that kind's
+/// fields present (upstream's shape; see [`StartErrorWire`]). In code the kind and its
+/// fields are one value, [`StartErrorKind`], so nothing matches on strings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "StartErrorWire", from = "StartErrorWire")]
 pub struct StartError {
-    /// `missing_dependency`, `non_executable`, `spawn_failed`, `port_squatter`,
-    /// `started_but_unbound`.
-    pub error_type: String,
+    /// What went wrong, with the facts that belong to it.
+    pub kind: StartErrorKind,
     /// A complete, human-readable description (no ANSI).
-    pub error_description: String,
+    pub description: String,
     /// When it was recorded (RFC 3339, UTC).
     pub at: String,
-    /// The binary that is missing or not executable.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub binary: Option<String>,
-    /// Where the non-executable file was found.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
-    /// The port involved (squatter, unbound).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub port: Option<u16>,
-    /// The pid holding the port (squatter).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub holder_pid: Option<u32>,
-    /// The holder's command line, when readable (squatter).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub holder_cmdline: Option<String>,
-    /// The OS error text (spawn_failed).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub os_error: Option<String>,
+}
+
+/// The kinds of [`StartError`] and their facts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartErrorKind {
+    /// `argv[0]` was not found on the child's PATH.
+    MissingDependency {
+        /// The binary that is missing.
+        binary: String,
+    },
+    /// `argv[0]` exists but lacks the execute bit.
+    NonExecutable {
+        /// The binary as the module names it.
+        binary: String,
+        /// Where the non-executable file was found.
+        path: String,
+    },
+    /// The OS refused the spawn for another reason (cwd gone, permission, limits).
+    SpawnFailed {
+        /// The spawner's complete message.
+        os_error: String,
+    },
+    /// The declared port is held by a process outside the supervisor.
+    PortSquatter {
+        /// The declared port.
+        port: u16,
+        /// The pid holding it.
+        holder_pid: u32,
+        /// The holder's command line, when readable.
+        holder_cmdline: Option<String>,
+    },
+    /// The child lives but nothing of its own listens on the port after the readiness window.
+    StartedButUnbound {
+        /// The declared port.
+        port: u16,
+    },
+    /// A kind this build does not know (a newer hub sent it); its description says it all.
+    Other {
+        /// The wire's `error_type`.
+        error_type: String,
+    },
+}
+
+impl StartErrorKind {
+    /// The wire's `error_type`.
+    pub fn wire_name(&self) -> &str {
+        match self {
+            StartErrorKind::MissingDependency { .. } => "missing_dependency",
+            StartErrorKind::NonExecutable { .. } => "non_executable",
+            StartErrorKind::SpawnFailed { .. } => "spawn_failed",
+            StartErrorKind::PortSquatter { .. } => "port_squatter",
+            StartErrorKind::StartedButUnbound { .. } => "started_but_unbound",
+            StartErrorKind::Other { error_type } => error_type,
+        }
+    }
+}
+
+/// `error_type: description`, the one-line form the CLI and the boot report print.
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind.wire_name(), self.description)
+    }
+}
+
+/// The flat wire shape of [`StartError`], field for field as upstream sends it (the order
+/// too: consumers diff it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StartErrorWire {
+    error_type: String,
+    error_description: String,
+    at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    binary: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    holder_pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    holder_cmdline: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    os_error: Option<String>,
+}
+
+impl From<StartError> for StartErrorWire {
+    fn from(e: StartError) -> Self {
+        let mut w = StartErrorWire {
+            error_type: e.kind.wire_name().to_owned(),
+            error_description: e.description,
+            at: e.at,
+            binary: None,
+            path: None,
+            port: None,
+            holder_pid: None,
+            holder_cmdline: None,
+            os_error: None,
+        };
+        match e.kind {
+            StartErrorKind::MissingDependency { binary } => w.binary = Some(binary),
+            StartErrorKind::NonExecutable { binary, path } => {
+                w.binary = Some(binary);
+                w.path = Some(path);
+            }
+            StartErrorKind::SpawnFailed { os_error } => w.os_error = Some(os_error),
+            StartErrorKind::PortSquatter { port, holder_pid, holder_cmdline } => {
+                w.port = Some(port);
+                w.holder_pid = Some(holder_pid);
+                w.holder_cmdline = holder_cmdline;
+            }
+            StartErrorKind::StartedButUnbound { port } => w.port = Some(port),
+            StartErrorKind::Other { .. } => {}
+        }
+        w
+    }
+}
+
+/// A known `error_type` that lacks its required fields is kept as [`StartErrorKind::Other`]
+/// rather than refused: a hub's status must stay readable.
+impl From<StartErrorWire> for StartError {
+    fn from(w: StartErrorWire) -> Self {
+        let kind = match (w.error_type.as_str(), w.binary, w.path, w.port, w.holder_pid, w.os_error) {
+            ("missing_dependency", Some(binary), ..) => StartErrorKind::MissingDependency { binary },
+            ("non_executable", Some(binary), Some(path), ..) => {
+                StartErrorKind::NonExecutable { binary, path }
+            }
+            ("spawn_failed", .., Some(os_error)) => StartErrorKind::SpawnFailed { os_error },
+            ("port_squatter", _, _, Some(port), Some(holder_pid), _) => {
+                StartErrorKind::PortSquatter { port, holder_pid, holder_cmdline: w.holder_cmdline }
+            }
+            ("started_but_unbound", _, _, Some(port), ..) => StartErrorKind::StartedButUnbound { port },
+            _ => StartErrorKind::Other { error_type: w.error_type },
+        };
+        StartError { kind, description: w.error_description, at: w.at }
+    }
 }
 
 /// The public snapshot of one module. Replaced, never mutated, on every change.
@@ -108,5 +227,69 @@ impl ModuleState {
             last_exit_code: None,
             start_error: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(kind: StartErrorKind) -> StartError {
+        StartError { kind, description: "d".into(), at: "2025-01-01T00:00:00Z".into() }
+    }
+
+    /// The wire shape, byte for byte as the hub sent it before `StartError` was typed.
+    #[test]
+    fn every_kind_serializes_to_the_flat_upstream_shape() {
+        let head = r#""error_description":"d","at":"2025-01-01T00:00:00Z""#;
+        let cases = [
+            (
+                StartErrorKind::MissingDependency { binary: "ffmpeg".into() },
+                format!(r#"{{"error_type":"missing_dependency",{head},"binary":"ffmpeg"}}"#),
+            ),
+            (
+                StartErrorKind::NonExecutable { binary: "x".into(), path: "/opt/x".into() },
+                format!(r#"{{"error_type":"non_executable",{head},"binary":"x","path":"/opt/x"}}"#),
+            ),
+            (
+                StartErrorKind::SpawnFailed { os_error: "No such file (os error 2)".into() },
+                format!(r#"{{"error_type":"spawn_failed",{head},"os_error":"No such file (os error 2)"}}"#),
+            ),
+            (
+                StartErrorKind::PortSquatter {
+                    port: 1940,
+                    holder_pid: 77,
+                    holder_cmdline: Some("bun server.ts".into()),
+                },
+                format!(
+                    r#"{{"error_type":"port_squatter",{head},"port":1940,"holder_pid":77,"holder_cmdline":"bun server.ts"}}"#
+                ),
+            ),
+            (
+                StartErrorKind::PortSquatter { port: 1940, holder_pid: 77, holder_cmdline: None },
+                format!(r#"{{"error_type":"port_squatter",{head},"port":1940,"holder_pid":77}}"#),
+            ),
+            (
+                StartErrorKind::StartedButUnbound { port: 1940 },
+                format!(r#"{{"error_type":"started_but_unbound",{head},"port":1940}}"#),
+            ),
+        ];
+        for (kind, json) in cases {
+            let e = err(kind);
+            assert_eq!(serde_json::to_string(&e).unwrap(), json);
+            assert_eq!(serde_json::from_str::<StartError>(&json).unwrap(), e, "round trip of {json}");
+        }
+    }
+
+    #[test]
+    fn unknown_or_incomplete_kinds_stay_readable() {
+        let newer = r#"{"error_type":"cgroup_full","error_description":"d","at":"t","port":5}"#;
+        let e: StartError = serde_json::from_str(newer).unwrap();
+        assert_eq!(e.kind, StartErrorKind::Other { error_type: "cgroup_full".into() });
+        assert_eq!(e.to_string(), "cgroup_full: d");
+        let incomplete = r#"{"error_type":"port_squatter","error_description":"d","at":"t"}"#;
+        let e: StartError = serde_json::from_str(incomplete).unwrap();
+        assert_eq!(e.kind.wire_name(), "port_squatter");
+        assert!(matches!(e.kind, StartErrorKind::Other { .. }));
     }
 }
