@@ -19,7 +19,7 @@ use hyper::{Method, Request, Response, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 
-use crate::api::wire::{ErrorBody, FollowEvent, Health, LogsReply, ModuleList, ModuleReply};
+use crate::api::wire::{ErrorBody, ErrorCode, FollowEvent, Health, LogsReply, ModuleList, ModuleReply};
 use crate::model::home::Home;
 use crate::model::hub_instance::{HubInstance, HubInstanceError};
 use crate::token::{OperatorToken, TokenError};
@@ -81,9 +81,17 @@ pub enum ClientError {
         /// HTTP status.
         status: u16,
         /// The `error` code.
-        code: String,
+        code: ErrorCode,
         /// The `error_description`.
         description: String,
+    },
+    /// The hub answered with an error status but no error body.
+    #[error("the hub returned HTTP {status} with no error detail: {body}")]
+    Http {
+        /// HTTP status.
+        status: u16,
+        /// The start of the body.
+        body: String,
     },
     /// The connection broke or the answer was not what the API sends.
     #[error("the exchange with the hub on 127.0.0.1:{port} failed during {what}: {detail}")]
@@ -105,10 +113,19 @@ pub enum ClientError {
 
 impl ClientError {
     /// The API error code, if the hub answered with one.
-    pub fn code(&self) -> Option<&str> {
+    pub fn code(&self) -> Option<&ErrorCode> {
         match self {
             ClientError::Api { code, .. } => Some(code),
             _ => None,
+        }
+    }
+
+    /// The `error` of `--json` output: the API's code, else `http_error` or `client_error`.
+    pub fn json_code(&self) -> &str {
+        match self {
+            ClientError::Api { code, .. } => code.as_str(),
+            ClientError::Http { .. } => "http_error",
+            _ => "client_error",
         }
     }
 }
@@ -349,11 +366,7 @@ fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
         Ok(e) => {
             ClientError::Api { status: status.as_u16(), code: e.error, description: e.error_description }
         }
-        Err(_) => ClientError::Api {
-            status: status.as_u16(),
-            code: "http_error".to_owned(),
-            description: format!("the hub returned HTTP {status} with no error detail: {}", snippet(body)),
-        },
+        Err(_) => ClientError::Http { status: status.as_u16(), body: snippet(body) },
     }
 }
 
@@ -473,7 +486,7 @@ mod tests {
         assert!(e.to_string().contains("HTTP 502"), "{e}");
         let e =
             api_error(StatusCode::NOT_FOUND, br#"{"error":"not_supervised","error_description":"x is not"}"#);
-        assert_eq!(e.code(), Some("not_supervised"));
+        assert_eq!(e.code(), Some(&ErrorCode::NotSupervised));
     }
 
     #[tokio::test]

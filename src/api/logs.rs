@@ -17,7 +17,7 @@ use std::convert::Infallible;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use serde::Deserialize;
 
@@ -40,21 +40,15 @@ pub(super) async fn logs(
 ) -> Result<Response, ApiError> {
     let short = short_of(path)?;
     let Query(q) = query.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("the query is malformed ({e}); use ?since=<sequence number>&follow=1."),
-        )
+        ApiError::bad_request(format!("the query is malformed ({e}); use ?since=<sequence number>&follow=1."))
     })?;
     let follow = match q.follow.as_deref() {
         None | Some("0" | "false" | "no") => false,
         Some("" | "1" | "true" | "yes") => true,
         Some(other) => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("follow={other:?} is not a boolean; use follow=1 or follow=0."),
-            ));
+            return Err(ApiError::bad_request(format!(
+                "follow={other:?} is not a boolean; use follow=1 or follow=0."
+            )));
         }
     };
     if !follow {

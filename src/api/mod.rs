@@ -35,7 +35,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::sync::watch;
@@ -44,7 +44,7 @@ use crate::model::hub_instance::HubInstance;
 use crate::supervisor::{ModuleStatus, SpawnRequest, Supervisor};
 use crate::token::OperatorToken;
 pub use error::ApiError;
-use wire::{Health, Installed, ModuleCounts, ModuleList, ModuleReply};
+use wire::{ErrorCode, Health, Installed, ModuleCounts, ModuleList, ModuleReply};
 
 /// Builds the spawn request of a module from the current services.json (and its
 /// `module.json` / `.env`), exactly as boot does.
@@ -85,12 +85,12 @@ pub enum ResolveError {
 
 impl From<ResolveError> for ApiError {
     fn from(e: ResolveError) -> ApiError {
-        let (status, code) = match &e {
-            ResolveError::NotInstalled { .. } => (StatusCode::BAD_REQUEST, "not_installed"),
-            ResolveError::NoStartCmd { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "no_start_cmd"),
-            ResolveError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_module"),
+        let code = match &e {
+            ResolveError::NotInstalled { .. } => ErrorCode::NotInstalled,
+            ResolveError::NoStartCmd { .. } => ErrorCode::NoStartCmd,
+            ResolveError::Invalid { .. } => ErrorCode::InvalidModule,
         };
-        ApiError::new(status, code, e.to_string())
+        ApiError::new(code, e.to_string())
     }
 }
 
@@ -166,17 +166,10 @@ fn json<T: serde::Serialize>(value: T) -> Response {
 }
 
 fn short_of(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
-    let Path(short) = path.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("the module name in the path is unusable: {e}."),
-        )
-    })?;
+    let Path(short) =
+        path.map_err(|e| ApiError::bad_request(format!("the module name in the path is unusable: {e}.")))?;
     if short.is_empty() || short.chars().any(char::is_control) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
+        return Err(ApiError::bad_request(
             "the module name in the path is empty or holds control characters.",
         ));
     }
@@ -252,10 +245,6 @@ async fn restart(
     match s.supervisor.restart(&short, Some(req)).await {
         Ok(Some(state)) => Ok(json(ModuleReply { short, state })),
         Ok(None) => Err(ApiError::not_supervised(&short)),
-        Err(e) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "module_op_failed",
-            format!("{short} restart failed: {e}"),
-        )),
+        Err(e) => Err(ApiError::new(ErrorCode::ModuleOpFailed, format!("{short} restart failed: {e}"))),
     }
 }

@@ -111,8 +111,114 @@ pub enum FollowEvent {
 /// Every error body: `{error, error_description}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
-    /// A stable code (`unauthenticated`, `not_supervised`, `not_installed`, …).
-    pub error: String,
+    /// A stable code.
+    pub error: ErrorCode,
     /// A complete sentence for humans.
     pub error_description: String,
+}
+
+/// The control API's error codes, one list for the server that sends them and the client
+/// that branches on them. On the wire each is its snake_case name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// No or a wrong operator token (401).
+    Unauthenticated,
+    /// No route at that path (404).
+    NotFound,
+    /// The route exists, the method does not (405).
+    MethodNotAllowed,
+    /// A malformed path segment or query (400).
+    BadRequest,
+    /// The module has no services.json entry (400).
+    NotInstalled,
+    /// The module's entry has no command to start (422).
+    NoStartCmd,
+    /// The module's entry or module.json is unusable (422).
+    InvalidModule,
+    /// The hub does not supervise that module (404).
+    NotSupervised,
+    /// The hub is shutting down (503).
+    ShuttingDown,
+    /// The supervisor refused the operation (500).
+    ModuleOpFailed,
+    /// A code this build does not know (a newer hub).
+    Other(String),
+}
+
+impl ErrorCode {
+    const KNOWN: [ErrorCode; 10] = [
+        ErrorCode::Unauthenticated,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::BadRequest,
+        ErrorCode::NotInstalled,
+        ErrorCode::NoStartCmd,
+        ErrorCode::InvalidModule,
+        ErrorCode::NotSupervised,
+        ErrorCode::ShuttingDown,
+        ErrorCode::ModuleOpFailed,
+    ];
+
+    /// The wire name.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::NotInstalled => "not_installed",
+            ErrorCode::NoStartCmd => "no_start_cmd",
+            ErrorCode::InvalidModule => "invalid_module",
+            ErrorCode::NotSupervised => "not_supervised",
+            ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::ModuleOpFailed => "module_op_failed",
+            ErrorCode::Other(s) => s,
+        }
+    }
+
+    fn parse(s: String) -> ErrorCode {
+        ErrorCode::KNOWN.into_iter().find(|c| c.as_str() == s).unwrap_or(ErrorCode::Other(s))
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ErrorCode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ErrorCode, D::Error> {
+        String::deserialize(d).map(ErrorCode::parse)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_round_trip_and_unknown_ones_are_kept() {
+        for code in ErrorCode::KNOWN {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+            assert_eq!(serde_json::from_str::<ErrorCode>(&json).unwrap(), code);
+        }
+        let body: ErrorBody = serde_json::from_str(r#"{"error":"quota","error_description":"d"}"#).unwrap();
+        assert_eq!(body.error, ErrorCode::Other("quota".into()));
+        assert_eq!(
+            serde_json::to_string(&ErrorBody {
+                error: ErrorCode::NotSupervised,
+                error_description: "d".into()
+            })
+            .unwrap(),
+            r#"{"error":"not_supervised","error_description":"d"}"#
+        );
+    }
 }

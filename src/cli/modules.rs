@@ -9,7 +9,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use crate::api::wire::{FollowEvent, Health, Installed, ModuleList, ModuleReply};
+use crate::api::wire::{ErrorCode, FollowEvent, Health, Installed, ModuleList, ModuleReply};
 use crate::client::{ClientError, Hub, Op};
 use crate::model::home::Home;
 use crate::supervisor::{ModuleState, ModuleStatus, StartError, StartErrorKind};
@@ -108,7 +108,7 @@ fn code_of(e: &ClientError) -> Code {
         ClientError::NoHub { .. } => Code::NoHub,
         ClientError::Foreign { .. } => Code::PortHeld,
         ClientError::Timeout { .. } => Code::Timeout,
-        ClientError::Api { code, .. } if code == "not_installed" || code == "not_supervised" => Code::Usage,
+        ClientError::Api { code: ErrorCode::NotInstalled | ErrorCode::NotSupervised, .. } => Code::Usage,
         ClientError::Token(crate::token::TokenError::Malformed { .. }) => Code::Usage,
         _ => Code::Failure,
     }
@@ -168,7 +168,7 @@ pub fn run_op(op: Op, args: OpArgs, env: &HostEnv) -> Code {
             if args.json {
                 json_out.push(match result {
                     Ok(reply) => serde_json::json!({"short": reply.short, "state": reply.state, "ok": code == Code::Success}),
-                    Err(e) => serde_json::json!({"short": short, "ok": false, "error": e.code().unwrap_or("client_error"), "error_description": e.to_string()}),
+                    Err(e) => serde_json::json!({"short": short, "ok": false, "error": e.json_code(), "error_description": e.to_string()}),
                 });
             } else {
                 match result {
@@ -215,7 +215,9 @@ async fn one_op(hub: &Hub, short: &str, op: Op) -> Result<ModuleReply, ClientErr
     match hub.op(short, op).await {
         // A module the hub does not supervise (skipped at boot, added to services.json
         // later) is simply started.
-        Err(e) if op == Op::Restart && e.code() == Some("not_supervised") => hub.op(short, Op::Start).await,
+        Err(e) if op == Op::Restart && e.code() == Some(&ErrorCode::NotSupervised) => {
+            hub.op(short, Op::Start).await
+        }
         other => other,
     }
 }
