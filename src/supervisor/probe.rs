@@ -13,7 +13,9 @@ use std::time::Duration;
 use parachute_process::{ProcessIdentity, procfs};
 use tokio::time::Instant;
 
-use super::attribution::{HolderFacts, in_any_group};
+use super::attribution::HolderFacts;
+#[cfg(target_os = "linux")]
+use super::attribution::in_any_group;
 
 /// Parent hops followed when collecting a holder's ancestry.
 const MAX_HOPS: usize = 64;

@@ -378,9 +378,13 @@ mod fallback {
     pub fn group_members(_pgid: u32) -> Vec<u32> {
         Vec::new()
     }
+    pub fn all_pids() -> impl Iterator<Item = u32> {
+        std::iter::empty()
+    }
 }
 
 /// `socket:[12345]` → 12345.
+#[cfg(any(target_os = "linux", test))]
 fn socket_inode(link: &[u8]) -> Option<u64> {
     let inner = link.strip_prefix(b"socket:[")?.strip_suffix(b"]")?;
     std::str::from_utf8(inner).ok()?.parse().ok()
@@ -388,6 +392,7 @@ fn socket_inode(link: &[u8]) -> Option<u64> {
 
 /// One line of `/proc/net/tcp{,6}`: `sl local rem st tx:rx tr:when retrnsmt uid timeout inode
 /// ...`. Returns the socket if it is in LISTEN (`0A`) on `port`.
+#[cfg(any(target_os = "linux", test))]
 fn parse_tcp_line(line: &str, v6: bool, port: u16) -> Option<ListenSocket> {
     let mut f = line.split_ascii_whitespace();
     let local = f.nth(1)?;
@@ -408,6 +413,7 @@ fn parse_tcp_line(line: &str, v6: bool, port: u16) -> Option<ListenSocket> {
 
 /// The kernel prints addresses as 32-bit words in host byte order (`%08X` of the in-memory
 /// word), so each word's native-endian bytes are the address bytes in network order.
+#[cfg(any(target_os = "linux", test))]
 fn parse_hex_addr(hex: &str, v6: bool) -> Option<IpAddr> {
     let word = |i: usize| -> Option<[u8; 4]> {
         Some(u32::from_str_radix(hex.get(i * 8..i * 8 + 8)?, 16).ok()?.to_ne_bytes())

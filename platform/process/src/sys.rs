@@ -46,9 +46,11 @@ pub(crate) fn pidfd_send_signal(fd: BorrowedFd<'_>, sig: i32) -> io::Result<()> 
 
 /// `PIDFD_SIGNAL_PROCESS_GROUP` (Linux 6.9): signal the process group the pidfd's process
 /// leads, through the pidfd, so the target cannot be a recycled pid.
+#[cfg(target_os = "linux")]
 pub(crate) const PIDFD_SIGNAL_PROCESS_GROUP: libc::c_uint = 1 << 2;
 
 /// `pidfd_send_signal(2)` with flags.
+#[cfg(target_os = "linux")]
 pub(crate) fn pidfd_send_signal_flags(fd: BorrowedFd<'_>, sig: i32, flags: libc::c_uint) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     // SAFETY: plain syscall; a NULL siginfo asks the kernel to fill in a SI_USER one.

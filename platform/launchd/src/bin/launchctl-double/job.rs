@@ -176,6 +176,9 @@ fn spawn(svc: &crate::state::Service) -> std::io::Result<Child> {
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // The double's jobs die with it (Linux only; on other systems the double's
+            // `kill_job` on exit is the only cleanup, which is all a test run needs).
+            #[cfg(target_os = "linux")]
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
