@@ -17,14 +17,17 @@ fn stray_signals_never_kill_the_hub_silently() {
     s.wait_err("boot", |l| l.contains("boot done"));
     let pids: Vec<u64> =
         ["sig-a", "sig-b"].iter().map(|m| s.state(&h, m)["pid"].as_u64().expect("running")).collect();
-    for (sig, name) in [
+    #[cfg_attr(not(target_os = "linux"), allow(unused_mut))]
+    let mut signals = vec![
         (libc::SIGHUP, "SIGHUP"),
         (libc::SIGUSR1, "SIGUSR1"),
         (libc::SIGUSR2, "SIGUSR2"),
         (libc::SIGALRM, "SIGALRM"),
         (libc::SIGVTALRM, "SIGVTALRM"),
-        (libc::SIGRTMIN() + 3, "SIGRTMIN+3"),
-    ] {
+    ];
+    #[cfg(target_os = "linux")] // macOS has no realtime signals
+    signals.push((libc::SIGRTMIN() + 3, "SIGRTMIN+3"));
+    for (sig, name) in signals {
         s.signal(sig);
         s.wait_err(&format!("a line about {name}"), |l| l.starts_with("[hub] ") && l.contains(name));
         let (st, body) = s.http("GET", "/health", None);

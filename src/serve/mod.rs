@@ -159,6 +159,7 @@ impl StopSignals {
 /// SIGTRAP are left fatal: they mean the hub itself faulted, and returning from a handler
 /// would fault again. Job-control stops keep their default.)
 fn ignore_signals() -> std::io::Result<()> {
+    #[cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(unused_mut))]
     let mut named = vec![
         (libc::SIGUSR2, "SIGUSR2".to_owned()),
         (libc::SIGALRM, "SIGALRM".to_owned()),
