@@ -39,15 +39,10 @@ pub struct HostFacts {
     /// `$XDG_CONFIG_HOME`, else `$HOME/.config`: user units go to its `systemd/user` when
     /// the user manager searches it.
     pub user_config_dir: Option<PathBuf>,
-    /// `$HOME` (launchd agent directory).
+    /// The invoking user's home (launchd agent directory).
     pub user_home: Option<PathBuf>,
-    /// `SUDO_UID` (launchd: whose GUI domain).
-    pub sudo_uid: Option<String>,
-}
-
-/// The scope used when none is asked for: root manages the system, anyone else themselves.
-pub fn default_scope(euid: u32) -> Scope {
-    if euid == 0 { Scope::System } else { Scope::User }
+    /// The invoking user's uid: under `sudo` the user behind it (launchd: whose GUI domain).
+    pub invoking_uid: u32,
 }
 
 /// The backend chosen for this host.
@@ -69,7 +64,7 @@ pub async fn backend(facts: &HostFacts, scope: Scope, timeout: Duration) -> Back
             Backend::Launchd(LaunchdManager::new(
                 scope,
                 parachute_launchd::LaunchdDirs::for_home(&home),
-                parachute_launchd::gui_uid(facts.euid, facts.sudo_uid.as_deref()),
+                facts.invoking_uid,
                 parachute_launchd::Launchctl::production(),
             ))
         }

@@ -176,7 +176,7 @@ async fn detection_picks_systemd_when_booted_and_the_bus_answers() {
         system_bus_address: Some(format!("unix:path={}/no-system-bus", sb.dir().display())),
         user_config_dir: Some(sb.var("XDG_CONFIG_HOME").into()),
         user_home: Some(sb.var("HOME").into()),
-        sudo_uid: None,
+        invoking_uid: 1000,
     };
     let t = Duration::from_secs(10);
     assert!(

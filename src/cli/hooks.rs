@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 
 use super::HostEnv;
 use super::exit::Code;
-use super::migrate::ScopeArg;
+use super::host::{self, ScopeArg};
 use crate::detect::{self, Backend};
 use crate::hooks::{self, RefreshOptions, RefreshOutcome};
 use crate::model::home::Home;
@@ -103,7 +103,7 @@ fn scopes(arg: Option<ScopeArg>) -> Vec<Scope> {
 
 /// The reachable backends, and why each unreachable scope is not.
 async fn managers(env: &HostEnv, scope: Option<ScopeArg>) -> (Vec<Backend>, Vec<(Scope, String)>) {
-    let facts = super::unit::facts(env);
+    let facts = host::facts(env);
     let (mut up, mut down) = (Vec::new(), Vec::new());
     for s in scopes(scope) {
         match detect::backend(&facts, s, CONNECT_TIMEOUT).await {
@@ -114,16 +114,6 @@ async fn managers(env: &HostEnv, scope: Option<ScopeArg>) -> (Vec<Backend>, Vec<
     (up, down)
 }
 
-/// The invoking user's home from the password database: the `sudo` caller's when run
-/// through sudo, else the effective user's.
-fn invoking_user_home(env: &HostEnv) -> Option<PathBuf> {
-    let uid = env
-        .get("SUDO_UID")
-        .and_then(|u| u.parse::<u32>().ok())
-        .unwrap_or_else(|| nix::unistd::geteuid().as_raw());
-    crate::model::home::user_home_from_passwd(nix::unistd::Uid::from_raw(uid))
-}
-
 fn homes(flag: Option<&Path>, env: &HostEnv) -> Result<Vec<Home>, Code> {
     if let Some(f) = flag
         && !f.is_absolute()
@@ -131,7 +121,7 @@ fn homes(flag: Option<&Path>, env: &HostEnv) -> Result<Vec<Home>, Code> {
         eprintln!("parachute: --home must be an absolute path, not {}.", f.display());
         return Err(Code::Usage);
     }
-    Ok(hooks::candidate_homes(flag, env.get("PARACHUTE_HOME"), invoking_user_home(env).as_deref()))
+    Ok(hooks::candidate_homes(flag, env.get("PARACHUTE_HOME"), host::user_home(env).as_deref()))
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -174,21 +164,13 @@ pub fn postinstall(args: PostinstallArgs, env: &HostEnv) -> Code {
         Ok(h) => h,
         Err(c) => return c,
     };
-    let exec = match &args.exec {
-        Some(p) if p.is_absolute() => p.clone(),
-        Some(p) => {
-            eprintln!("parachute postinstall: --exec must be an absolute path, not {}.", p.display());
+    // Named only: a unit whose binary is missing is the refresh's `exec-broken` case.
+    let exec = match host::exec_path(args.exec.as_deref(), host::MustExist::No, env) {
+        Ok(e) => e.path,
+        Err(e) => {
+            eprintln!("parachute postinstall: {e}.");
             return Code::Usage;
         }
-        None => match std::env::current_exe() {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!(
-                    "parachute postinstall: cannot find this executable's path ({e}); pass --exec PATH."
-                );
-                return Code::Usage;
-            }
-        },
     };
     let verb = "postinstall";
     // One runtime for the whole run: bus connections live on the runtime that made them.
@@ -203,7 +185,7 @@ pub fn postinstall(args: PostinstallArgs, env: &HostEnv) -> Code {
     } else {
         let opts = RefreshOptions {
             exec: exec.clone(),
-            fallback_user_home: env.path("HOME"),
+            fallback_user_home: host::user_home(env),
             wait: Duration::from_secs(args.wait),
             probe_timeout: Duration::from_secs(5),
         };

@@ -8,7 +8,7 @@
 //! `PARACHUTE_TEST_CRASH_AFTER_STEP`, read from the [`HostEnv`] snapshot and passed down.
 
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use parachute_manager::{Scope, ServiceManager};
@@ -44,14 +44,7 @@ Exit codes:
 Every failure says which legacy processes are stopped, whether the unit file exists, is \
 enabled and running, and the one command that continues from there.";
 
-/// Which manager scope.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ScopeArg {
-    /// The invoking user's manager (`systemd --user`, a LaunchAgent).
-    User,
-    /// The system manager (needs root).
-    System,
-}
+pub use super::host::ScopeArg;
 
 /// Arguments of `parachute migrate`.
 #[derive(Debug, clap::Args)]
@@ -112,13 +105,7 @@ pub fn run(args: Args, env: &HostEnv) -> Code {
         .enable_all()
         .build()
         .expect("a tokio runtime can be built");
-    let euid = nix::unistd::geteuid().as_raw();
-    let scope = match args.scope {
-        Some(ScopeArg::User) => Scope::User,
-        Some(ScopeArg::System) => Scope::System,
-        None if euid == 0 => Scope::System,
-        None => Scope::User,
-    };
+    let scope = super::host::scope(args.scope);
     if args.teardown {
         return rt.block_on(async { teardown(&home, &backend(env, scope).await, args.json).await });
     }
@@ -143,26 +130,17 @@ fn config(args: &Args, env: &HostEnv, home: Home, scope: Scope) -> Result<Config
             }
         },
     };
-    let exec = match &args.exec {
-        Some(p) => std::fs::canonicalize(p).map_err(|e| {
-            eprintln!(
-                "parachute migrate: --exec {}: {e}. Pass the path of an installed parachute binary.",
-                p.display()
-            );
-            Code::Usage
-        })?,
-        None => std::env::current_exe().and_then(std::fs::canonicalize).map_err(|e| {
-            eprintln!("parachute migrate: cannot find this executable's path ({e}); pass --exec PATH.");
-            Code::Usage
-        })?,
+    let exec = match super::host::exec_path(args.exec.as_deref(), super::host::MustExist::Yes, env) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("parachute migrate: {e}.");
+            return Err(Code::Usage);
+        }
     };
-    if let Some(why) = ephemeral(&exec, env.path("TMPDIR").as_deref()) {
-        eprintln!(
-            "parachute migrate: warning: the unit will run {}, which is inside {why}; it may disappear. \
-             Install parachute somewhere permanent and pass --exec, or ignore this for a test.",
-            exec.display()
-        );
+    for w in &exec.warnings {
+        eprintln!("parachute migrate: warning: {w}");
     }
+    let exec = exec.path;
     let crash_after = match env.get("PARACHUTE_TEST_CRASH_AFTER_STEP") {
         None | Some("") => None,
         Some(v) => match v.parse::<u8>() {
@@ -190,14 +168,7 @@ fn config(args: &Args, env: &HostEnv, home: Home, scope: Scope) -> Result<Config
         rerun.push_str(" --dry-run");
     }
     Ok(Config {
-        spec: crate::hub_unit::hub_unit_spec(
-            &home,
-            port,
-            &exec,
-            env.path("HOME").as_deref(),
-            env.get("PARACHUTE_EXTRA_PATH"),
-            crate::hub_unit::run_as_user(scope, env.get("SUDO_USER")),
-        ),
+        spec: super::host::hub_spec(&home, port, &exec, scope, env),
         home,
         port,
         exec,
@@ -222,31 +193,13 @@ fn previous_port(home: &Home) -> Option<u16> {
     })
 }
 
-/// Why `exec` looks temporary: inside the temp directory or a cargo `target/` tree.
-pub fn ephemeral(exec: &Path, tmpdir: Option<&Path>) -> Option<String> {
-    let temps: Vec<PathBuf> =
-        [Some(PathBuf::from("/tmp")), Some(PathBuf::from("/var/tmp")), tmpdir.map(Path::to_path_buf)]
-            .into_iter()
-            .flatten()
-            .collect();
-    if let Some(t) = temps.iter().find(|t| exec.starts_with(t)) {
-        return Some(format!("the temporary directory {}", t.display()));
-    }
-    let parts: Vec<String> =
-        exec.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
-    let build = parts.windows(2).any(|w| {
-        w[0] == "target" || (w[0].starts_with("target") && matches!(w[1].as_str(), "debug" | "release"))
-    });
-    build.then(|| "a cargo build directory (target/)".to_owned())
-}
-
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Picks and connects the backend, exactly as `parachute unit` does (one detection for
 /// every verb). Tests reach a sandbox manager by passing its bus address and
 /// `XDG_CONFIG_HOME` in the environment of the `parachute` they run.
 async fn backend(env: &HostEnv, scope: Scope) -> crate::detect::Backend {
-    crate::detect::backend(&super::unit::facts(env), scope, CONNECT_TIMEOUT).await
+    crate::detect::backend(&super::host::facts(env), scope, CONNECT_TIMEOUT).await
 }
 
 /// Progress on a terminal: each step's line is rewritten in place when it ends.
@@ -364,16 +317,6 @@ async fn teardown<M: ServiceManager>(home: &Home, manager: &M, json_out: bool) -
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ephemeral_paths_are_named() {
-        assert!(ephemeral(Path::new("/tmp/x/parachute"), None).unwrap().contains("temporary"));
-        assert!(ephemeral(Path::new("/scratch/parachute"), Some(Path::new("/scratch"))).is_some());
-        assert!(ephemeral(Path::new("/src/p/target/debug/parachute"), None).unwrap().contains("target/"));
-        assert!(ephemeral(Path::new("/work/target-x/release/parachute"), None).is_some());
-        assert_eq!(ephemeral(Path::new("/usr/local/bin/parachute"), None), None);
-        assert_eq!(ephemeral(Path::new("/opt/targets/parachute"), None), None);
-    }
 
     #[test]
     fn every_outcome_has_a_distinct_exit_code() {

@@ -9,6 +9,7 @@
 pub mod docs;
 pub mod exit;
 pub mod hooks;
+pub mod host;
 pub mod migrate;
 pub mod modules;
 pub mod offer;

@@ -87,10 +87,11 @@ pub struct LogsArgs {
 
 /// Resolves the home from the flag and the environment snapshot.
 pub fn resolve_home(flag: &HomeArg, env: &HostEnv) -> Result<Home, Code> {
-    Home::resolve(flag.home.as_deref(), env.get("PARACHUTE_HOME"), env.path("HOME").as_deref()).map_err(|e| {
-        eprintln!("parachute: {e}");
-        Code::Usage
-    })
+    Home::resolve(flag.home.as_deref(), env.get("PARACHUTE_HOME"), super::host::user_home(env).as_deref())
+        .map_err(|e| {
+            eprintln!("parachute: {e}");
+            Code::Usage
+        })
 }
 
 fn runtime() -> tokio::runtime::Runtime {

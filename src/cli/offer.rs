@@ -85,8 +85,8 @@ fn no_supervised_hub(err: &ClientError, home: &Home, live: &[LegacyProcess]) -> 
 /// unreachable manager counts as "no unit": the offer then leads to the cutover, which
 /// explains that there is no manager and what to do instead.
 async fn hub_unit_known(env: &HostEnv) -> bool {
-    let facts = super::unit::facts(env);
-    let scope = crate::detect::default_scope(facts.euid);
+    let facts = super::host::facts(env);
+    let scope = super::host::default_scope(facts.euid);
     let backend = crate::detect::backend(&facts, scope, MANAGER_TIMEOUT).await;
     match backend.status(&UnitId::hub()).await {
         Ok(st) => st.file.is_some() || st.active || st.loaded,

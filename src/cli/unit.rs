@@ -25,9 +25,9 @@ use serde_json::{Value, json};
 
 use super::HostEnv;
 use super::exit::Code;
-use super::migrate::ScopeArg;
+use super::host::{self, ScopeArg};
 use super::modules::{HomeArg, resolve_home};
-use crate::detect::{self, Backend, HostFacts};
+use crate::detect::{self, Backend};
 
 const EXIT_HELP: &str = "\
 Exit codes: 0 done (or already so; `diff`: in sync); 1 the manager ran the operation and it \
@@ -113,25 +113,6 @@ fn verb_name(v: &Verb) -> &'static str {
     }
 }
 
-fn euid() -> u32 {
-    nix::unistd::geteuid().as_raw()
-}
-
-/// The host facts `detect` decides from, taken from the environment snapshot.
-pub(crate) fn facts(env: &HostEnv) -> HostFacts {
-    HostFacts {
-        root: PathBuf::from("/"),
-        os: std::env::consts::OS,
-        euid: euid(),
-        session_bus_address: env.get("DBUS_SESSION_BUS_ADDRESS").map(str::to_owned),
-        xdg_runtime_dir: env.path("XDG_RUNTIME_DIR"),
-        system_bus_address: env.get("DBUS_SYSTEM_BUS_ADDRESS").map(str::to_owned),
-        user_config_dir: env.path("XDG_CONFIG_HOME").or_else(|| env.path("HOME").map(|h| h.join(".config"))),
-        user_home: env.path("HOME"),
-        sudo_uid: env.get("SUDO_UID").map(str::to_owned),
-    }
-}
-
 /// Runs a `unit` verb.
 pub fn run(verb: Verb, env: &HostEnv) -> Code {
     let name = verb_name(&verb);
@@ -145,11 +126,7 @@ pub fn run(verb: Verb, env: &HostEnv) -> Code {
         | Verb::Diff(a)
         | Verb::Remove(a) => (a.clone(), false),
     };
-    let scope = match args.scope {
-        Some(ScopeArg::User) => Scope::User,
-        Some(ScopeArg::System) => Scope::System,
-        None => detect::default_scope(euid()),
-    };
+    let scope = host::scope(args.scope);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -168,7 +145,7 @@ pub fn run(verb: Verb, env: &HostEnv) -> Code {
         return render_linux(&out, spec.as_ref().expect("render builds a spec"), scope, env);
     }
     rt.block_on(async {
-        let backend = detect::backend(&facts(env), scope, TIMEOUT).await;
+        let backend = detect::backend(&host::facts(env), scope, TIMEOUT).await;
         let id = UnitId::hub();
         let r = match verb {
             Verb::Render(_) => {
@@ -251,43 +228,22 @@ fn spec_for(
     must_exist: bool,
 ) -> Result<UnitSpec, Code> {
     let home = resolve_home(&args.home, env)?;
-    let exec = match &args.exec {
-        Some(p) if !p.is_absolute() => {
-            eprintln!("parachute unit {verb}: --exec must be an absolute path, not {}.", p.display());
+    let must_exist = if must_exist { host::MustExist::Yes } else { host::MustExist::No };
+    let exec = match host::exec_path(args.exec.as_deref(), must_exist, env) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("parachute unit {verb}: {e}.");
             return Err(Code::Usage);
         }
-        // Kept as given: a stable symlink (/usr/local/bin/parachute) must not be resolved
-        // to a versioned path that goes away with the next upgrade.
-        Some(p) => p.clone(),
-        None => match std::env::current_exe() {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!(
-                    "parachute unit {verb}: cannot find this executable's path ({e}); pass --exec PATH."
-                );
-                return Err(Code::Usage);
-            }
-        },
     };
-    if must_exist {
-        if !exec.is_file() {
-            eprintln!(
-                "parachute unit {verb}: {} does not exist or is not a file; pass --exec with the installed parachute binary.",
-                exec.display()
-            );
-            return Err(Code::Usage);
-        }
-        if let Some(why) = super::migrate::ephemeral(&exec, env.path("TMPDIR").as_deref()) {
-            eprintln!(
-                "parachute unit {verb}: warning: the unit will run {}, which is inside {why}; it may disappear. \
-                 Install parachute somewhere permanent and pass --exec.",
-                exec.display()
-            );
+    // Only install runs it; render and diff merely name it.
+    if must_exist == host::MustExist::Yes {
+        for w in &exec.warnings {
+            eprintln!("parachute unit {verb}: warning: {w}");
         }
     }
-    let run_as = crate::hub_unit::run_as_user(scope, env.get("SUDO_USER"));
     let port = args.port.unwrap_or(crate::serve::DEFAULT_PORT);
-    Ok(hub_spec(&home, port, &exec, env.path("HOME").as_deref(), env.get("PARACHUTE_EXTRA_PATH"), run_as))
+    Ok(host::hub_spec(&home, port, &exec.path, scope, env))
 }
 
 /// `render` on Linux: the pure renderer, no bus needed.
@@ -296,7 +252,7 @@ fn render_linux(out: &Out, spec: &UnitSpec, scope: Scope, env: &HostEnv) -> Code
         Ok(text) => {
             let dir = match scope {
                 Scope::System => PathBuf::from(parachute_systemd::connect::SYSTEM_UNIT_DIR),
-                Scope::User => facts(env)
+                Scope::User => host::facts(env)
                     .user_config_dir
                     .map(|c| c.join("systemd/user"))
                     .unwrap_or_else(|| PathBuf::from("~/.config/systemd/user")),
@@ -369,7 +325,7 @@ async fn install(
 
 /// Turns on lingering so a user unit starts at boot; returns a warning when it cannot.
 async fn linger(env: &HostEnv) -> Option<String> {
-    let uid = euid();
+    let uid = host::euid();
     let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok().flatten().map(|u| u.name)?;
     let conn = match parachute_systemd::connect::system_bus(env.get("DBUS_SYSTEM_BUS_ADDRESS"), TIMEOUT).await
     {

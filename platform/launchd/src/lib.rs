@@ -13,7 +13,7 @@
 //!   stateful quirks require.
 //!
 //! Nothing here reads the environment or guesses a home: the caller passes the
-//! directories, the gui uid (see [`gui_uid`] for `sudo`) and the launchctl runner.
+//! directories, the gui uid (under `sudo`, the invoking user's) and the launchctl runner.
 #![warn(missing_docs)]
 
 pub mod launchctl;
@@ -21,5 +21,5 @@ pub mod manager;
 pub mod render;
 
 pub use launchctl::{ExitCode, Launchctl, LaunchctlError, Output, PRODUCTION_LAUNCHCTL, PrintInfo};
-pub use manager::{LaunchdDirs, LaunchdManager, Timing, gui_uid};
+pub use manager::{LaunchdDirs, LaunchdManager, Timing};
 pub use render::{parse_plist, render_plist};

@@ -47,15 +47,6 @@ impl LaunchdDirs {
     }
 }
 
-/// The uid whose `gui/<uid>` domain holds the user's agents: under `sudo` (euid 0 with a
-/// non-zero `SUDO_UID`) the invoking user's, never `gui/0`.
-pub fn gui_uid(euid: u32, sudo_uid: Option<&str>) -> u32 {
-    match sudo_uid.and_then(|s| s.trim().parse::<u32>().ok()) {
-        Some(uid) if euid == 0 && uid != 0 => uid,
-        _ => euid,
-    }
-}
-
 /// How long to wait for launchd, and how hard to retry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timing {
@@ -622,16 +613,6 @@ fn map_err(t: &Target, doing: &str, e: LaunchctlError) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn gui_uid_prefers_sudo_uid_only_under_root() {
-        assert_eq!(gui_uid(501, None), 501);
-        assert_eq!(gui_uid(0, Some("501")), 501);
-        assert_eq!(gui_uid(0, Some("0")), 0);
-        assert_eq!(gui_uid(0, Some("junk")), 0);
-        assert_eq!(gui_uid(502, Some("501")), 502, "SUDO_UID only matters when running as root");
-        assert_eq!(gui_uid(0, None), 0);
-    }
 
     #[test]
     fn production_dirs() {
