@@ -3,8 +3,18 @@
 //! [`Hub::connect`] reads `<home>/hub-instance.json` for the port (1939 when absent), asks
 //! the open `GET /health`, and compares the answer's `instance` nonce with the file's
 //! before the operator token is read or sent: a different responder on the port (another
-//! hub, a VM port forward; upstream hub#737, R12) never receives it. Every exchange has a
-//! deadline (R13); a log follow has one for its head, then streams until the hub ends it.
+//! hub, a VM port forward; upstream hub#737, R12) never receives it.
+//!
+//! The nonce is no secret (`/health` tells anyone), so it cannot tell the hub from another
+//! local user who bound the port after the hub died uncleanly. The server is therefore
+//! authenticated by the kernel (Linux): the recorded hub pid must hold the listening
+//! socket, and on every connection that will carry the token, the server side must belong
+//! to the uid owning `operator.token`, checked after `connect` and before the request is
+//! written ([`parachute_process::tcp_peer_owner`]). That uid can read the token already,
+//! so the token never reaches anyone who could not read it. See `docs/security.md`.
+//!
+//! Every exchange has a deadline (R13); a log follow has one for its head, then streams
+//! until the hub ends it.
 //!
 //! The transport is a minimal hyper HTTP/1 client over a tokio `TcpStream` to 127.0.0.1:
 //! one connection per call, no pool, no TLS, nothing the loopback API does not need.
@@ -140,6 +150,19 @@ pub struct Hub {
     token: OperatorToken,
 }
 
+/// The token and who may receive it: the server side of the connection must be owned by
+/// `uid` (the token file's owner), or the request is not written.
+struct Bearer<'a> {
+    token: &'a str,
+    uid: Option<u32>,
+}
+
+impl Hub {
+    fn bearer(&self) -> Bearer<'_> {
+        Bearer { token: self.token.expose(), uid: self.token.owner() }
+    }
+}
+
 impl Hub {
     /// Finds and verifies this home's hub (see the module doc).
     pub async fn connect(home: &Home) -> Result<Hub, ClientError> {
@@ -196,7 +219,14 @@ impl Hub {
                 ),
             });
         }
-        let token = OperatorToken::read(&home.operator_token())?;
+        let home_owner = {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(home.root())
+                .map(|m| m.uid())
+                .map_err(|source| HubInstanceError::Read { path: home.root().to_path_buf(), source })?
+        };
+        let token = OperatorToken::read(&home.operator_token(), home_owner)?;
+        check_holder(port, &recorded, &instance_path, &token).await?;
         Ok(Hub { port, health, token })
     }
 
@@ -221,7 +251,7 @@ impl Hub {
     pub async fn follow(&self, short: &str, since: Option<u64>) -> Result<LogStream, ClientError> {
         let path = logs_path(short, since, true);
         let what = format!("GET {path}");
-        let fut = send(self.port, Method::GET, &path, Some(self.token.expose()));
+        let fut = send(self.port, Method::GET, &path, Some(self.bearer()));
         let resp = match tokio::time::timeout(TIMEOUT, fut).await {
             Err(_) => return Err(ClientError::Timeout { port: self.port, what, after: TIMEOUT }),
             Ok(Err(f)) => return Err(f.into_error(self.port, &what)),
@@ -245,7 +275,7 @@ impl Hub {
         timeout: Duration,
     ) -> Result<T, ClientError> {
         let what = format!("{method} {path}");
-        let (status, body) = call(self.port, method, path, Some(self.token.expose()), timeout)
+        let (status, body) = call(self.port, method, path, Some(self.bearer()), timeout)
             .await
             .map_err(|f| f.into_error(self.port, &what))?;
         if status != StatusCode::OK {
@@ -380,10 +410,70 @@ fn snippet(body: &[u8]) -> String {
     if cut.len() < text.len() { format!("{cut:?}…") } else { format!("{cut:?}") }
 }
 
+/// Whether the recorded hub pid holds the listening socket on `port` (Linux; elsewhere
+/// nothing can be checked and the per-connection check below is skipped too). Names whoever
+/// holds it otherwise.
+async fn check_holder(
+    port: u16,
+    recorded: &HubInstance,
+    instance_path: &std::path::Path,
+    token: &OperatorToken,
+) -> Result<(), ClientError> {
+    if !cfg!(target_os = "linux") {
+        return Ok(());
+    }
+    let pid = recorded.pid;
+    let holds = tokio::task::spawn_blocking(move || {
+        !parachute_process::procfs::listeners_among(port, &[pid]).is_empty()
+    })
+    .await
+    .unwrap_or(false);
+    // The uid answering, from a connection of our own (no request is written on it).
+    let uid = match tokio::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port)).await {
+        Ok(stream) => server_uid(&stream).ok().flatten(),
+        Err(_) => None,
+    };
+    if holds && uid.is_some() && uid == token.owner() {
+        return Ok(());
+    }
+    let holders =
+        tokio::task::spawn_blocking(move || crate::serve::bind::holders(port)).await.unwrap_or_default();
+    let who = if holders.is_empty() {
+        "a process this user cannot see".to_owned()
+    } else {
+        holders
+            .iter()
+            .map(|h| {
+                let cmd =
+                    h.cmdline.as_deref().map(|c| crate::text::field_clipped(c, 120)).unwrap_or_default();
+                format!("pid {} ({cmd})", h.pid)
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let uid_text = uid.map_or_else(|| "an unknown uid".to_owned(), |u| format!("uid {u}"));
+    let expected = token.owner().map_or_else(|| "?".to_owned(), |u| u.to_string());
+    Err(ClientError::Foreign {
+        port,
+        detail: format!(
+            "the port is held by {who}, running as {uid_text}, but this home's hub is pid {pid} (named in {}) running as uid {expected} (the owner of the operator token); it may have exited uncleanly and another user taken its port",
+            instance_path.display()
+        ),
+    })
+}
+
+/// The uid owning the server side of `stream` (see [`parachute_process::tcp_peer_owner`]).
+fn server_uid(stream: &tokio::net::TcpStream) -> std::io::Result<Option<u32>> {
+    let (local, remote) = (stream.local_addr()?, stream.peer_addr()?);
+    Ok(parachute_process::tcp_peer_owner(local, remote)?.map(|o| o.uid))
+}
+
 /// How a transport exchange failed, before it is given its user-facing wording.
 enum Failure {
     Refused(std::io::Error),
     Timeout(Duration),
+    /// The server side of the connection belongs to a user who may not have the token.
+    Untrusted(String),
     Other(String),
 }
 
@@ -394,6 +484,7 @@ impl Failure {
                 ClientError::Protocol { port, what: what.to_owned(), detail: e.to_string() }
             }
             Failure::Timeout(after) => ClientError::Timeout { port, what: what.to_owned(), after },
+            Failure::Untrusted(detail) => ClientError::Foreign { port, detail },
             Failure::Other(detail) => ClientError::Protocol { port, what: what.to_owned(), detail },
         }
     }
@@ -416,7 +507,7 @@ async fn call(
     port: u16,
     method: Method,
     path: &str,
-    bearer: Option<&str>,
+    bearer: Option<Bearer<'_>>,
     timeout: Duration,
 ) -> Result<(StatusCode, Bytes), Failure> {
     let exchange = async {
@@ -433,7 +524,7 @@ async fn send(
     port: u16,
     method: Method,
     path: &str,
-    bearer: Option<&str>,
+    bearer: Option<Bearer<'_>>,
 ) -> Result<Response<Incoming>, Failure> {
     let stream =
         tokio::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port)).await.map_err(|e| {
@@ -443,6 +534,27 @@ async fn send(
                 Failure::Other(e.to_string())
             }
         })?;
+    // Before a byte of the token is written: who accepted this very connection?
+    if let Some(Bearer { uid: Some(expected), .. }) = &bearer
+        && cfg!(target_os = "linux")
+    {
+        match server_uid(&stream) {
+            Ok(Some(uid)) if uid == *expected => {}
+            Ok(Some(uid)) => {
+                return Err(Failure::Untrusted(format!(
+                    "the listener on the port runs as uid {uid}, not as uid {expected} who owns the operator token"
+                )));
+            }
+            Ok(None) => {
+                return Err(Failure::Untrusted("the connection vanished before it could be checked".into()));
+            }
+            Err(e) => {
+                return Err(Failure::Untrusted(format!(
+                    "the owner of the listening socket cannot be read ({e})"
+                )));
+            }
+        }
+    }
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| Failure::Other(e.to_string()))?;
@@ -455,7 +567,7 @@ async fn send(
         .uri(path)
         .header(header::HOST, format!("127.0.0.1:{port}"))
         .header(header::USER_AGENT, concat!("parachute/", env!("CARGO_PKG_VERSION")));
-    if let Some(token) = bearer {
+    if let Some(Bearer { token, .. }) = bearer {
         req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
     }
     let req = req.body(Empty::<Bytes>::new()).map_err(|e| Failure::Other(e.to_string()))?;

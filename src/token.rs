@@ -17,6 +17,9 @@ const TOKEN_BYTES: usize = 32;
 /// Shortest token accepted from an existing file (in characters).
 const MIN_TOKEN_CHARS: usize = 32;
 
+/// Largest token file the CLI reads: a minted one is 65 bytes.
+const MAX_TOKEN_FILE: u64 = 4096;
+
 /// Why the token could not be read or created.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -40,6 +43,15 @@ pub enum TokenError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The file is not one this user may trust with the secret (a symlink, not a regular
+    /// file, too large, or, when running as root, not owned by the home's owner).
+    #[error("refusing to use the operator token file {}: {reason}", path.display())]
+    Untrusted {
+        /// The token file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Reading, writing or tightening the file failed.
     #[error("the operator token file could not be accessed: {0}")]
     Io(#[from] parachute_fsx::Error),
@@ -52,6 +64,8 @@ pub enum TokenError {
 #[derive(Clone)]
 pub struct OperatorToken {
     value: String,
+    /// The uid owning the file it was read from (the hub's user); `None` when minted here.
+    owner: Option<u32>,
 }
 
 impl fmt::Debug for OperatorToken {
@@ -70,12 +84,54 @@ pub enum Origin {
 }
 
 impl OperatorToken {
-    /// Reads the token file; a missing file is [`TokenError::Missing`].
-    pub fn read(path: &Path) -> Result<OperatorToken, TokenError> {
-        match parachute_fsx::read_optional(path)? {
-            None => Err(TokenError::Missing { path: path.to_path_buf() }),
-            Some(bytes) => parse(path, &bytes),
+    /// The CLI's read (see the module doc); a missing file is [`TokenError::Missing`].
+    /// `home_owner` is the uid owning the home directory; as root the file must be its.
+    pub fn read(path: &Path, home_owner: u32) -> Result<OperatorToken, TokenError> {
+        use std::io::Read;
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        let untrusted = |reason: String| TokenError::Untrusted { path: path.to_path_buf(), reason };
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(TokenError::Missing { path: path.to_path_buf() });
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(untrusted("it is a symbolic link, which is never followed".to_owned()));
+            }
+            Err(e) => return Err(untrusted(format!("it cannot be opened ({e})"))),
+        };
+        let meta = file.metadata().map_err(|e| untrusted(format!("it cannot be inspected ({e})")))?;
+        if !meta.file_type().is_file() {
+            return Err(untrusted("it is not a regular file".to_owned()));
         }
+        if meta.len() > MAX_TOKEN_FILE {
+            return Err(untrusted(format!(
+                "it is {} bytes; a token file is under {MAX_TOKEN_FILE}",
+                meta.len()
+            )));
+        }
+        if nix::unistd::geteuid().is_root() && meta.uid() != home_owner {
+            return Err(untrusted(format!(
+                "it belongs to uid {}, not to uid {home_owner} who owns the home; as root, only the home owner's token is used",
+                meta.uid()
+            )));
+        }
+        let mut bytes = Vec::new();
+        file.take(MAX_TOKEN_FILE)
+            .read_to_end(&mut bytes)
+            .map_err(|e| untrusted(format!("it cannot be read ({e})")))?;
+        let mut token = parse(path, &bytes)?;
+        token.owner = Some(meta.uid());
+        Ok(token)
+    }
+
+    /// The uid owning the file the token was read from: the user the hub runs as.
+    pub fn owner(&self) -> Option<u32> {
+        self.owner
     }
 
     /// Loads the token, minting it (mode 0600) when the file is absent. An existing file
@@ -95,7 +151,7 @@ impl OperatorToken {
 
     /// A fresh random token (not written anywhere).
     pub fn mint() -> Result<OperatorToken, TokenError> {
-        Ok(OperatorToken { value: random_hex(TOKEN_BYTES)? })
+        Ok(OperatorToken { value: random_hex(TOKEN_BYTES)?, owner: None })
     }
 
     /// The secret, for an `Authorization: Bearer` header.
@@ -128,7 +184,7 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<OperatorToken, TokenError> {
             value.len()
         )));
     }
-    Ok(OperatorToken { value: value.to_owned() })
+    Ok(OperatorToken { value: value.to_owned(), owner: None })
 }
 
 /// `n` bytes from the OS RNG, as lowercase hex.
@@ -191,14 +247,45 @@ mod tests {
     #[test]
     fn missing_is_reported_with_the_path() {
         let dir = tempfile::tempdir().unwrap();
-        let err = OperatorToken::read(&dir.path().join("operator.token")).unwrap_err();
+        let err = OperatorToken::read(&dir.path().join("operator.token"), 0).unwrap_err();
         assert!(matches!(err, TokenError::Missing { .. }));
         assert!(err.to_string().contains("parachute serve"), "{err}");
     }
 
     #[test]
+    fn the_client_read_follows_no_link_and_reads_no_special_or_huge_file() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let me = std::fs::metadata(dir.path()).unwrap().uid();
+        let secret = dir.path().join("secret.key");
+        std::fs::write(&secret, format!("{}\n", "k".repeat(40))).unwrap();
+        let p = dir.path().join("operator.token");
+        std::os::unix::fs::symlink(&secret, &p).unwrap();
+        let err = OperatorToken::read(&p, me).unwrap_err();
+        assert!(
+            matches!(err, TokenError::Untrusted { .. }) && err.to_string().contains("symbolic link"),
+            "{err}"
+        );
+        std::fs::remove_file(&p).unwrap();
+        nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let err = OperatorToken::read(&p, me).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "a FIFO must not block: {err}");
+        std::fs::remove_file(&p).unwrap();
+        std::fs::write(&p, "a".repeat(10_000)).unwrap();
+        assert!(OperatorToken::read(&p, me).unwrap_err().to_string().contains("10000 bytes"));
+        std::fs::write(&p, format!("{}\n", "a".repeat(64))).unwrap();
+        let t = OperatorToken::read(&p, me).unwrap();
+        assert_eq!((t.expose(), t.owner()), ("a".repeat(64).as_str(), Some(me)));
+        if nix::unistd::geteuid().is_root() {
+            // Root reading a home another user owns: that user's file only.
+            let err = OperatorToken::read(&p, me + 54_321).unwrap_err();
+            assert!(err.to_string().contains("not to uid"), "{err}");
+        }
+    }
+
+    #[test]
     fn matching_is_exact() {
-        let t = OperatorToken { value: "ab".repeat(32) };
+        let t = OperatorToken { value: "ab".repeat(32), owner: None };
         assert!(t.matches("ab".repeat(32).as_bytes()));
         assert!(!t.matches("ab".repeat(31).as_bytes()));
         assert!(!t.matches(format!("{}x", "ab".repeat(32)).as_bytes()));

@@ -9,6 +9,7 @@ mod docs;
 mod faults;
 mod fixture;
 mod hooks;
+mod hostile;
 mod isolation;
 mod model;
 mod offer;

@@ -10,8 +10,12 @@
 //!                   [--grandchild-holds-port] [--parent-exits]
 //!                   [--lines N] [--stderr-lines N] [--line-text TEXT] [--long-line BYTES]
 //!                   [--chatty-bytes BYTES] [--print-env KEY]... [--pidfile PATH]
-//!                   [--spawn-sleeper]
+//!                   [--spawn-sleeper] [--fake-hub NONCE]
 //! ```
+//!
+//! `--fake-hub NONCE` plays another local user impersonating a hub: it answers `/health`
+//! as a hub with that instance nonce, anything else with `200 {}`, and prints every
+//! `Authorization` header it receives as `captured <header>`.
 //!
 //! The port defaults to `$PORT`. Without `--exit-after-ms` it runs until signalled. It
 //! prints `ready pid=<pid> port=<port>` on stdout once it listens, so a test can wait for
@@ -55,6 +59,7 @@ struct Opts {
     print_env: Vec<String>,
     pidfile: Option<String>,
     spawn_sleeper: bool,
+    fake_hub: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
@@ -95,6 +100,7 @@ fn parse() -> Result<Opts, String> {
             "--print-env" => o.print_env.push(val(&a)?),
             "--pidfile" => o.pidfile = Some(val(&a)?),
             "--spawn-sleeper" => o.spawn_sleeper = true,
+            "--fake-hub" => o.fake_hub = Some(val(&a)?),
             // Extra words (e.g. `serve`) are accepted so a symlink named `parachute-vault`
             // can be started as `parachute-vault serve`, like the real module.
             _ if !a.starts_with("--") => {}
@@ -129,6 +135,46 @@ fn serve_forever(listeners: Vec<TcpListener>) {
         thread::spawn(move || {
             for mut c in l.incoming().flatten() {
                 let _ = c.write_all(b"HTTP/1.0 200 OK\r\ncontent-length: 3\r\n\r\nok\n");
+            }
+        });
+    }
+}
+
+/// See `--fake-hub` in the module doc.
+fn fake_hub(listeners: Vec<TcpListener>, nonce: String, port: u16) {
+    use std::io::{BufRead, BufReader};
+    for l in listeners {
+        let nonce = nonce.clone();
+        thread::spawn(move || {
+            for c in l.incoming().flatten() {
+                let mut reader = BufReader::new(c);
+                let mut first = String::new();
+                if reader.read_line(&mut first).is_err() {
+                    continue;
+                }
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                    if h.to_ascii_lowercase().starts_with("authorization:") {
+                        say!("captured {}", h.trim_end());
+                    }
+                }
+                let body = if first.starts_with("GET /health ") {
+                    format!(
+                        r#"{{"status":"ok","service":"parachute-hub","instance":"{nonce}","pid":{},"port":{port},"version":"0","startedAt":"2020-01-01T00:00:00Z","modules":{{"running":0,"total":0}}}}"#,
+                        std::process::id()
+                    )
+                } else {
+                    r#"{"modules":[],"installed":[]}"#.to_owned()
+                };
+                let mut c = reader.into_inner();
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
             }
         });
     }
@@ -233,7 +279,10 @@ fn main() {
                 Ok(ls) => {
                     say!("ready pid={pid} port={port}");
                     let _ = io::stdout().flush();
-                    serve_forever(ls);
+                    match o.fake_hub.clone() {
+                        Some(nonce) => fake_hub(ls, nonce, port),
+                        None => serve_forever(ls),
+                    }
                 }
                 Err(e) => {
                     eprintln!("parachute-fixture: bind {port}: {e}");

@@ -1,8 +1,9 @@
 //! `hub-instance.json`: what a running `parachute serve` says about itself.
 //!
 //! `{ "pid", "port", "instance", "startedAt" }` (camelCase, as upstream writes it), written
-//! atomically with mode 0644 so the CLI of any local user can find the live hub and its port
-//! without trusting the stale `hub.port` (W39). Fields this version does not know (upstream
+//! atomically so the CLI can find the live hub and its port without trusting the stale
+//! `hub.port` (W39). Mode 0600: only the hub's user (and root) drive the hub, and the
+//! record is no business of the machine's other users (`docs/security.md`). Fields this version does not know (upstream
 //! adds `selfProbe`) are kept on a read-modify-write.
 
 use std::io;
@@ -74,11 +75,11 @@ impl HubInstance {
             .map_err(|source| HubInstanceError::Malformed { path: path.to_path_buf(), source })
     }
 
-    /// Writes the record atomically, mode 0644, as pretty JSON with a trailing newline.
+    /// Writes the record atomically, mode 0600, as pretty JSON with a trailing newline.
     pub fn write(&self, path: &Path) -> Result<parachute_fsx::Written, HubInstanceError> {
         let mut bytes = serde_json::to_vec_pretty(self).expect("a HubInstance always serializes");
         bytes.push(b'\n');
-        let opts = parachute_fsx::WriteOptions { mode: 0o644, ..Default::default() };
+        let opts = parachute_fsx::WriteOptions { mode: 0o600, ..Default::default() };
         Ok(parachute_fsx::write_atomic_with(path, &bytes, opts)?)
     }
 
@@ -109,7 +110,7 @@ mod tests {
     use time::macros::datetime;
 
     #[test]
-    fn round_trip_is_camel_case_0644_and_keeps_unknown_fields() {
+    fn round_trip_is_camel_case_0600_and_keeps_unknown_fields() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("hub-instance.json");
         let mut rec = HubInstance::new(123, 1939, "abc".into(), datetime!(2025-01-02 03:04:05.5 UTC));
@@ -117,7 +118,7 @@ mod tests {
         let text = std::fs::read_to_string(&p).unwrap();
         assert!(text.contains("\"startedAt\": \"2025-01-02T03:04:05.5Z\""), "{text}");
         assert!(text.ends_with("}\n"));
-        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o644);
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(HubInstance::read(&p).unwrap().unwrap(), rec);
 
         std::fs::write(

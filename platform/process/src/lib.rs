@@ -49,6 +49,7 @@
 
 mod child;
 mod foreign;
+mod peer;
 pub mod procfs;
 #[cfg(target_os = "linux")]
 mod sockdiag;
@@ -58,6 +59,7 @@ mod zombies;
 
 pub use child::{ChildHandle, GroupChild, KILL_WAIT, Reaped};
 pub use foreign::{Signalled, signal_identity};
+pub use peer::{PeerOwner, tcp_peer_owner};
 pub use procfs::{Listener, ProcessIdentity};
 pub use spawn::{Resolve, SpawnError, SpawnSpec, Spawned, Spawner, resolve_program};
 pub use zombies::{reap_untracked_zombies, set_child_subreaper};

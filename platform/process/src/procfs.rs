@@ -414,7 +414,7 @@ fn parse_tcp_line(line: &str, v6: bool, port: u16) -> Option<ListenSocket> {
 /// The kernel prints addresses as 32-bit words in host byte order (`%08X` of the in-memory
 /// word), so each word's native-endian bytes are the address bytes in network order.
 #[cfg(any(target_os = "linux", test))]
-fn parse_hex_addr(hex: &str, v6: bool) -> Option<IpAddr> {
+pub(crate) fn parse_hex_addr(hex: &str, v6: bool) -> Option<IpAddr> {
     let word = |i: usize| -> Option<[u8; 4]> {
         Some(u32::from_str_radix(hex.get(i * 8..i * 8 + 8)?, 16).ok()?.to_ne_bytes())
     };

@@ -16,7 +16,7 @@
 
 use std::io;
 use std::mem::size_of;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use crate::procfs::ListenSocket;
@@ -124,6 +124,77 @@ pub(crate) fn listening_sockets(port: u16) -> Result<Vec<ListenSocket>, DiagErro
     Ok(out)
 }
 
+/// The owner of one TCP socket, found by its exact 4-tuple (`local` is the socket's own
+/// address, `remote` its peer's): `(uid, inode)`, `None` when no such socket exists. The
+/// inode is 0 while a connection still waits in its listener's accept queue; the uid is
+/// the listener's from the moment the handshake completes (the kernel clones it).
+pub(crate) fn socket_owner(local: SocketAddr, remote: SocketAddr) -> Result<Option<(u32, u64)>, DiagError> {
+    let (family, src, dst) = match (local.ip(), remote.ip()) {
+        (IpAddr::V4(l), IpAddr::V4(r)) => (libc::AF_INET, words(&l.octets()), words(&r.octets())),
+        (IpAddr::V6(l), IpAddr::V6(r)) => (libc::AF_INET6, words(&l.octets()), words(&r.octets())),
+        _ => return Ok(None),
+    };
+    let sock = open().map_err(DiagError::Unsupported)?;
+    let req = Request {
+        header: libc::nlmsghdr {
+            nlmsg_len: size_of::<Request>() as u32,
+            nlmsg_type: SOCK_DIAG_BY_FAMILY,
+            nlmsg_flags: libc::NLM_F_REQUEST as u16,
+            nlmsg_seq: 1,
+            nlmsg_pid: 0,
+        },
+        body: InetDiagReqV2 {
+            family: family as u8,
+            protocol: libc::IPPROTO_TCP as u8,
+            states: !0,
+            id: InetDiagSockId {
+                sport: local.port().to_be(),
+                dport: remote.port().to_be(),
+                src,
+                dst,
+                // INET_DIAG_NOCOOKIE: match by address alone.
+                cookie: [!0, !0],
+                ..InetDiagSockId::default()
+            },
+            ..InetDiagReqV2::default()
+        },
+    };
+    send_request(&sock, &req).map_err(DiagError::Failed)?;
+    // An exact lookup is answered with one message (or an error), not a dump.
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
+    let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 0 {
+        return Err(DiagError::Failed(io::Error::last_os_error()));
+    }
+    let buf = &buf[..n as usize];
+    let hdr: libc::nlmsghdr = read_at(buf, 0).ok_or_else(|| failed("short netlink header"))?;
+    let payload = buf.get(size_of::<libc::nlmsghdr>()..).unwrap_or_default();
+    match i32::from(hdr.nlmsg_type) {
+        libc::NLMSG_ERROR => match read_at::<i32>(payload, 0).ok_or_else(|| failed("short netlink error"))? {
+            0 => Ok(None),
+            code if -code == libc::ENOENT => Ok(None),
+            code => Err(DiagError::Unsupported(io::Error::from_raw_os_error(-code))),
+        },
+        t if t == i32::from(SOCK_DIAG_BY_FAMILY) => {
+            let msg: InetDiagMsg = read_at(payload, 0).ok_or_else(|| failed("short inet_diag_msg"))?;
+            Ok(Some((msg.uid, u64::from(msg.inode))))
+        }
+        _ => Err(failed("an unexpected netlink reply to an exact socket lookup")),
+    }
+}
+
+/// Address bytes (network order) as the four in-memory words of `inet_diag_sockid`.
+fn words(bytes: &[u8]) -> [u32; 4] {
+    let mut out = [0u32; 4];
+    for (word, chunk) in out.iter_mut().zip(bytes.chunks(4)) {
+        let mut w = [0u8; 4];
+        w.copy_from_slice(chunk);
+        *word = u32::from_ne_bytes(w);
+    }
+    out
+}
+
 fn open() -> io::Result<OwnedFd> {
     // SAFETY: plain syscall with integer arguments; the result is a new fd we take ownership of.
     let fd = unsafe {
@@ -167,6 +238,10 @@ fn send_dump(sock: &OwnedFd, seq: u32, family: u8) -> io::Result<()> {
             ..InetDiagReqV2::default()
         },
     };
+    send_request(sock, &req)
+}
+
+fn send_request(sock: &OwnedFd, req: &Request) -> io::Result<()> {
     // SAFETY: all-zero is a valid sockaddr_nl (it has a private padding field, hence no literal).
     let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
     kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
@@ -175,7 +250,7 @@ fn send_dump(sock: &OwnedFd, seq: u32, family: u8) -> io::Result<()> {
         let n = unsafe {
             libc::sendto(
                 sock.as_raw_fd(),
-                (&raw const req).cast(),
+                (&raw const *req).cast(),
                 size_of::<Request>(),
                 0,
                 (&raw const kernel).cast(),
