@@ -114,3 +114,98 @@ fn a_stranger_holding_the_port_after_an_unclean_exit_never_receives_the_token() 
     let captured: Vec<String> = fake.lines().into_iter().filter(|l| l.starts_with("captured")).collect();
     assert!(captured.is_empty(), "the impostor received the token: {captured:?}");
 }
+
+/// The hub reached through a shell redirect, so its output goes to a log file and it
+/// inherits an extra descriptor (fd 9; dash takes one digit) and a noisy environment, as from a careless launcher.
+struct LoggedHub {
+    serve: Serve,
+    log: std::path::PathBuf,
+}
+
+impl LoggedHub {
+    fn start(h: &TestHome, port: u16, marker: &std::path::Path) -> LoggedHub {
+        let log = h.scratch("hub.log");
+        let script = format!(
+            "umask 022; exec env SUDO_USER=op SUDO_COMMAND=/bin/sh DBUS_SESSION_BUS_ADDRESS=unix:path=/nonexistent \
+             AWS_SECRET_ACCESS_KEY=hunter2 GITHUB_TOKEN=ghp_x LC_TIME=C TZ=UTC \"$0\" serve --home '{}' --port {port} \
+             9<'{}' >>'{}' 2>&1",
+            h.home().display(),
+            marker.display(),
+            log.display()
+        );
+        let mut cmd = crate::support::isolated("sh");
+        cmd.arg("-c").arg(script).arg(crate::support::parachute_bin());
+        let serve = Serve::spawn(cmd, h, port);
+        let hub = LoggedHub { serve, log };
+        wait_for("the listening line in the log", Duration::from_secs(20), || {
+            hub.log_text().contains("[hub] listening on").then_some(())
+        });
+        hub
+    }
+
+    fn log_text(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
+    }
+}
+
+fn mode(p: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).permissions().mode() & 0o777
+}
+
+/// F12: private state, an allow-listed environment and no inherited descriptor for modules.
+#[test]
+fn modules_get_an_allow_listed_environment_and_no_inherited_descriptor_and_state_is_private() {
+    use parachute::model::home::Home;
+    use parachute::model::names::ModuleName;
+    let h = TestHome::new();
+    h.fixture("envy", free_port(), &[]);
+    let home = Home::new(h.home()).unwrap();
+    let env_file = home.env_file(&ModuleName::parse("envy").unwrap());
+    std::fs::create_dir_all(env_file.parent().unwrap()).unwrap();
+    std::fs::write(&env_file, "MODULE_OWN=1\n").unwrap();
+    let marker = h.scratch("inherited-marker");
+    std::fs::write(&marker, "x").unwrap();
+    let hub = LoggedHub::start(&h, free_port(), &marker);
+    let hub_pid = wait_for("the hub under the shell", Duration::from_secs(5), || {
+        // `sh` execs env, which execs parachute: the same pid.
+        let pid = hub.serve.pid();
+        parachute_process::procfs::cmdline(pid).filter(|c| c.contains(" serve ")).map(|_| pid)
+    });
+    let held = std::fs::read_link(format!("/proc/{hub_pid}/fd/9")).unwrap();
+    assert_eq!(held, marker, "the test setup: the hub inherited fd 9");
+
+    let state = hub.serve.wait_state(&h, "envy", "envy running", |v| v["status"] == "running");
+    let pid = state["pid"].as_u64().unwrap() as u32;
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let own = ["PARACHUTE_HOME", "PATH", "PORT", "MODULE_OWN"];
+    let mut names = Vec::new();
+    for var in environ.split(|&b| b == 0).filter(|v| !v.is_empty()) {
+        let var = String::from_utf8_lossy(var);
+        let name = var.split('=').next().unwrap().to_owned();
+        assert!(
+            own.contains(&name.as_str()) || parachute::model::modules::is_passed_to_modules(&name),
+            "{name} reached the module: {var}"
+        );
+        names.push(name);
+    }
+    for expected in ["MODULE_OWN", "PORT", "PARACHUTE_HOME", "LC_TIME", "TZ", "PATH", "HOME"] {
+        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+    }
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+        let n: i32 = fd.file_name().to_str().unwrap().parse().unwrap();
+        let target = std::fs::read_link(fd.path()).unwrap_or_default();
+        assert_ne!(target, marker, "fd {n} of the module is the hub's inherited descriptor");
+        if n > 2 {
+            // The fixture's own listening socket (and nothing of the hub's).
+            assert!(target.to_string_lossy().starts_with("socket:"), "module fd {n} -> {}", target.display());
+        }
+    }
+
+    for file in ["hub-instance.json", "operator.token", "hub/run/supervised.json"] {
+        assert_eq!(mode(&h.home().join(file)), 0o600, "{file}");
+    }
+    assert_eq!(mode(&h.home().join("hub/run")), 0o700);
+    assert_eq!(mode(&h.home().join("hub")), 0o700);
+    assert_eq!(mode(&hub.log), 0o600, "the hub's log (created 0644 by the shell) is made private");
+}

@@ -12,7 +12,9 @@
 //! but malformed `module.json` is an error naming the file, never silently "no spec".
 //!
 //! Child environment, later layers win ([`child_env`]):
-//! 1. the hub's environment minus hub-only variables ([`is_hub_only`], R26);
+//! 1. the allow-listed part of the hub's environment ([`is_passed_to_modules`]: locale,
+//!    identity, temp dir, terminal, proxies; never hub-only secrets (R26), service-manager
+//!    plumbing, `SUDO_*`, the session bus or anything else the hub happens to carry);
 //! 2. `PARACHUTE_HOME` = the home the hub runs with (so a hub started with `--home` and its
 //!    children agree on the box; upstream relied on inheritance);
 //! 3. `PATH` = [`enriched_path`];
@@ -367,6 +369,53 @@ pub fn hub_origins(origin: &str, hub_port: u16) -> String {
     set.join(",")
 }
 
+/// Names of the hub's environment that reach every module (besides [`child_env`]'s own
+/// `PARACHUTE_HOME`, `PATH`, `PORT` and origins). Anything else a module needs goes in its
+/// `.env`. `LC_*` is matched by prefix in [`is_passed_to_modules`]. Documented in
+/// `docs/security.md`.
+pub const MODULE_ENV_ALLOW: &[&str] = &[
+    // Who and where.
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "USERNAME",
+    "SHELL",
+    "TMPDIR",
+    "XDG_CONFIG_HOME",
+    "XDG_DATA_HOME",
+    "XDG_CACHE_HOME",
+    "XDG_STATE_HOME",
+    // Locale, time zone, terminal.
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "TERM",
+    "COLORTERM",
+    "NO_COLOR",
+    // Runtime choices upstream modules read (hub#349, hub#524).
+    "NODE_ENV",
+    "BUN_INSTALL",
+    "PARACHUTE_BIND_HOST",
+    // Network access on hosts that need a proxy or a private CA.
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "all_proxy",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "NODE_EXTRA_CA_CERTS",
+];
+
+/// Whether the hub's variable `key` is passed to modules: [`MODULE_ENV_ALLOW`] and `LC_*`,
+/// and never a hub-only name.
+pub fn is_passed_to_modules(key: &str) -> bool {
+    !is_hub_only(key) && (MODULE_ENV_ALLOW.contains(&key) || key.starts_with("LC_"))
+}
+
 /// A base-env key that can be set at all (non-empty, no `=` or NUL).
 fn settable(key: &str, value: &str) -> bool {
     !key.is_empty() && !key.contains(['=', '\0']) && !value.contains('\0')
@@ -382,7 +431,7 @@ pub fn child_env(
     let mut env: BTreeMap<String, String> = ctx
         .base_env
         .iter()
-        .filter(|(k, v)| settable(k, v) && !is_hub_only(k))
+        .filter(|(k, v)| settable(k, v) && is_passed_to_modules(k))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let home_str =

@@ -148,8 +148,17 @@ fn env_layers_denylist_port_dotenv_and_home() {
             ("NOTIFY_SOCKET", "/run/systemd/notify"),
             ("PORT", "1939"),
             ("PARACHUTE_HUB_ORIGIN", "https://leaked.example"),
-            ("GITHUB_TOKEN", "kept: not a hub variable"),
+            ("GITHUB_TOKEN", "not allow-listed"),
             ("PARACHUTE_EXTRA_PATH", "/opt/x"),
+            ("SUDO_USER", "op"),
+            ("SUDO_COMMAND", "/bin/sh"),
+            ("DBUS_SESSION_BUS_ADDRESS", "unix:path=/run/user/0/bus"),
+            ("AWS_SECRET_ACCESS_KEY", "hunter2"),
+            ("INVOCATION_ID", "abc"),
+            ("LISTEN_FDS", "1"),
+            ("WATCHDOG_USEC", "1"),
+            ("LC_TIME", "C"),
+            ("TZ", "UTC"),
         ]
         .map(|(k, v)| (k.to_string(), v.to_string())),
     );
@@ -163,14 +172,24 @@ fn env_layers_denylist_port_dotenv_and_home() {
         "NOTIFY_SOCKET",
         "PARACHUTE_HUB_ORIGIN",
         "PARACHUTE_HUB_ORIGINS",
+        "GITHUB_TOKEN",
+        "PARACHUTE_EXTRA_PATH",
+        "SUDO_USER",
+        "SUDO_COMMAND",
+        "DBUS_SESSION_BUS_ADDRESS",
+        "AWS_SECRET_ACCESS_KEY",
+        "INVOCATION_ID",
+        "LISTEN_FDS",
+        "WATCHDOG_USEC",
     ] {
         assert_eq!(env_of(&req, hidden), None, "{hidden}");
     }
+    assert_eq!(env_of(&req, "LC_TIME").as_deref(), Some("C"));
+    assert_eq!(env_of(&req, "TZ").as_deref(), Some("UTC"));
     assert_eq!(env_of(&req, "PORT").as_deref(), Some("1940"), "services.json wins over .env PORT");
     assert_eq!(env_of(&req, "FOO").as_deref(), Some("bar baz"));
     assert_eq!(env_of(&req, "LANG").as_deref(), Some("en_US.UTF-8"), ".env overrides the hub's env");
     assert_eq!(env_of(&req, "HOME").as_deref(), b.user.to_str());
-    assert_eq!(env_of(&req, "GITHUB_TOKEN").as_deref(), Some("kept: not a hub variable"));
     assert_eq!(env_of(&req, "PARACHUTE_HOME").as_deref(), b.home.root().to_str());
     assert_eq!(env_of(&req, "PATH").as_deref(), Some("/usr/bin:/bin"));
     let keys: Vec<&str> = req.env.iter().map(|(k, _)| k.as_str()).collect();

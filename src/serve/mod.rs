@@ -21,6 +21,7 @@
 
 pub mod bind;
 pub mod boot;
+pub mod limits;
 
 use std::io::Write;
 use std::sync::Arc;
@@ -92,6 +93,10 @@ pub fn run(opts: ServeOptions) -> Code {
             "could not become a child subreaper ({e}); orphans of module wrappers go to init instead."
         ));
     }
+    if let Err(e) = limits::raise_nofile() {
+        say(&format!("could not raise the open-file limit ({e}); a connection flood exhausts it sooner."));
+    }
+    limits::private_log();
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -210,7 +215,13 @@ fn reap(supervisor: &Supervisor) {
 fn lock_home(home: &Home) -> Result<std::fs::File, String> {
     let path = home.root().join("hub/run/serve.lock");
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        // 0700: the hub's run state (pids, locks, the cutover journal) is private.
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
     let file = std::fs::OpenOptions::new()
         .create(true)

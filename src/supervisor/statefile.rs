@@ -50,11 +50,13 @@ pub enum StateFileError {
     },
 }
 
-/// Writes `entries` atomically.
+/// Writes `entries` atomically, mode 0600 (pids and command lines are the hub user's
+/// business only; `docs/security.md`).
 pub fn write(path: &Path, entries: &[StateEntry]) -> Result<(), StateFileError> {
     let mut json = serde_json::to_vec_pretty(entries).unwrap_or_else(|_| b"[]".to_vec());
     json.push(b'\n');
-    parachute_fsx::write_atomic(path, &json)?;
+    let opts = parachute_fsx::WriteOptions { mode: 0o600, ..Default::default() };
+    parachute_fsx::write_atomic_with(path, &json, opts)?;
     Ok(())
 }
 

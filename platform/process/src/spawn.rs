@@ -318,6 +318,18 @@ fn fork_child(spec: &SpawnSpec) -> Result<Forked, SpawnError> {
             });
         }
     }
+    // No descriptor of ours above stderr reaches the child: whatever our own launcher left
+    // open (a shell's fd 10, a socket) is not the module's business. Marked close-on-exec
+    // rather than closed, so std's exec-error pipe still reports a failed exec.
+    let fd_limit = open_fd_limit();
+    // SAFETY: between fork and exec; only close_range/fcntl (async-signal-safe), on a value
+    // computed before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            cloexec_from(3, fd_limit);
+            Ok(())
+        });
+    }
 
     // Hold the registry lock across the fork so that `reap_untracked_zombies` can never see
     // this child as an untracked zombie, however fast it exits.
@@ -334,6 +346,47 @@ fn fork_child(spec: &SpawnSpec) -> Result<Forked, SpawnError> {
     }
     #[cfg(not(target_os = "linux"))]
     Ok(Forked { child: Some(child) })
+}
+
+/// The soft `RLIMIT_NOFILE`: no descriptor number reaches it. Read before the fork.
+fn open_fd_limit() -> libc::c_int {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 || lim.rlim_cur == libc::RLIM_INFINITY {
+        return 1 << 20;
+    }
+    libc::c_int::try_from(lim.rlim_cur).unwrap_or(libc::c_int::MAX)
+}
+
+/// Sets `FD_CLOEXEC` on every descriptor from `first` up (below `limit`). One syscall on
+/// Linux ≥ 5.11 (`close_range` with `CLOSE_RANGE_CLOEXEC`); otherwise one `fcntl` per
+/// number. Async-signal-safe: runs between fork and exec.
+fn cloexec_from(first: libc::c_int, limit: libc::c_int) {
+    #[cfg(target_os = "linux")]
+    {
+        const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+        // SAFETY: a plain syscall with integer arguments.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                first as libc::c_uint,
+                libc::c_uint::MAX,
+                CLOSE_RANGE_CLOEXEC,
+            )
+        };
+        if r == 0 {
+            return;
+        }
+    }
+    for fd in first..limit {
+        // SAFETY: fcntl on a number that may not be open: EBADF is harmless.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
 }
 
 fn validate(spec: &SpawnSpec) -> Result<(), SpawnError> {
