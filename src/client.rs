@@ -32,10 +32,8 @@ use serde::de::DeserializeOwned;
 use crate::api::wire::{ErrorBody, ErrorCode, FollowEvent, Health, LogsReply, ModuleList, ModuleReply};
 use crate::model::home::Home;
 use crate::model::hub_instance::{HubInstance, HubInstanceError};
+use crate::model::names::{HUB_PORT, HUB_SERVICE};
 use crate::token::{OperatorToken, TokenError};
-
-/// The hub's port when `hub-instance.json` does not name one.
-pub const DEFAULT_PORT: u16 = 1939;
 
 /// Deadline of a read (`/health`, status, logs snapshot) and of `stop`.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
@@ -168,7 +166,7 @@ impl Hub {
     pub async fn connect(home: &Home) -> Result<Hub, ClientError> {
         let instance_path = home.hub_instance();
         let recorded = HubInstance::read(&instance_path)?;
-        let port = recorded.as_ref().map(|r| r.port).unwrap_or(DEFAULT_PORT);
+        let port = recorded.as_ref().map(|r| r.port).unwrap_or(HUB_PORT);
         let health = match call(port, Method::GET, "/health", None, TIMEOUT).await {
             Ok(resp) => resp,
             Err(Failure::Refused(e)) => {
@@ -177,7 +175,7 @@ impl Hub {
                         "{} names pid {} from {}, which is gone ({e})",
                         instance_path.display(),
                         r.pid,
-                        crate::serve::rfc3339(r.started_at)
+                        crate::rfc3339::format(r.started_at)
                     ),
                     None => format!("and there is no {}", instance_path.display()),
                 };
@@ -187,7 +185,7 @@ impl Hub {
         };
         let (status, body) = health;
         let health: Health = match (status, serde_json::from_slice::<Health>(&body)) {
-            (StatusCode::OK, Ok(h)) if h.service == "parachute-hub" => h,
+            (StatusCode::OK, Ok(h)) if h.service == HUB_SERVICE => h,
             _ => {
                 return Err(ClientError::Foreign {
                     port,

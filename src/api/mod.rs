@@ -181,12 +181,12 @@ async fn health(State(s): State<Shared>) -> Response {
     let running = modules.iter().filter(|m| m.status == ModuleStatus::Running).count();
     json(Health {
         status: "ok".to_owned(),
-        service: "parachute-hub".to_owned(),
+        service: crate::model::names::HUB_SERVICE.to_owned(),
         instance: s.instance.instance.clone(),
         pid: s.instance.pid,
         port: s.instance.port,
         version: env!("CARGO_PKG_VERSION").to_owned(),
-        started_at: crate::serve::rfc3339(s.instance.started_at),
+        started_at: crate::rfc3339::format(s.instance.started_at),
         modules: ModuleCounts { running, total: modules.len() },
     })
 }

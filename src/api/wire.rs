@@ -10,7 +10,7 @@ use crate::supervisor::ModuleState;
 pub struct Health {
     /// Always `"ok"` when the hub answers.
     pub status: String,
-    /// Always `"parachute-hub"`: tells a hub from anything else on the port.
+    /// Always [`HUB_SERVICE`](crate::model::names::HUB_SERVICE): tells a hub from anything else on the port.
     pub service: String,
     /// The per-boot nonce, equal to `hub-instance.json`'s.
     pub instance: String,

@@ -60,7 +60,7 @@ pub fn run(args: Args, env: &HostEnv) -> Code {
                 return Code::Usage;
             }
         },
-        _ => serve::DEFAULT_PORT,
+        _ => crate::model::names::HUB_PORT,
     };
     if !(args.stop_timeout.is_finite() && args.stop_timeout >= 0.0 && args.stop_timeout <= 3600.0) {
         eprintln!("parachute serve: --stop-timeout must be between 0 and 3600 seconds.");

@@ -242,7 +242,7 @@ fn spec_for(
             eprintln!("parachute unit {verb}: warning: {w}");
         }
     }
-    let port = args.port.unwrap_or(crate::serve::DEFAULT_PORT);
+    let port = args.port.unwrap_or(crate::model::names::HUB_PORT);
     Ok(host::hub_spec(&home, port, &exec.path, scope, env))
 }
 

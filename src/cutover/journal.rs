@@ -222,13 +222,6 @@ impl Journal {
     }
 }
 
-/// The current time as RFC 3339 (UTC).
-pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| "unknown".to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -168,8 +168,8 @@ pub fn verify(record: &PidRecord, facts: Option<&ProcFacts>, markers: &[String])
     if started > record.mtime + START_TIME_SLACK {
         return Verdict::NotOurs(format!(
             "it started at {}, after the pidfile was written at {}: the pid was reused",
-            rfc3339(started),
-            rfc3339(record.mtime)
+            crate::rfc3339::of_system(started),
+            crate::rfc3339::of_system(record.mtime)
         ));
     }
     Verdict::Verified
@@ -362,12 +362,6 @@ pub fn port_in_use(port: u16) -> bool {
 /// [`crate::text::field`] and clipped to 200 characters.
 pub fn sanitize(s: &str) -> String {
     crate::text::field_clipped(s, 200)
-}
-
-fn rfc3339(t: SystemTime) -> String {
-    time::OffsetDateTime::from(t)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| format!("{t:?}"))
 }
 
 #[cfg(test)]

@@ -38,13 +38,10 @@ impl Holder {
     /// A record for this process running `verb`, taken now.
     pub fn current(verb: &str) -> Holder {
         let pid = std::process::id();
-        let fmt = |t: std::time::SystemTime| {
-            time::OffsetDateTime::from(t).format(&time::format_description::well_known::Rfc3339).ok()
-        };
         Holder {
             pid,
-            process_started_at: parachute_process::procfs::start_time(pid).and_then(fmt),
-            locked_at: fmt(std::time::SystemTime::now()).unwrap_or_default(),
+            process_started_at: parachute_process::procfs::start_time(pid).map(crate::rfc3339::of_system),
+            locked_at: crate::rfc3339::now(),
             verb: verb.to_owned(),
         }
     }

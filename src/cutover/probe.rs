@@ -26,7 +26,7 @@ pub async fn health(port: u16, timeout: Duration) -> Option<Health> {
     if status != StatusCode::OK {
         return None;
     }
-    serde_json::from_slice::<Health>(&body).ok().filter(|h| h.service == "parachute-hub")
+    serde_json::from_slice::<Health>(&body).ok().filter(|h| h.service == crate::model::names::HUB_SERVICE)
 }
 
 async fn get(port: u16, path: &str) -> Result<(StatusCode, Bytes), String> {

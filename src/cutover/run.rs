@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 
 use parachute_manager::{ServiceManager, UnitId, UnitStatus};
 
-use super::journal::{Journal, Loaded, now_rfc3339};
+use super::journal::{Journal, Loaded};
 use super::legacy::{self, Attribution, Target};
 use super::lock::{CutoverLock, Holder as LockHolder, LockError};
 use super::plan::{
@@ -21,6 +21,7 @@ use super::plan::{
 use super::report::{Event, FinalState, ModuleLine, Report, Sink, StepLine, UnitState};
 use super::{Config, explain, stale_units};
 use crate::model::services::ServicesFile;
+use crate::rfc3339;
 
 /// A failed step: the kind the plan acts on and the lines that explain it.
 #[derive(Debug, Clone)]
@@ -53,7 +54,7 @@ pub async fn migrate<M: ServiceManager>(cfg: &Config, manager: &M, sink: &mut dy
         manager,
         sink,
         targets,
-        journal: Journal::begin(cfg.port, cfg.exec.clone(), now_rfc3339(), std::process::id()),
+        journal: Journal::begin(cfg.port, cfg.exec.clone(), rfc3339::now(), std::process::id()),
         observed: Observed::default(),
         lines: Vec::new(),
         failure: Vec::new(),
@@ -240,10 +241,10 @@ impl<M: ServiceManager> Executor<'_, M> {
             }
             let stopped = std::mem::take(&mut self.journal.stopped);
             self.journal =
-                Journal::begin(self.cfg.port, self.cfg.exec.clone(), now_rfc3339(), std::process::id());
+                Journal::begin(self.cfg.port, self.cfg.exec.clone(), rfc3339::now(), std::process::id());
             self.journal.stopped = stopped;
         }
-        self.journal.complete(k, summary, now_rfc3339());
+        self.journal.complete(k, summary, rfc3339::now());
         if let Err(e) = self.journal.save(&self.cfg.home.cutover_journal()) {
             self.observed.failed = Some((k, FailureKind::WriteFailed));
             self.failure.push(e.to_string());
@@ -344,7 +345,7 @@ impl<M: ServiceManager> Executor<'_, M> {
             let changed = match action {
                 JournalAction::Keep => false,
                 JournalAction::MarkFinished => {
-                    self.journal.finish(outcome, now_rfc3339());
+                    self.journal.finish(outcome, rfc3339::now());
                     true
                 }
                 JournalAction::ForgetFrom(s) => {

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 /// The running hub's identity.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,7 +23,7 @@ pub struct HubInstance {
     /// A per-boot nonce; a different value means a different boot.
     pub instance: String,
     /// When this boot started (RFC 3339 on disk).
-    #[serde(with = "rfc3339")]
+    #[serde(with = "crate::rfc3339::serde")]
     pub started_at: OffsetDateTime,
     /// Fields written by other versions, preserved as they are.
     #[serde(flatten)]
@@ -87,19 +86,6 @@ impl HubInstance {
     pub fn clear(path: &Path) -> Result<(), HubInstanceError> {
         parachute_fsx::remove_file(path)?;
         Ok(())
-    }
-}
-
-mod rfc3339 {
-    use super::*;
-
-    pub fn serialize<S: serde::Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&t.format(&Rfc3339).map_err(serde::ser::Error::custom)?)
-    }
-
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<OffsetDateTime, D::Error> {
-        let s = String::deserialize(d)?;
-        OffsetDateTime::parse(&s, &Rfc3339).map_err(serde::de::Error::custom)
     }
 }
 

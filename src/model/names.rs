@@ -13,8 +13,13 @@
 
 use std::fmt;
 
-/// The hub's own canonical port.
+/// The hub's own canonical port: the default of `serve --port`, of the unit and of the
+/// client when `hub-instance.json` names none.
 pub const HUB_PORT: u16 = 1939;
+
+/// What the hub's `GET /health` says in `service`: tells a hub from anything else on the
+/// port.
+pub const HUB_SERVICE: &str = "parachute-hub";
 
 /// Canonical ports of the fixed-port modules (and the hub). 1941, 1945 and 1947–1949 are
 /// reserved upstream and deliberately absent.

@@ -38,9 +38,6 @@ use crate::model::modules::HubContext;
 use crate::supervisor::{OutputSink, Supervisor, SupervisorConfig};
 use crate::token::{OperatorToken, Origin};
 
-/// Default control API port.
-pub const DEFAULT_PORT: u16 = 1939;
-
 /// Default shutdown deadline: below launchd's 20 s `ExitTimeOut`, above the supervisor's
 /// 5 s SIGTERM grace.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(8);
@@ -78,11 +75,6 @@ pub struct ServeOptions {
 /// another line mid-way.
 pub fn say(msg: &str) {
     let _ = std::io::stderr().lock().write_all(format!("[hub] {msg}\n").as_bytes());
-}
-
-/// RFC 3339 text of a timestamp.
-pub fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.to_string())
 }
 
 /// Runs the hub until it is told to stop; returns the exit code.

@@ -359,7 +359,7 @@ impl Actor {
         self.persist().await;
         self.transition(ModuleStatus::Running, |s| {
             s.pid = Some(pid);
-            s.started_at = Some(diag::now_rfc3339());
+            s.started_at = Some(crate::rfc3339::now());
             s.start_error = None;
         });
         match req.port {
@@ -517,7 +517,7 @@ impl Actor {
             return;
         }
         let verdict = self.budget.record(std::time::Instant::now(), uptime, &BudgetConfig::from(self.cfg()));
-        let now = diag::now_rfc3339();
+        let now = crate::rfc3339::now();
         let (to, n) = match verdict {
             Verdict::GiveUp { n } => {
                 self.sink.event(&line::giving_up(self.short(), n, self.cfg().crash_window));

@@ -7,19 +7,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
-
 use super::state::{StartError, StartErrorKind};
 use crate::text;
 
-/// The current time as RFC 3339 (UTC).
-pub fn now_rfc3339() -> String {
-    OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default()
-}
-
 fn error(kind: StartErrorKind, description: String) -> StartError {
-    StartError { kind, description, at: now_rfc3339() }
+    StartError { kind, description, at: crate::rfc3339::now() }
 }
 
 /// `argv[0]` was not found on the child's PATH (unregistered-binary wording of depcheck).
@@ -148,6 +140,8 @@ pub mod line {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use time::OffsetDateTime;
+    use time::format_description::well_known::Rfc3339;
 
     #[test]
     fn squatter_message_names_pid_cmdline_and_the_fix() {
