@@ -227,3 +227,97 @@ fn the_hand_written_pages_cover_every_verb_outcome_and_start_error() {
         assert!(trouble.contains(&format!("### `{e}`")), "troubleshooting.md has a section for {e}");
     }
 }
+
+/// The upstream codes (`R7`, `W39`, `hub#536`, `#43001`, `§8.1`) a comment line cites.
+fn cited_codes(comment: &str) -> Vec<String> {
+    let chars: Vec<char> = comment.chars().collect();
+    let word = |c: char| c.is_alphanumeric() || c == '_';
+    let digits_from = |i: usize| chars[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let boundary = i == 0 || !word(chars[i - 1]);
+        let c = chars[i];
+        let code = if boundary && (c == 'R' || c == 'W') {
+            let n = digits_from(i + 1);
+            let end = i + 1 + n;
+            (n > 0 && chars.get(end).is_none_or(|&c| !word(c))).then(|| (end, chars[i..end].iter().collect()))
+        } else if boundary && chars[i..].starts_with(&['h', 'u', 'b', '#']) {
+            let n = digits_from(i + 4);
+            (n > 0).then(|| (i + 4 + n, chars[i..i + 4 + n].iter().collect()))
+        } else if c == '#' && (i == 0 || !word(chars[i - 1])) {
+            let n = digits_from(i + 1);
+            (n > 0).then(|| (i + 1 + n, chars[i..i + 1 + n].iter().collect()))
+        } else if c == '§' {
+            let mut end = i + 1 + digits_from(i + 1);
+            while chars.get(end) == Some(&'.') && end + 1 < chars.len() && chars[end + 1].is_ascii_digit() {
+                end += 1 + digits_from(end + 1);
+            }
+            (end > i + 1).then(|| (end, chars[i..end].iter().collect()))
+        } else {
+            None
+        };
+        match code {
+            Some((end, text)) => {
+                out.push(text);
+                i = end;
+            }
+            None => i += 1,
+        }
+    }
+    out
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap().map(Result::unwrap) {
+        let path = entry.path();
+        if path.file_name().is_some_and(|n| n == "target" || n.to_string_lossy().starts_with('.')) {
+            continue;
+        }
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn the_code_scanner_finds_every_kind_of_code() {
+    assert_eq!(
+        cited_codes(" R1/R2, R7(d) and W9/W6; hub#536, systemd #43001, anchors §3.2 and §9.2)."),
+        ["R1", "R2", "R7", "W9", "W6", "hub#536", "#43001", "§3.2", "§9.2"]
+    );
+    assert!(cited_codes(" RFC 3339, W3C, PR, 0x1F, R2D2, #[derive], issue#12 ").is_empty());
+}
+
+#[test]
+fn every_code_cited_in_a_comment_is_explained_in_upstream_md() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let upstream = doc("upstream.md");
+    let explained: std::collections::HashSet<&str> = upstream
+        .lines()
+        .filter_map(|l| l.strip_prefix("- **")?.split_once("**").map(|(code, _)| code))
+        .collect();
+    let mut files = Vec::new();
+    for dir in ["src", "platform", "tests"] {
+        rust_files(&root.join(dir), &mut files);
+    }
+    assert!(files.len() > 50, "{}", files.len());
+    let mut missing = Vec::new();
+    let mut cited = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let Some(at) = line.find("//") else { continue };
+            for code in cited_codes(&line[at + 2..]) {
+                cited += 1;
+                if !explained.contains(code.as_str()) {
+                    missing.push(format!("{}:{}: {code}", file.strip_prefix(root).unwrap().display(), n + 1));
+                }
+            }
+        }
+    }
+    assert!(cited > 100, "the scan found only {cited} citations");
+    assert!(missing.is_empty(), "codes cited but not explained in docs/upstream.md:\n{}", missing.join("\n"));
+}

@@ -1,6 +1,6 @@
 //! Stale per-module units (`parachute-<short>.service`, `computer.parachute.<short>`) left
 //! by the era before the hub supervised its modules. Left enabled, one starts at the next
-//! boot or login and fights the supervised hub for its module's port (upstream #522).
+//! boot or login and fights the supervised hub for its module's port (upstream hub#522).
 //!
 //! They are disabled durably through [`ServiceManager::disable`] (not just stopped: upstream
 //! W24 booted a LaunchAgent out and it came back at the next login), looked up by exact

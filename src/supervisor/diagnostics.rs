@@ -25,7 +25,7 @@ pub fn missing_dependency(binary: &str) -> StartError {
     )
 }
 
-/// `argv[0]` exists but lacks the execute bit (#634).
+/// `argv[0]` exists but lacks the execute bit (hub#634).
 pub fn non_executable(binary: &str, path: &Path) -> StartError {
     let p = path.display();
     error(
