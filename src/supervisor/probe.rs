@@ -1,21 +1,18 @@
 //! Port probes: who holds a port, and is it one of ours.
 //!
-//! On Linux everything comes from `/proc` (the listen table, then the fds of the holders),
-//! never from `lsof`/`ps`, and the scans run on the blocking pool so a busy host cannot
-//! stall the runtime (upstream's synchronous `lsof` blocked the hub for up to 2 s, §9.2).
+//! Everything comes from the host's process facts (`parachute_process::procfs`: `/proc` and
+//! `sock_diag` on Linux, libproc on macOS), never from `lsof`/`ps`, and the scans run on the
+//! blocking pool so a busy host cannot stall the runtime (upstream's synchronous `lsof` blocked the hub for up to 2 s, §9.2).
 //! Readiness asks "does a process of *this child's* group (or a descendant) hold a LISTEN
 //! socket on the port", so a squatter arriving after the pre-spawn check cannot make a
 //! module look healthy and a module bound only to `::1` is not called unbound (R25).
-//! Elsewhere, without `/proc`, readiness falls back to connecting to 127.0.0.1 and ::1.
 
 use std::time::Duration;
 
 use parachute_process::{ProcessIdentity, procfs};
 use tokio::time::Instant;
 
-use super::attribution::HolderFacts;
-#[cfg(target_os = "linux")]
-use super::attribution::in_any_group;
+use super::attribution::{HolderFacts, in_any_group};
 
 /// Parent hops followed when collecting a holder's ancestry.
 const MAX_HOPS: usize = 64;
@@ -54,32 +51,9 @@ pub async fn port_holders_async(port: u16) -> Vec<HolderFacts> {
 
 /// Whether a process in `leader`'s group (or a descendant) listens on `port`.
 pub async fn owned_listener(port: u16, leader: u32) -> bool {
-    #[cfg(target_os = "linux")]
-    {
-        tokio::task::spawn_blocking(move || port_holders(port).iter().any(|h| in_any_group(h, &[leader])))
-            .await
-            .unwrap_or(false)
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = leader;
-        connect_probe(port).await
-    }
-}
-
-/// Fallback readiness where the listen table cannot be read: anything accepting on
-/// 127.0.0.1 or ::1.
-#[cfg(not(target_os = "linux"))]
-async fn connect_probe(port: u16) -> bool {
-    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-    use std::time::Duration;
-    for ip in [std::net::IpAddr::from(Ipv4Addr::LOCALHOST), Ipv6Addr::LOCALHOST.into()] {
-        let connect = tokio::net::TcpStream::connect(SocketAddr::new(ip, port));
-        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), connect).await {
-            return true;
-        }
-    }
-    false
+    tokio::task::spawn_blocking(move || port_holders(port).iter().any(|h| in_any_group(h, &[leader])))
+        .await
+        .unwrap_or(false)
 }
 
 /// Polls until a process of `pid`'s group listens on `port` (`true`) or `window` ends.

@@ -5,7 +5,7 @@
 //! ticks), and [`signal_identity`] closes the check-then-signal window: on Linux it first opens
 //! a pidfd (which names one process for good), then verifies the identity, then signals
 //! through the pidfd. A pid recycled in between can only make the check fail, never redirect
-//! the signal.
+//! the signal. Without pidfds (macOS) the check is made right before a signal by number.
 
 use crate::procfs::ProcessIdentity;
 use crate::{Signal, SignalError};
@@ -28,8 +28,9 @@ pub enum Signalled {
 /// Linux for the leader. For the group, `killpg` is sent after re-checking that the leader is
 /// alive, same identity and `pgid == pid`; the pgid cannot be reused while its leader lives.
 ///
-/// Elsewhere, without pidfds or `/proc`, nothing can be verified: returns [`Signalled::Gone`]
-/// without sending, so callers fall back to their own policy.
+/// Elsewhere the identity is checked through the host's process facts and the signal sent by
+/// number right after (see `imp` below); where the identity cannot be established, nothing is
+/// sent and the error says why ([`SignalError::Unverifiable`]).
 pub fn signal_identity(id: &ProcessIdentity, sig: Signal, group: bool) -> Result<Signalled, SignalError> {
     imp::signal_identity(id, sig, group)
 }
@@ -39,7 +40,7 @@ mod imp {
     use std::os::fd::AsFd;
 
     use super::*;
-    use crate::{procfs, sys};
+    use crate::sys;
 
     pub(super) fn signal_identity(
         id: &ProcessIdentity,
@@ -56,7 +57,10 @@ mod imp {
         };
         // 2. Check that the pinned process is the one meant. If the pid was recycled after step
         //    1, the stat belongs to a newer process and the check fails: nothing is sent.
-        let Some(st) = procfs::stat(id.pid).filter(|s| !s.is_exited()) else { return Ok(Signalled::Gone) };
+        let st = crate::facts::host_ref()
+            .stat(id.pid)
+            .map_err(|source| SignalError::Unverifiable { pid: id.pid, source })?;
+        let Some(st) = st.filter(|s| !s.is_exited()) else { return Ok(Signalled::Gone) };
         if st.start_ticks != id.start_ticks {
             return Ok(Signalled::Replaced);
         }
@@ -87,15 +91,42 @@ mod imp {
     }
 }
 
+/// Without pidfds (macOS, other Unix): check the identity, then `kill`/`killpg` by number.
+/// The window between the check and the signal is a few microseconds; for the pid to name
+/// another process in it, the process must exit and the kernel hand its pid to a new one
+/// in that time (macOS allocates pids in increasing order and wraps at 99999), which is the
+/// accepted residual risk. Where the identity cannot be read, nothing is sent:
+/// [`SignalError::Unverifiable`].
 #[cfg(not(target_os = "linux"))]
 mod imp {
     use super::*;
+    use crate::sys;
 
     pub(super) fn signal_identity(
-        _id: &ProcessIdentity,
-        _sig: Signal,
-        _group: bool,
+        id: &ProcessIdentity,
+        sig: Signal,
+        group: bool,
     ) -> Result<Signalled, SignalError> {
-        Ok(Signalled::Gone)
+        let esrch = |e: &std::io::Error| e.raw_os_error() == Some(libc::ESRCH);
+        let os = |group, source| SignalError::Os { pid: id.pid, group, signal: sig, source };
+        let st = crate::facts::host_ref()
+            .stat(id.pid)
+            .map_err(|source| SignalError::Unverifiable { pid: id.pid, source })?;
+        let Some(st) = st.filter(|s| !s.is_exited()) else { return Ok(Signalled::Gone) };
+        if st.start_ticks != id.start_ticks {
+            return Ok(Signalled::Replaced);
+        }
+        if group && st.pgid == id.pid {
+            return match sys::killpg(id.pid, sig.as_raw()) {
+                Ok(()) => Ok(Signalled::Group),
+                Err(e) if esrch(&e) => Ok(Signalled::Gone),
+                Err(e) => Err(os(true, e)),
+            };
+        }
+        match sys::kill(id.pid, sig.as_raw()) {
+            Ok(()) => Ok(Signalled::Process),
+            Err(e) if esrch(&e) => Ok(Signalled::Gone),
+            Err(e) => Err(os(false, e)),
+        }
     }
 }

@@ -14,7 +14,7 @@
 //!   [`GroupChild::reap`] then SIGTERMs the rest of the group, waits a grace period, SIGKILLs
 //!   what is left, and only then reaps the leader and returns its [`ExitInfo`]. A backgrounded
 //!   grandchild holding the module's port does not outlive a crash.
-//! - **Children die with us (Linux).** Every child gets `PR_SET_PDEATHSIG(SIGKILL)`. That
+//! - **Children die with us (Linux; elsewhere see Platforms).** Every child gets `PR_SET_PDEATHSIG(SIGKILL)`. That
 //!   fires when the *forking thread* exits, so all forks happen on one long-lived thread owned
 //!   by the [`Spawner`]: keep one `Spawner` for the life of the process.
 //! - **No zombies.** Dropping an unreaped [`GroupChild`] SIGKILLs its group and reaps it on a
@@ -43,11 +43,18 @@
 //!
 //! # Platforms
 //!
-//! Linux (kernel ≥ 5.3 for pidfds; older kernels fall back to a waiter thread) is the
-//! supported target. Other Unix builds use the waiter thread and `kill`/`killpg` on the
-//! unreaped pid; [`procfs`] readers report nothing there and group draining is best effort.
+//! Linux (kernel ≥ 5.3 for pidfds; older kernels fall back to a waiter thread) and macOS.
+//! Process facts (identity, ancestry, command line, working directory, environment, who
+//! listens on a port) sit behind one trait, [`facts::ProcessFacts`], with a Linux (`/proc`,
+//! `sock_diag`) and a macOS (libproc, `sysctl`) implementation and one conformance suite;
+//! a fact that cannot be established is [`facts::Unavailable`], never "absent". Without
+//! pidfds (macOS) [`signal_identity`] checks the identity right before signalling by number,
+//! and nothing kills children when the supervisor dies (no `PR_SET_PDEATHSIG`): a restarted
+//! supervisor finds them by their recorded identities instead. Other Unix builds compile
+//! with [`facts::NoFacts`]: every fact unknown, nothing signalled by identity.
 
 mod child;
+pub mod facts;
 mod foreign;
 mod peer;
 pub mod procfs;
@@ -58,6 +65,7 @@ mod sys;
 mod zombies;
 
 pub use child::{ChildHandle, GroupChild, KILL_WAIT, Reaped};
+pub use facts::{Fact, Facts, NoFacts, ProcessFacts, Unavailable};
 pub use foreign::{Signalled, signal_identity};
 pub use peer::{PeerOwner, tcp_peer_owner};
 pub use procfs::{Listener, ProcessIdentity};
@@ -154,6 +162,8 @@ pub enum SignalError {
     Reaped { pid: u32 },
     #[error("could not send {signal} to process{} {pid}: {source}", if *group { " group" } else { "" })]
     Os { pid: u32, group: bool, signal: Signal, source: std::io::Error },
+    #[error("process {pid} was not signalled: its identity could not be verified: {source}")]
+    Unverifiable { pid: u32, source: crate::facts::Unavailable },
 }
 
 /// The supervisor moves these across tasks and awaits them inside `tokio::spawn`.

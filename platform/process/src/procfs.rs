@@ -1,10 +1,12 @@
-//! Readers over Linux `/proc`: process stat and command line, pid-reuse-safe identities,
-//! TCP listeners and who holds them, ancestry and process-group membership.
+//! The host's process facts as plain values: stat and command line, pid-reuse-safe
+//! identities, TCP listeners and who holds them, ancestry and process-group membership.
 //!
-//! Why hand-parsed `/proc` and not `lsof`/`ps`: these run in the supervisor's poll loops
-//! (readiness, crash-path port checks), where a fork per probe blocked the upstream hub.
-//! Every function here is synchronous, allocation-light and never forks. Costs, measured in
-//! shape rather than promised in numbers:
+//! Each function asks [`crate::facts::host`] (Linux: `/proc` and `NETLINK_SOCK_DIAG`; macOS:
+//! libproc and `sysctl`) and folds "could not be established" into `None` / empty / `false`.
+//! That is right for readiness polls and diagnostics; a caller about to delete a pidfile,
+//! call a port free or signal a process uses [`crate::facts::ProcessFacts`] and stops on
+//! [`crate::facts::Unavailable`]. Nothing here forks (no `lsof`/`ps`: a fork per probe
+//! blocked the upstream hub). Costs on Linux:
 //! - [`stat`], [`cmdline`], [`identity`], [`is_same_process`], [`start_time`]: one small file
 //!   read (microseconds).
 //! - [`is_descendant`]: one stat read per ancestry hop (bounded to [`MAX_ANCESTRY`] hops).
@@ -17,9 +19,9 @@
 //!   open fd of every process (milliseconds on a busy host). [`listeners_among`] limits the fd
 //!   scan to given pids (e.g. one module's process group) and is the cheap readiness check.
 //!
-//! Callers on an async runtime may run the scanning ones via `spawn_blocking` if they poll
-//! them often on a large host. On other platforms these return `None`/empty: only the Linux
-//! supervisor relies on them (see the crate doc).
+//! On macOS every socket question is a walk over the descriptors of the processes asked
+//! about (see `facts::macos`). Callers on an async runtime may run the scanning ones via
+//! `spawn_blocking` if they poll them often on a large host.
 
 use std::net::IpAddr;
 use std::time::SystemTime;
@@ -108,284 +110,120 @@ pub fn parse_cmdline(raw: &[u8]) -> Option<String> {
     Some(parts.join(" "))
 }
 
-#[cfg(target_os = "linux")]
-pub use linux::*;
+/// The most of a process's environment [`environ_vars`] reads (what callers look for is set
+/// by a parent near the top; the kernel's own limit is far larger).
+pub const MAX_ENVIRON: u64 = 256 * 1024;
 
-#[cfg(not(target_os = "linux"))]
-pub use fallback::*;
+// The host's facts (`crate::facts`), with "unknown" folded into `None` / empty / `false`.
+// Callers that must not act on an unknown fact use `crate::facts::ProcessFacts` instead.
+use crate::facts::host_ref;
 
-#[cfg(target_os = "linux")]
-mod linux {
-    use super::*;
-    use std::collections::HashSet;
-    use std::fs;
-    use std::path::Path;
-    use std::sync::OnceLock;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::time::Duration;
-
-    use crate::sockdiag::DiagError;
-
-    /// Read and parse `/proc/<pid>/stat`. `None` if the process does not exist (any more).
-    pub fn stat(pid: u32) -> Option<ProcStat> {
-        let mut buf = [0u8; 1024];
-        let n = read_small(&format!("/proc/{pid}/stat"), &mut buf)?;
-        parse_stat(std::str::from_utf8(&buf[..n]).ok()?)
-    }
-
-    /// The command line of `pid`, arguments joined by spaces. `None` if unreadable or empty
-    /// (kernel threads, zombies).
-    pub fn cmdline(pid: u32) -> Option<String> {
-        parse_cmdline(&fs::read(format!("/proc/{pid}/cmdline")).ok()?)
-    }
-
-    /// When `pid` started, from its start ticks, the boot time (`btime` in `/proc/stat`) and
-    /// the clock tick rate. Accurate to one tick (usually 10 ms).
-    pub fn start_time(pid: u32) -> Option<SystemTime> {
-        let ticks = stat(pid)?.start_ticks;
-        let hz = clock_ticks_per_second()?;
-        let since_boot =
-            Duration::from_secs(ticks / hz) + Duration::from_nanos((ticks % hz) * 1_000_000_000 / hz);
-        Some(boot_time()? + since_boot)
-    }
-
-    /// The identity of a live process. `None` if it does not exist or has already exited
-    /// (a zombie is not "alive": it runs nothing and only waits to be reaped).
-    pub fn identity(pid: u32) -> Option<ProcessIdentity> {
-        let st = stat(pid)?;
-        (!st.is_exited()).then_some(ProcessIdentity { pid, start_ticks: st.start_ticks })
-    }
-
-    /// Whether `id.pid` is alive and still the same process (same start ticks): a recycled
-    /// pid gives `false`. A zombie gives `false` too (documented: it has exited).
-    pub fn is_same_process(id: &ProcessIdentity) -> bool {
-        identity(id.pid).is_some_and(|now| now == *id)
-    }
-
-    /// Every listening TCP socket (v4 and v6) on local `port` in this network namespace.
-    ///
-    /// Asks the kernel over `NETLINK_SOCK_DIAG`, which walks only the listening hash
-    /// (microseconds); falls back to [`listening_sockets_proc`] when that interface is missing
-    /// or refused (some sandboxes, kernels without `inet_diag`), and after it has once been
-    /// found missing, stops asking for the life of the process. Both report the same sockets
-    /// with the same addresses (an `AF_INET6` socket is always a V6 address, v4-mapped ones
-    /// included).
-    pub fn listening_sockets(port: u16) -> Vec<ListenSocket> {
-        static DIAG_UNSUPPORTED: AtomicBool = AtomicBool::new(false);
-        if !DIAG_UNSUPPORTED.load(Ordering::Relaxed) {
-            match crate::sockdiag::listening_sockets(port) {
-                Ok(found) => return found,
-                Err(DiagError::Unsupported(_)) => DIAG_UNSUPPORTED.store(true, Ordering::Relaxed),
-                Err(DiagError::Failed(_)) => {}
-            }
-        }
-        listening_sockets_proc(port)
-    }
-
-    /// [`listening_sockets`] through `NETLINK_SOCK_DIAG` only, with its error. Public so the
-    /// two sources can be compared (tests, diagnostics); callers want [`listening_sockets`].
-    pub fn listening_sockets_diag(port: u16) -> std::io::Result<Vec<ListenSocket>> {
-        crate::sockdiag::listening_sockets(port).map_err(DiagError::into_io)
-    }
-
-    /// [`listening_sockets`] from the text of `/proc/net/tcp` and `/proc/net/tcp6` only: the
-    /// fallback. Slow on any host with much RAM (the kernel walks its whole established-socket
-    /// hash to print it): 1.6–1.8 ms per call on the development machine, against 16–20 µs
-    /// for the netlink query.
-    pub fn listening_sockets_proc(port: u16) -> Vec<ListenSocket> {
-        let mut out = Vec::new();
-        for (file, v6) in [("/proc/net/tcp", false), ("/proc/net/tcp6", true)] {
-            if let Ok(text) = fs::read_to_string(file) {
-                out.extend(text.lines().skip(1).filter_map(|l| parse_tcp_line(l, v6, port)));
-            }
-        }
-        out
-    }
-
-    /// Every process holding a socket that listens on TCP `port`, one entry per (process,
-    /// socket): a socket shared by a forking server's workers yields each worker.
-    pub fn listeners(port: u16) -> Vec<Listener> {
-        let sockets = listening_sockets(port);
-        if sockets.is_empty() {
-            return Vec::new();
-        }
-        holders(&sockets, all_pids())
-    }
-
-    /// Like [`listeners`], but only looks at the fds of `pids` (e.g. the members of one
-    /// process group): cheap enough for a readiness poll loop.
-    pub fn listeners_among(port: u16, pids: &[u32]) -> Vec<Listener> {
-        let sockets = listening_sockets(port);
-        if sockets.is_empty() {
-            return Vec::new();
-        }
-        holders(&sockets, pids.iter().copied())
-    }
-
-    /// Whether `pid` descends from `ancestor` (strictly: a process is not its own
-    /// descendant), following the parent chain at most [`MAX_ANCESTRY`] hops.
-    pub fn is_descendant(pid: u32, ancestor: u32) -> bool {
-        let mut cur = pid;
-        for _ in 0..MAX_ANCESTRY {
-            let Some(st) = stat(cur) else { return false };
-            if st.ppid == ancestor {
-                return true;
-            }
-            if st.ppid == 0 || st.ppid == cur {
-                return false;
-            }
-            cur = st.ppid;
-        }
-        false
-    }
-
-    /// The direct children of `pid` (all its threads' children), from
-    /// `/proc/<pid>/task/*/children`; falls back to a `/proc` scan where that file is absent.
-    pub fn children_of(pid: u32) -> Vec<u32> {
-        let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
-        let mut out = Vec::new();
-        for task in tasks.flatten() {
-            match fs::read_to_string(task.path().join("children")) {
-                Ok(text) => out.extend(text.split_ascii_whitespace().filter_map(|p| p.parse::<u32>().ok())),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && task_exists(&task.path()) => {
-                    // Kernel built without CONFIG_PROC_CHILDREN.
-                    return all_pids().filter(|&p| stat(p).is_some_and(|s| s.ppid == pid)).collect();
-                }
-                Err(_) => {}
-            }
-        }
-        out.sort_unstable();
-        out.dedup();
-        out
-    }
-
-    /// Live (not exited) processes whose process group is `pgid`, the leader included if it
-    /// is alive. A full `/proc` scan.
-    pub fn group_members(pgid: u32) -> Vec<u32> {
-        all_pids().filter(|&p| stat(p).is_some_and(|s| s.pgid == pgid && !s.is_exited())).collect()
-    }
-
-    /// Every pid currently listed in `/proc`.
-    pub fn all_pids() -> impl Iterator<Item = u32> {
-        fs::read_dir("/proc")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
-    }
-
-    fn task_exists(task: &Path) -> bool {
-        task.join("stat").exists()
-    }
-
-    fn holders(sockets: &[ListenSocket], pids: impl Iterator<Item = u32>) -> Vec<Listener> {
-        let by_inode: std::collections::HashMap<u64, IpAddr> =
-            sockets.iter().map(|s| (s.inode, s.addr)).collect();
-        let mut out = Vec::new();
-        let mut seen = HashSet::new();
-        for pid in pids {
-            let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
-            for fd in fds.flatten() {
-                let Ok(target) = fs::read_link(fd.path()) else { continue };
-                let Some(inode) = socket_inode(target.as_os_str().as_encoded_bytes()) else { continue };
-                if let Some(&addr) = by_inode.get(&inode)
-                    && seen.insert((pid, inode))
-                {
-                    out.push(Listener { pid, inode, addr });
-                }
-            }
-        }
-        out
-    }
-
-    /// Read a small file into `buf` (one read; `/proc` stat files are generated whole).
-    fn read_small(path: &str, buf: &mut [u8]) -> Option<usize> {
-        use std::io::Read;
-        let mut f = fs::File::open(path).ok()?;
-        let mut n = 0;
-        while n < buf.len() {
-            match f.read(&mut buf[n..]) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => return None,
-            }
-        }
-        Some(n)
-    }
-
-    fn clock_ticks_per_second() -> Option<u64> {
-        static HZ: OnceLock<Option<u64>> = OnceLock::new();
-        *HZ.get_or_init(|| {
-            // SAFETY: sysconf has no memory-safety preconditions.
-            let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-            u64::try_from(hz).ok().filter(|&h| h > 0)
-        })
-    }
-
-    fn boot_time() -> Option<SystemTime> {
-        static BTIME: OnceLock<Option<SystemTime>> = OnceLock::new();
-        *BTIME.get_or_init(|| {
-            let text = fs::read_to_string("/proc/stat").ok()?;
-            let secs = text.lines().find_map(|l| l.strip_prefix("btime "))?.trim().parse().ok()?;
-            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
-        })
-    }
+/// The process's stat fields. `None` if it does not exist (any more), or cannot be read.
+pub fn stat(pid: u32) -> Option<ProcStat> {
+    host_ref().stat(pid).ok().flatten()
 }
 
-#[cfg(not(target_os = "linux"))]
-mod fallback {
-    //! No `/proc` here. These report "unknown" rather than guessing; the supervisor's
-    //! readiness falls back to connect probes and attribution to the pidfile identity.
-    use super::*;
+/// The command line of `pid`, arguments joined by spaces. `None` if unreadable or empty
+/// (kernel threads, zombies).
+pub fn cmdline(pid: u32) -> Option<String> {
+    host_ref().cmdline(pid).ok().flatten()
+}
 
-    pub fn stat(_pid: u32) -> Option<ProcStat> {
-        None
-    }
-    pub fn cmdline(_pid: u32) -> Option<String> {
-        None
-    }
-    pub fn start_time(_pid: u32) -> Option<SystemTime> {
-        None
-    }
-    pub fn identity(_pid: u32) -> Option<ProcessIdentity> {
-        None
-    }
-    pub fn is_same_process(_id: &ProcessIdentity) -> bool {
-        false
-    }
-    pub fn listening_sockets(_port: u16) -> Vec<ListenSocket> {
-        Vec::new()
-    }
-    pub fn listening_sockets_diag(_port: u16) -> std::io::Result<Vec<ListenSocket>> {
-        Err(std::io::ErrorKind::Unsupported.into())
-    }
-    pub fn listening_sockets_proc(_port: u16) -> Vec<ListenSocket> {
-        Vec::new()
-    }
-    pub fn listeners(_port: u16) -> Vec<Listener> {
-        Vec::new()
-    }
-    pub fn listeners_among(_port: u16, _pids: &[u32]) -> Vec<Listener> {
-        Vec::new()
-    }
-    pub fn is_descendant(_pid: u32, _ancestor: u32) -> bool {
-        false
-    }
-    pub fn children_of(_pid: u32) -> Vec<u32> {
-        Vec::new()
-    }
-    pub fn group_members(_pgid: u32) -> Vec<u32> {
-        Vec::new()
-    }
-    pub fn all_pids() -> impl Iterator<Item = u32> {
-        std::iter::empty()
-    }
+/// The arguments of `pid`, `argv[0]` first. `None` if unreadable or empty.
+pub fn argv(pid: u32) -> Option<Vec<String>> {
+    host_ref().argv(pid).ok().flatten()
+}
+
+/// The current working directory of `pid` (`None` if unreadable: another user's process,
+/// or gone).
+pub fn cwd(pid: u32) -> Option<std::path::PathBuf> {
+    host_ref().cwd(pid).ok().flatten()
+}
+
+/// The executable `pid` runs (`None` if unreadable).
+pub fn exe(pid: u32) -> Option<std::path::PathBuf> {
+    host_ref().exe(pid).ok().flatten()
+}
+
+/// The values of `keys` in the environment `pid` was started with, in `keys` order (absent
+/// keys skipped). Reads at most [`MAX_ENVIRON`] bytes; `None` if unreadable.
+pub fn environ_vars(pid: u32, keys: &[&str]) -> Option<Vec<(String, String)>> {
+    host_ref().environ_vars(pid, keys).ok().flatten()
+}
+
+/// When `pid` started (Linux: to one clock tick, usually 10 ms; macOS: to the microsecond).
+pub fn start_time(pid: u32) -> Option<SystemTime> {
+    host_ref().start_time(pid).ok().flatten()
+}
+
+/// The identity of a live process. `None` if it does not exist, has already exited (a zombie
+/// runs nothing and only waits to be reaped), or cannot be read.
+pub fn identity(pid: u32) -> Option<ProcessIdentity> {
+    host_ref().identity(pid).ok().flatten()
+}
+
+/// Whether `id.pid` is alive and still the same process (same start stamp): a recycled pid
+/// gives `false`, and so does a zombie, and a process that cannot be read.
+pub fn is_same_process(id: &ProcessIdentity) -> bool {
+    host_ref().is_same_process(id).unwrap_or(false)
+}
+
+/// Every listening TCP socket (v4 and v6) on local `port` (empty if unknown).
+pub fn listening_sockets(port: u16) -> Vec<ListenSocket> {
+    host_ref().listening_sockets(port).unwrap_or_default()
+}
+
+/// Every process holding a socket that listens on TCP `port`, one entry per (process,
+/// socket): a socket shared by a forking server's workers yields each worker.
+pub fn listeners(port: u16) -> Vec<Listener> {
+    host_ref().listeners(port).unwrap_or_default()
+}
+
+/// Like [`listeners`], but only looks at the descriptors of `pids` (e.g. the members of one
+/// process group): cheap enough for a readiness poll loop.
+pub fn listeners_among(port: u16, pids: &[u32]) -> Vec<Listener> {
+    host_ref().listeners_among(port, pids).unwrap_or_default()
+}
+
+/// Whether `pid` descends from `ancestor` (strictly: a process is not its own descendant),
+/// following the parent chain at most [`MAX_ANCESTRY`] hops.
+pub fn is_descendant(pid: u32, ancestor: u32) -> bool {
+    host_ref().is_descendant(pid, ancestor).unwrap_or(false)
+}
+
+/// The direct children of `pid`.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    host_ref().children_of(pid).unwrap_or_default()
+}
+
+/// Live (not exited) processes whose process group is `pgid`, the leader included if it is
+/// alive. A scan of every process.
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    host_ref().group_members(pgid).unwrap_or_default()
+}
+
+/// Every pid on the machine (empty if the list cannot be read).
+pub fn all_pids() -> impl Iterator<Item = u32> {
+    host_ref().all_pids().unwrap_or_default().into_iter()
+}
+
+/// [`listening_sockets`] through `NETLINK_SOCK_DIAG` only, with its error (to compare the
+/// two Linux sources in tests and diagnostics); callers want [`listening_sockets`].
+#[cfg(target_os = "linux")]
+pub fn listening_sockets_diag(port: u16) -> std::io::Result<Vec<ListenSocket>> {
+    crate::facts::linux::listening_sockets_diag(port)
+}
+
+/// [`listening_sockets`] from `/proc/net/tcp{,6}` only: the Linux fallback (empty if
+/// neither file can be read).
+#[cfg(target_os = "linux")]
+pub fn listening_sockets_proc(port: u16) -> Vec<ListenSocket> {
+    crate::facts::linux::read_proc_net_tcp(port).unwrap_or_default()
 }
 
 /// `socket:[12345]` → 12345.
 #[cfg(any(target_os = "linux", test))]
-fn socket_inode(link: &[u8]) -> Option<u64> {
+pub(crate) fn socket_inode(link: &[u8]) -> Option<u64> {
     let inner = link.strip_prefix(b"socket:[")?.strip_suffix(b"]")?;
     std::str::from_utf8(inner).ok()?.parse().ok()
 }
@@ -393,7 +231,7 @@ fn socket_inode(link: &[u8]) -> Option<u64> {
 /// One line of `/proc/net/tcp{,6}`: `sl local rem st tx:rx tr:when retrnsmt uid timeout inode
 /// ...`. Returns the socket if it is in LISTEN (`0A`) on `port`.
 #[cfg(any(target_os = "linux", test))]
-fn parse_tcp_line(line: &str, v6: bool, port: u16) -> Option<ListenSocket> {
+pub(crate) fn parse_tcp_line(line: &str, v6: bool, port: u16) -> Option<ListenSocket> {
     let mut f = line.split_ascii_whitespace();
     let local = f.nth(1)?;
     let state = f.nth(1)?;

@@ -3,6 +3,7 @@
 //! change process-wide state (subreaper) or kill the "supervisor" (PDEATHSIG) re-execute this
 //! binary as a helper process; see `reexec`.
 
+mod facts;
 mod group;
 mod procfs;
 mod reexec;
