@@ -183,6 +183,7 @@ fn all_outcomes() -> Vec<Outcome> {
         Outcome::StartFailed,
         Outcome::VerifyTimeout,
         Outcome::Locked,
+        Outcome::Unverifiable,
     ];
     for o in all {
         match o {
@@ -193,7 +194,8 @@ fn all_outcomes() -> Vec<Outcome> {
             | Outcome::PortStuck
             | Outcome::StartFailed
             | Outcome::VerifyTimeout
-            | Outcome::Locked => {}
+            | Outcome::Locked
+            | Outcome::Unverifiable => {}
         }
     }
     all.to_vec()

@@ -6,6 +6,7 @@ mod cutover;
 mod deb;
 mod demo;
 mod docs;
+mod facts;
 mod faults;
 mod fixture;
 mod hooks;

@@ -36,6 +36,7 @@ Exit codes:
   1   start-failed: the service manager did not start the hub unit (teardown: removal failed)
   2   bad usage or bad input (a malformed hub/run/hub.port, a missing --exec)
   4   no-manager: no service manager (systemd, launchd) is reachable
+  5   unverifiable: a process or port fact could not be established (another user's process, no /proc); nothing was changed
   6   verify-timeout: the unit started but the hub or a module was not verified in time
   7   port-stuck: a declared port is held by a process the cutover may not stop
   9   write-failed: the unit could not be written, or --exec does not run
@@ -92,6 +93,7 @@ pub fn exit_code(o: Outcome) -> Code {
         Outcome::PortStuck => Code::PortHeld,
         Outcome::WriteFailed => Code::WriteFailed,
         Outcome::Locked => Code::Locked,
+        Outcome::Unverifiable => Code::Permission,
     }
 }
 
@@ -176,6 +178,7 @@ fn config(args: &Args, env: &HostEnv, home: Home, scope: Scope) -> Result<Config
         crash_after,
         timeouts: Timeouts::default(),
         rerun,
+        facts: parachute_process::facts::host(),
     })
 }
 
@@ -321,7 +324,7 @@ mod tests {
     #[test]
     fn every_outcome_has_a_distinct_exit_code() {
         use Outcome::*;
-        let failures = [NoManager, WriteFailed, PortStuck, StartFailed, VerifyTimeout, Locked];
+        let failures = [NoManager, WriteFailed, PortStuck, StartFailed, VerifyTimeout, Locked, Unverifiable];
         let mut codes: Vec<u8> = failures.iter().map(|o| exit_code(*o) as u8).collect();
         assert!(codes.iter().all(|c| *c != 0));
         codes.sort_unstable();

@@ -71,6 +71,9 @@ pub fn explain(
             "The cutover stopped: the hub unit started but was not verified in time.".to_owned()
         }
         Outcome::Locked => "The cutover did not start: another cutover or teardown is running.".to_owned(),
+        Outcome::Unverifiable => {
+            "The cutover stopped: it could not verify the processes and ports it would act on.".to_owned()
+        }
         Outcome::AlreadyMigrated | Outcome::Migrated => unreachable!(),
     });
     lines.extend(failure.iter().cloned());
@@ -112,6 +115,13 @@ pub fn explain(
         }
         Outcome::Locked => {
             lines.push("When it has finished, run:".to_owned());
+            rerun
+        }
+        Outcome::Unverifiable => {
+            lines.push(
+                "Run it as a user who can see those processes (their owner, or root), then continue with:"
+                    .to_owned(),
+            );
             rerun
         }
         Outcome::AlreadyMigrated | Outcome::Migrated => unreachable!(),

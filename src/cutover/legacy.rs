@@ -20,6 +20,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
+use parachute_process::ProcessFacts;
 use parachute_process::ProcessIdentity;
 use parachute_process::procfs;
 use serde::Serialize;
@@ -353,9 +354,46 @@ pub fn holders(target: &Target, known: &Known) -> Vec<Holder> {
         .collect()
 }
 
-/// Whether anything listens on `port` (from `/proc/net/tcp{,6}`; no connection is made).
-pub fn port_in_use(port: u16) -> bool {
-    !procfs::listening_sockets(port).is_empty()
+/// Whether anything listens on `port` (from the listen table; no connection is made). A
+/// port whose listeners cannot be established counts as in use: never assumed free.
+pub fn port_in_use(facts: &dyn ProcessFacts, port: u16) -> bool {
+    facts.listening_sockets(port).map_or(true, |s| !s.is_empty())
+}
+
+/// What the cutover could not verify about `targets` through `facts`, one sentence each:
+/// the identity, start time and command line of each pid a pidfile names, and the holders
+/// of each declared port. Empty when everything it will act on can be established; the
+/// cutover acts on nothing otherwise (no pidfile removed, no port called free, no signal).
+pub fn unverifiable(facts: &dyn ProcessFacts, targets: &[Target]) -> Vec<String> {
+    let mut out = Vec::new();
+    for t in targets {
+        if let Ok(Some(record)) = pidfile::read_pidfile(&t.pidfile) {
+            let pid = record.pid as u32;
+            let checks = [
+                facts.stat(pid).err(),
+                facts.start_time(pid).err(),
+                facts.argv(pid).err(),
+                facts.cwd(pid).err(),
+            ];
+            if let Some(e) = checks.into_iter().flatten().next() {
+                out.push(format!(
+                    "{}'s pidfile {} names pid {pid}, and {e}: it may be the live daemon, so its pidfile is kept and it is not signalled.",
+                    t.name,
+                    t.pidfile.display()
+                ));
+            }
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for t in targets.iter().filter(|t| seen.insert(t.port)) {
+        if let Err(e) = facts.listeners(t.port) {
+            out.push(format!(
+                "Port {} ({}): {e}; it is not assumed free, and nothing holding it is stopped.",
+                t.port, t.name
+            ));
+        }
+    }
+    out
 }
 
 /// Makes foreign text (a command line from `/proc`) safe to print on one line: escaped by

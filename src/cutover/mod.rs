@@ -11,7 +11,8 @@
 //!
 //! ```text
 //!            ┌──────────┐ manager unreachable ───────────────────────────► no-manager
-//!  start ──► │ 1 DETECT │ unit active + /health instance == hub-instance.json
+//!  start ──► │ 1 DETECT │ a process or port fact cannot be established ──────► unverifiable
+//!            │          │ unit active + /health instance == hub-instance.json
 //!            └────┬─────┘   instance and its pid == manager MainPID, no legacy ► already-migrated
 //!                 ▼
 //!          2 PREFLIGHT (read-only; repeated until step 4 is done)
@@ -118,4 +119,7 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// The command that re-runs this cutover (for messages).
     pub rerun: String,
+    /// Where process and port facts come from (`parachute_process::facts::host()`; a test
+    /// injects facts that are unavailable). A fact it cannot establish stops the cutover.
+    pub facts: parachute_process::Facts,
 }

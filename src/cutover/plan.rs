@@ -123,6 +123,9 @@ pub enum Outcome {
     VerifyTimeout,
     /// Another cutover or teardown holds the lock.
     Locked,
+    /// A fact about a legacy process or a declared port could not be established; nothing
+    /// was changed.
+    Unverifiable,
 }
 
 impl Outcome {
@@ -137,6 +140,7 @@ impl Outcome {
             Outcome::StartFailed => "start-failed",
             Outcome::VerifyTimeout => "verify-timeout",
             Outcome::Locked => "locked",
+            Outcome::Unverifiable => "unverifiable",
         }
     }
 
@@ -161,6 +165,8 @@ pub enum FailureKind {
     StartFailed,
     /// A wait ran out of time.
     Timeout,
+    /// A process or port fact could not be established (see `parachute_process::facts`).
+    FactsUnavailable,
 }
 
 /// The hub unit as step 1 saw it.
@@ -287,6 +293,7 @@ fn failure(step: StepKind, kind: FailureKind) -> Step {
         (_, FailureKind::PortBlocked) => Outcome::PortStuck,
         (_, FailureKind::StartFailed) => Outcome::StartFailed,
         (_, FailureKind::Timeout) => Outcome::VerifyTimeout,
+        (_, FailureKind::FactsUnavailable) => Outcome::Unverifiable,
     };
     let journal = match step {
         // The unit was (maybe) started but is not healthy: a re-run must stop it and start
@@ -630,6 +637,8 @@ mod tests {
     fn failures_map_to_outcomes_and_journal_actions() {
         let cases: Vec<(StepKind, FailureKind, Outcome, JournalAction)> = vec![
             (Detect, FailureKind::ManagerUnavailable, Outcome::NoManager, JournalAction::Keep),
+            (Detect, FailureKind::FactsUnavailable, Outcome::Unverifiable, JournalAction::Keep),
+            (StopLegacy, FailureKind::FactsUnavailable, Outcome::Unverifiable, JournalAction::Keep),
             (Preflight, FailureKind::ManagerUnavailable, Outcome::NoManager, JournalAction::Keep),
             (Preflight, FailureKind::ExecBroken, Outcome::WriteFailed, JournalAction::Keep),
             (Preflight, FailureKind::PortBlocked, Outcome::PortStuck, JournalAction::Keep),

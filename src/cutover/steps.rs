@@ -57,6 +57,12 @@ impl<M: ServiceManager> Executor<'_, M> {
     }
 
     pub(super) async fn detect(&mut self) -> StepResult {
+        // Every later step acts on these facts: without them, stop here, before anything.
+        let mut unknown = legacy::unverifiable(self.cfg.facts.as_ref(), &self.targets);
+        if !unknown.is_empty() {
+            unknown.push("Nothing was stopped, signalled, deleted or written.".to_owned());
+            return Err(StepFailure { kind: FailureKind::FactsUnavailable, lines: unknown });
+        }
         let snap = self.snapshot().await;
         let d = &snap.detection;
         if let Err(e) = &snap.unit {
@@ -183,6 +189,11 @@ impl<M: ServiceManager> Executor<'_, M> {
     }
 
     pub(super) async fn stop_legacy(&mut self) -> StepResult {
+        // A pidfile is removed below only when its pid is known gone or known reused.
+        let unknown = legacy::unverifiable(self.cfg.facts.as_ref(), &self.targets);
+        if !unknown.is_empty() {
+            return Err(StepFailure { kind: FailureKind::FactsUnavailable, lines: unknown });
+        }
         let mut notes = Vec::new();
         let mut to_stop = Vec::new();
         for t in &self.targets {
@@ -304,7 +315,11 @@ impl<M: ServiceManager> Executor<'_, M> {
         let mut seen = BTreeSet::new();
         let ports: Vec<&Target> = self.targets.iter().filter(|t| seen.insert(t.port)).collect();
         loop {
-            let busy: Vec<&Target> = ports.iter().copied().filter(|t| legacy::port_in_use(t.port)).collect();
+            let busy: Vec<&Target> = ports
+                .iter()
+                .copied()
+                .filter(|t| legacy::port_in_use(self.cfg.facts.as_ref(), t.port))
+                .collect();
             if busy.is_empty() {
                 return Vec::new();
             }
