@@ -446,6 +446,16 @@ impl ServiceManager for LaunchdManager {
     async fn install(&self, spec: &UnitSpec, then: AfterInstall) -> Result<Change, Error> {
         let t = self.target(&spec.id, self.scope);
         let rendered = render_plist(spec, self.scope)?;
+        // launchd opens StandardOutPath itself when it spawns the job and does not create
+        // its directory: a missing one makes every spawn fail with EX_CONFIG (78).
+        if let Some(dir) = spec.log_path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                Error::new(
+                    ErrorKind::Io,
+                    format!("could not create the log directory {} for {}: {e}", dir.display(), t.label),
+                )
+            })?;
+        }
         let before = parachute_fsx::read_optional(&t.plist).map_err(|e| io_err(&t, e))?;
         let definition_changed = match &before {
             None => true,

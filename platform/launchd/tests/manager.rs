@@ -438,6 +438,41 @@ async fn keepalive_restarts_after_kill() {
     }
 }
 
+/// launchd does not create the directory of `StandardOutPath`; a job whose log directory is
+/// missing never runs (exit 78, EX_CONFIG). Install creates it.
+#[tokio::test]
+async fn install_creates_the_log_directory() {
+    let h = Harness::new();
+    let m = h.manager(Scope::User);
+    let mut spec = h.spec("logs", &["/bin/sleep", "300"]);
+    spec.log_path = h.dir.path().join("home/hub/logs/hub.log");
+    assert!(!spec.log_path.parent().unwrap().exists());
+    m.install(&spec, AfterInstall::Start).await.unwrap();
+    assert!(spec.log_path.parent().unwrap().is_dir());
+    running_pid(&m, &spec.id).await;
+}
+
+/// Without the directory the double, like launchd, cannot spawn the job: exit 78.
+#[test]
+fn a_missing_log_directory_is_exit_78() {
+    let h = Harness::new();
+    std::fs::create_dir_all(h.agents()).unwrap();
+    let plist = h.agents().join("computer.parachute.nolog.plist");
+    let mut spec = h.spec("nolog", &["/bin/sleep", "300"]);
+    spec.log_path = h.dir.path().join("missing/dir/x.log");
+    std::fs::write(&plist, parachute_launchd::render_plist(&spec, Scope::User).unwrap()).unwrap();
+    h.ok(&["bootstrap", &format!("gui/{UID}"), plist.to_str().unwrap()]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let info = h.print(&svc("nolog")).expect("bootstrapped");
+        if info.last_exit_code == Some(78) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{info:?}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
 #[tokio::test]
 async fn a_job_that_cannot_run_fails_start_with_its_log_tail() {
     let h = Harness::new();
