@@ -21,8 +21,10 @@ fn as_stranger(cmd: &mut Command) -> &mut Command {
     unsafe {
         cmd.pre_exec(|| {
             if libc::setgroups(0, std::ptr::null()) != 0
-                || libc::setresgid(STRANGER, STRANGER, STRANGER) != 0
-                || libc::setresuid(STRANGER, STRANGER, STRANGER) != 0
+                // As root, setgid/setuid set the real, effective and saved ids alike (POSIX;
+                // setres*id is not on macOS, where this file must still compile).
+                || libc::setgid(STRANGER) != 0
+                || libc::setuid(STRANGER) != 0
             {
                 return Err(std::io::Error::last_os_error());
             }
