@@ -12,12 +12,17 @@
 
 use std::path::Path;
 
-use parachute_manager::{CrashLoop, Scope, UnitId, UnitSpec};
+use parachute_manager::{CrashLoop, Readiness, Scope, UnitId, UnitSpec};
 
 use crate::model::home::Home;
 
 /// The hub unit's crash-loop ceiling: at most 5 starts in 5 minutes, 5 s apart.
 pub const HUB_CRASH_LOOP: CrashLoop = CrashLoop { interval_sec: 300, burst: 5, throttle_sec: 5 };
+
+/// The hub tells its manager it is ready once every module passed its readiness gate or
+/// reported why not (`serve::notify`), extending the 60 s start window while modules still
+/// make progress; its supervision loop pings a 20 s watchdog.
+pub const HUB_READINESS: Readiness = Readiness::Notify { start_timeout_sec: 60, watchdog_sec: Some(20) };
 
 /// The hub unit's description.
 pub const HUB_DESCRIPTION: &str = "Parachute hub (serve + supervisor)";
@@ -64,6 +69,8 @@ pub fn hub_unit_spec(
         log_path: home.hub_log(),
         crash_loop: Some(HUB_CRASH_LOOP),
         run_as_user: run_as_user.map(str::to_owned),
+        readiness: HUB_READINESS,
+        hardened: true,
     }
 }
 

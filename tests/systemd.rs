@@ -198,6 +198,8 @@ async fn detection_picks_systemd_when_booted_and_the_bus_answers() {
         log_path: sb.dir().join("logs/fixture.log"),
         crash_loop: Some(CrashLoop { interval_sec: 60, burst: 5, throttle_sec: 1 }),
         run_as_user: None,
+        readiness: parachute_manager::Readiness::Exec,
+        hardened: false,
     };
     assert_eq!(backend.install(&spec, AfterInstall::Start).await.unwrap(), Change::Changed);
     wait_for("the fixture to listen", Duration::from_secs(10), || {

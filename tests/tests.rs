@@ -13,6 +13,7 @@ mod hooks;
 mod hostile;
 mod isolation;
 mod model;
+mod native;
 mod offer;
 mod serve;
 mod supervisor;

@@ -100,5 +100,10 @@ pub fn run(args: Args, env: &HostEnv) -> Code {
         },
         stop_timeout: Duration::from_secs_f64(args.stop_timeout),
         boot_concurrency: serve::BOOT_CONCURRENCY,
+        notify: serve::notify::NotifyEnv {
+            socket: env.get("NOTIFY_SOCKET").map(str::to_owned),
+            watchdog_usec: env.get("WATCHDOG_USEC").map(str::to_owned),
+            watchdog_pid: env.get("WATCHDOG_PID").map(str::to_owned),
+        },
     })
 }

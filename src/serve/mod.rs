@@ -22,6 +22,7 @@
 pub mod bind;
 pub mod boot;
 pub mod limits;
+pub mod notify;
 
 use std::io::Write;
 use std::sync::Arc;
@@ -69,6 +70,9 @@ pub struct ServeOptions {
     pub stop_timeout: Duration,
     /// Boot concurrency.
     pub boot_concurrency: usize,
+    /// What the service manager passed for readiness and the watchdog (empty outside
+    /// systemd).
+    pub notify: notify::NotifyEnv,
 }
 
 /// Writes one `[hub] …` line to stderr in a single write, so it never interleaves with
@@ -326,10 +330,22 @@ async fn serve(mut opts: ServeOptions) -> (Code, bool) {
         instance.instance,
         opts.ctx.hub_origin.as_deref().unwrap_or("none")
     ));
-    let mut boot =
-        tokio::spawn(boot::boot(supervisor.clone(), resolver, opts.boot_concurrency, phase_rx.clone()));
+    let notifier = notify::Notifier::new(&opts.notify, std::process::id());
+    let mut readiness = notify::Readiness::begin(&notifier);
+    let (booted_tx, mut booted_rx) = tokio::sync::oneshot::channel::<()>();
+    let boot_run = boot::boot(supervisor.clone(), resolver, opts.boot_concurrency, phase_rx.clone());
+    let mut boot = tokio::spawn(async move {
+        let out = boot_run.await;
+        let _ = booted_tx.send(());
+        out
+    });
 
     let mut sweep = tokio::time::interval(REAP_SWEEP);
+    // The serve loop's own tick: the status line and the only watchdog ping (a wedged loop
+    // stops pinging). Inert outside systemd.
+    let mut tick = tokio::time::interval(notifier.tick());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut booted = false;
     let mut api_failed = false;
     let which = loop {
         tokio::select! {
@@ -341,6 +357,11 @@ async fn serve(mut opts: ServeOptions) -> (Code, bool) {
             _ = signals.usr1.recv() => report_states(&supervisor),
             _ = signals.chld.recv() => reap(&supervisor),
             _ = sweep.tick() => reap(&supervisor),
+            _ = tick.tick(), if notifier.active() => readiness.tick(&notifier, &supervisor.list()),
+            _ = &mut booted_rx, if !booted => {
+                booted = true;
+                readiness.booted(&notifier, &supervisor.list());
+            }
             res = &mut server => {
                 let why = match res {
                     Ok(Ok(())) => "it ended".to_owned(),
@@ -355,6 +376,7 @@ async fn serve(mut opts: ServeOptions) -> (Code, bool) {
     };
 
     let running = supervisor.list().len();
+    notifier.stopping(&format!("{which}: stopping {running} module(s)"));
     say(&format!(
         "{which}: stopping {running} module(s) (grace {:?}; send SIGTERM/SIGINT/SIGQUIT again to kill them at once).",
         opts.stop_timeout

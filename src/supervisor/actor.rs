@@ -335,7 +335,12 @@ impl Actor {
         let spec = SpawnSpec {
             program: req.argv.first().map(Into::into).unwrap_or_default(),
             args: req.argv.iter().skip(1).map(Into::into).collect(),
-            env: req.env.iter().map(|(k, v)| (k.into(), v.into())).collect(),
+            env: req
+                .env
+                .iter()
+                .filter(|(k, _)| !super::MANAGER_PROTOCOL_VARS.contains(&k.as_str()))
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
             cwd: req.cwd.clone(),
         };
         let spawned = match self.ctx.spawner.spawn(spec).await {
@@ -530,11 +535,17 @@ impl Actor {
                 (ModuleStatus::Restarting, n)
             }
         };
+        let next = self.respawn_at.map(|t| {
+            crate::rfc3339::format(
+                time::OffsetDateTime::now_utc() + t.saturating_duration_since(Instant::now()),
+            )
+        });
         self.transition(to, |s| {
             s.pid = None;
             s.last_exit_code = Some(code);
             s.restarts_in_window = n;
             s.last_crash_at = Some(now);
+            s.next_restart_at = next;
         });
         self.answer_waiting();
     }
@@ -616,6 +627,9 @@ impl Actor {
         self.status = Some(to);
         self.publish(|s| {
             s.status = to;
+            if to != ModuleStatus::Restarting {
+                s.next_restart_at = None;
+            }
             f(s);
         });
     }

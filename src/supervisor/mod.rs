@@ -62,6 +62,20 @@ use tokio::sync::oneshot;
 use output::Output;
 use registry::{Cmd, Ctx};
 
+/// Variables a service manager addresses to the hub itself (notify socket, watchdog,
+/// socket activation, the hub's journal stream). Never passed to a module, whatever its
+/// request says: a module holding `NOTIFY_SOCKET` could report the hub ready or feed its
+/// watchdog.
+pub const MANAGER_PROTOCOL_VARS: &[&str] = &[
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "JOURNAL_STREAM",
+];
+
 /// What to run for one module. Built by exactly one function
 /// (`model::modules::spawn_request`) for every path: boot, API start, restart.
 #[derive(Debug, Clone, PartialEq, Eq)]

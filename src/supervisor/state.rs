@@ -209,6 +209,9 @@ pub struct ModuleState {
     /// Exit code of the most recent exit; `null` when it died from a signal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_exit_code: Option<Option<i32>>,
+    /// When a crashed module's respawn is due (RFC 3339), while it is `restarting`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_restart_at: Option<String>,
     /// Structured start diagnostic.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub start_error: Option<StartError>,
@@ -225,6 +228,7 @@ impl ModuleState {
             restarts_in_window: 0,
             last_crash_at: None,
             last_exit_code: None,
+            next_restart_at: None,
             start_error: None,
         }
     }

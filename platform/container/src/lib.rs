@@ -123,6 +123,8 @@ mod tests {
             log_path: dir.path().join("logs/hub.log"),
             crash_loop: None,
             run_as_user: None,
+            readiness: parachute_manager::Readiness::Exec,
+            hardened: false,
         };
         let why = "/run/systemd/system does not exist (not booted with systemd; a container?)";
         let m = NoManager::new(Scope::User, why);

@@ -194,6 +194,8 @@ mod tests {
             log_path: PathBuf::from("/tmp/hub.log"),
             crash_loop: None,
             run_as_user: Some("op".into()),
+            readiness: parachute_manager::Readiness::Exec,
+            hardened: false,
         }
     }
 

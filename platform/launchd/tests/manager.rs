@@ -93,6 +93,8 @@ impl Harness {
             log_path: self.dir.path().join(format!("{short}.log")),
             crash_loop: Some(CrashLoop { interval_sec: 60, burst: 5, throttle_sec: 1 }),
             run_as_user: None,
+            readiness: parachute_manager::Readiness::Exec,
+            hardened: false,
         }
     }
 }

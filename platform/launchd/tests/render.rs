@@ -29,6 +29,8 @@ fn hub_spec() -> UnitSpec {
         log_path: PathBuf::from(format!("{home}/hub/logs/hub.log")),
         crash_loop: Some(CrashLoop { interval_sec: 300, burst: 5, throttle_sec: 10 }),
         run_as_user: Some("op".into()),
+        readiness: parachute_manager::Readiness::Exec,
+        hardened: false,
     }
 }
 
@@ -42,6 +44,8 @@ fn bare_spec() -> UnitSpec {
         log_path: PathBuf::from("/Users/op/.parachute/vault/vault.log"),
         crash_loop: None,
         run_as_user: None,
+        readiness: parachute_manager::Readiness::Exec,
+        hardened: false,
     }
 }
 
@@ -278,6 +282,8 @@ fn arb_spec() -> impl Strategy<Value = UnitSpec> {
                 log_path: PathBuf::from(format!("/var/log/{log_leaf}")),
                 crash_loop: Some(CrashLoop { interval_sec: 1, burst: 1, throttle_sec: 7 }),
                 run_as_user: Some("_parachute".into()),
+                readiness: parachute_manager::Readiness::Exec,
+                hardened: false,
             }
         })
 }

@@ -126,6 +126,24 @@ pub struct CrashLoop {
     pub throttle_sec: u32,
 }
 
+/// How a unit tells its manager that it has started, and whether the manager watches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Readiness {
+    /// Started as soon as the process is running (systemd `Type=simple`).
+    Exec,
+    /// The process says when it is ready (systemd `Type=notify`: `READY=1`), pings a
+    /// watchdog, and is restarted when it stops pinging. Managers without a readiness
+    /// protocol (launchd) treat it as [`Readiness::Exec`].
+    Notify {
+        /// How long the manager waits for readiness before failing the start (the process
+        /// may extend it while it is still making progress).
+        start_timeout_sec: u32,
+        /// Restart the process when it has not pinged for this long (`None`: no watchdog).
+        watchdog_sec: Option<u32>,
+    },
+}
+
 /// A platform-neutral description of one unit: what to run and how.
 ///
 /// Rendering it is a pure function of the spec and the scope, in each backend crate.
@@ -149,6 +167,12 @@ pub struct UnitSpec {
     pub crash_loop: Option<CrashLoop>,
     /// For system scope: the account the unit runs as (`User=`, launchd `UserName`).
     pub run_as_user: Option<String>,
+    /// Readiness protocol and watchdog.
+    pub readiness: Readiness,
+    /// Confine the unit with the manager's sandboxing options that a process spawning
+    /// arbitrary runtimes can live with (systemd: the hardening profile for the scope and
+    /// the manager's version; launchd has none to apply).
+    pub hardened: bool,
 }
 
 /// What `install` does after writing the unit.

@@ -61,6 +61,10 @@ pub trait Manager {
     /// The directories the manager loads units from, in priority order.
     #[zbus(property)]
     fn unit_path(&self) -> zbus::Result<Vec<String>>;
+
+    /// The manager's version (`252.38-1~deb12u1`).
+    #[zbus(property)]
+    fn version(&self) -> zbus::Result<String>;
 }
 
 #[proxy(interface = "org.freedesktop.systemd1.Unit", default_service = "org.freedesktop.systemd1")]

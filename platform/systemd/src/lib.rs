@@ -19,6 +19,7 @@ pub mod connect;
 mod dbus;
 pub mod diff;
 mod errors;
+pub mod hardening;
 pub mod render;
 mod target;
 
@@ -31,7 +32,8 @@ use parachute_manager::{
 };
 use zbus::Connection;
 
-pub use render::render_unit;
+pub use hardening::ManagerVersion;
+pub use render::{render_unit, render_unit_for};
 use target::{Job, Props, Target};
 
 /// How long the backend waits.
@@ -229,7 +231,7 @@ impl ServiceManager for SystemdManager {
     async fn install(&self, spec: &UnitSpec, then: AfterInstall) -> Result<Change, Error> {
         let t = &self.this;
         let name = spec.id.systemd_unit();
-        let text = render_unit(spec, t.scope)?;
+        let text = render_unit_for(spec, t.scope, t.version().await)?;
         let file = t.file(&name);
         // `append:` opens the log at start; its directory must exist (W8).
         if let Some(dir) = spec.log_path.parent() {
@@ -368,7 +370,7 @@ impl ServiceManager for SystemdManager {
     async fn drift(&self, spec: &UnitSpec) -> Result<Drift, Error> {
         let t = &self.this;
         let name = spec.id.systemd_unit();
-        let text = render_unit(spec, t.scope)?;
+        let text = render_unit_for(spec, t.scope, t.version().await)?;
         let file = t.file(&name);
         let on_disk = parachute_fsx::read_optional(&file)
             .map_err(|e| Self::io(e, format!("could not read the unit file {}", file.display())))?;

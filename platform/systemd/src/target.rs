@@ -132,6 +132,22 @@ impl Target {
         self.call("connect to org.freedesktop.systemd1", b).await
     }
 
+    /// The manager's version, for rendering only keys it parses; the baseline when it
+    /// cannot be read (a unit for the baseline is what `unit render` shows, too).
+    pub async fn version(&self) -> crate::ManagerVersion {
+        let read = async {
+            let m = self.manager().await?;
+            self.call("read the manager's Version", m.version()).await
+        };
+        match read.await {
+            Ok(v) => crate::ManagerVersion::parse(&v).unwrap_or(crate::ManagerVersion::BASELINE),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the systemd version; rendering for the baseline");
+                crate::ManagerVersion::BASELINE
+            }
+        }
+    }
+
     async fn unit_path(&self, name: &str) -> Result<OwnedObjectPath, Error> {
         let m = self.manager().await?;
         self.call(&format!("LoadUnit {name}"), m.load_unit(name)).await

@@ -50,6 +50,8 @@ fn hub() -> UnitSpec {
         log_path: "/home/op/.parachute/hub/logs/hub.log".into(),
         crash_loop: Some(CrashLoop { interval_sec: 300, burst: 5, throttle_sec: 5 }),
         run_as_user: Some("op".into()),
+        readiness: parachute_manager::Readiness::Notify { start_timeout_sec: 60, watchdog_sec: Some(20) },
+        hardened: true,
     }
 }
 
@@ -94,6 +96,8 @@ fn hostile_values_unit_matches_golden() {
         log_path: "/var/log/odd \"dir\"/%n.log".into(),
         crash_loop: None,
         run_as_user: None,
+        readiness: parachute_manager::Readiness::Exec,
+        hardened: false,
     };
     check("parachute-hostile.user.service", &render_unit(&spec, Scope::User).unwrap());
 }

@@ -101,6 +101,8 @@ fn rendered_values_round_trip_through_systemd() {
                 log_path: log_path.clone(),
                 crash_loop: None,
                 run_as_user: None,
+                readiness: parachute_manager::Readiness::Exec,
+                hardened: false,
             };
             let mut keys = HashSet::new();
             let representable = !argv.iter().any(|a| has_control(a))

@@ -37,6 +37,8 @@ fn spec(sb: &Sandbox, id: &str, argv: &[&str]) -> UnitSpec {
         log_path: sb.dir().join("logs").join(format!("{id}.log")),
         crash_loop: Some(CrashLoop { interval_sec: 60, burst: 5, throttle_sec: 1 }),
         run_as_user: None,
+        readiness: parachute_manager::Readiness::Exec,
+        hardened: false,
     }
 }
 

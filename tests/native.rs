@@ -1,0 +1,228 @@
+//! The hub as a native citizen of systemd, against a private `systemd --user` (real
+//! manager, real hub, real fixture modules): `Type=notify` readiness that waits for every
+//! module, the status line, the watchdog, and the hardened unit still running modules.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use parachute::hub_unit::hub_unit_spec;
+use parachute::model::home::Home;
+use parachute_manager::{AfterInstall, CrashLoop, Readiness, Scope, ServiceManager, UnitSpec};
+use parachute_systemd::SystemdManager;
+use serde_json::json;
+
+use crate::support::sandbox::Sandbox;
+use crate::support::{fixture_bin, free_port, parachute_bin, wait_for};
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/systemd-sandbox.sh")
+}
+
+/// A command inside the sandbox's namespace and environment.
+fn in_sandbox(sb: &Sandbox, cmd: &[&str]) -> Output {
+    crate::support::isolated("bash")
+        .arg(script())
+        .arg("exec")
+        .arg(sb.dir())
+        .arg("--")
+        .args(cmd)
+        .output()
+        .expect("run a command in the sandbox")
+}
+
+fn show_prop(sb: &Sandbox, prop: &str) -> String {
+    let out =
+        in_sandbox(sb, &["systemctl", "--user", "show", "-p", prop, "--value", "parachute-hub.service"]);
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The sandbox's Parachute home with `modules` (name, port, start command) in services.json.
+fn home_with(sb: &Sandbox, modules: &[(&str, u16, Vec<String>)]) -> Home {
+    let root = sb.dir().join("home/.parachute");
+    let mut rows = Vec::new();
+    for (name, port, cmd) in modules {
+        let install = sb.dir().join("home/modules").join(name);
+        std::fs::create_dir_all(install.join(".parachute")).unwrap();
+        std::fs::write(
+            install.join(".parachute/module.json"),
+            json!({"name": name, "startCmd": cmd}).to_string(),
+        )
+        .unwrap();
+        rows.push(json!({
+            "name": name, "port": port, "paths": [format!("/{name}")], "health": "/health",
+            "version": "1.0.0", "installDir": install.to_str().unwrap(),
+        }));
+    }
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("services.json"), json!({ "services": rows }).to_string()).unwrap();
+    Home::new(root).unwrap()
+}
+
+fn fixture(port: u16, flags: &[&str]) -> Vec<String> {
+    let mut v = vec![fixture_bin().to_string_lossy().into_owned(), "--port".into(), port.to_string()];
+    v.extend(flags.iter().map(|s| s.to_string()));
+    v
+}
+
+fn hub_spec(sb: &Sandbox, home: &Home, port: u16) -> UnitSpec {
+    hub_unit_spec(home, port, &parachute_bin(), Some(Path::new(sb.var("HOME"))), None, None)
+}
+
+async fn manager(sb: &Sandbox) -> SystemdManager {
+    SystemdManager::new(sb.connect().await, Scope::User, sb.unit_dir())
+}
+
+fn answers(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+/// The start job of the hardened, `Type=notify` hub unit completes only once every module
+/// answers; a module that tries to report READY=1 itself has no notify socket to do it
+/// with; the status line counts the modules.
+#[tokio::test]
+async fn the_start_job_waits_for_every_module_and_a_module_cannot_report_ready() {
+    let Some(sb) = Sandbox::start("notify_ready") else { return };
+    let (slow, eager, hub_port) = (free_port(), free_port(), free_port());
+    let env_dump = sb.dir().join("home/eager-env.txt");
+    // `eager` dumps its environment and tries systemd-notify --ready before it binds.
+    let eager_cmd = vec![
+        "/bin/sh".to_owned(),
+        "-c".to_owned(),
+        format!(
+            "env > {}; systemd-notify --ready 2>/dev/null; exec {} --port {eager}",
+            env_dump.display(),
+            fixture_bin().display()
+        ),
+    ];
+    let home = home_with(
+        &sb,
+        &[("slow", slow, fixture(slow, &["--listen-delay-ms", "1500"])), ("eager", eager, eager_cmd)],
+    );
+    let spec = hub_spec(&sb, &home, hub_port);
+    assert!(matches!(spec.readiness, Readiness::Notify { .. }) && spec.hardened);
+
+    let mgr = manager(&sb).await;
+    let started = Instant::now();
+    mgr.install(&spec, AfterInstall::Start).await.expect("install and start the hub unit");
+    let took = started.elapsed();
+    assert!(answers(slow), "the start job returned before the slow module's port answered");
+    assert!(answers(eager));
+    assert!(took >= Duration::from_millis(1500), "the start job took only {took:?}");
+
+    assert_eq!(show_prop(&sb, "StatusText"), "2/2 modules up");
+    let env = std::fs::read_to_string(&env_dump).unwrap();
+    for var in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID"] {
+        assert!(!env.lines().any(|l| l.starts_with(&format!("{var}="))), "{var} reached a module:\n{env}");
+    }
+    // The hardened unit runs modules that bind 127.0.0.1 and write inside the home.
+    assert!(env.contains("PARACHUTE_HOME="), "{env}");
+    mgr.teardown(&spec.id).await.unwrap();
+}
+
+/// `kill -STOP` of the hub: its loop stops pinging, systemd kills it for the watchdog and
+/// restarts it, and the stopped instance's modules go with its cgroup.
+#[tokio::test]
+async fn a_stopped_hub_is_restarted_for_the_watchdog_and_its_modules_die() {
+    let Some(sb) = Sandbox::start("notify_watchdog") else { return };
+    let (module_port, hub_port) = (free_port(), free_port());
+    let home = home_with(&sb, &[("vault", module_port, fixture(module_port, &[]))]);
+    let watchdog = 2;
+    let spec = UnitSpec {
+        readiness: Readiness::Notify { start_timeout_sec: 30, watchdog_sec: Some(watchdog) },
+        // Restart at once, so the restart itself is what is timed.
+        crash_loop: Some(CrashLoop { interval_sec: 60, burst: 5, throttle_sec: 0 }),
+        ..hub_spec(&sb, &home, hub_port)
+    };
+    let mgr = manager(&sb).await;
+    mgr.install(&spec, AfterInstall::Start).await.expect("install and start the hub unit");
+    let hub_pid: u32 = show_prop(&sb, "MainPID").parse().unwrap();
+    assert!(hub_pid > 0);
+    let module_pid = wait_for("the module's pid", Duration::from_secs(10), || {
+        let state = std::fs::read_to_string(home.supervised_state()).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&state).ok()?;
+        v.to_string().split("\"pid\":").nth(1)?.split([',', '}']).next()?.trim().parse::<u32>().ok()
+    });
+    // Several pings went out, so the watchdog is armed and fed.
+    std::thread::sleep(Duration::from_millis(1500));
+
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(hub_pid as i32), nix::sys::signal::Signal::SIGSTOP)
+        .unwrap();
+    let stopped = Instant::now();
+    let new_pid = wait_for("a new hub", Duration::from_secs(u64::from(watchdog) + 10), || {
+        let pid: u32 = show_prop(&sb, "MainPID").parse().ok()?;
+        (pid != 0 && pid != hub_pid).then_some(pid)
+    });
+    let took = stopped.elapsed();
+    assert!(
+        took <= Duration::from_secs(u64::from(watchdog) + 1),
+        "systemd took {took:?} to replace the stopped hub (WatchdogSec={watchdog})"
+    );
+    assert_eq!(show_prop(&sb, "NRestarts"), "1");
+    let journal = in_sandbox(
+        &sb,
+        &[
+            "journalctl",
+            "-D",
+            sb.var("SYSTEMD_SANDBOX_JOURNAL_DIR"),
+            "--user-unit",
+            "parachute-hub.service",
+            "--no-pager",
+        ],
+    );
+    let journal = String::from_utf8_lossy(&journal.stdout);
+    assert!(journal.contains("Watchdog timeout"), "{journal}");
+    assert!(!Path::new(&format!("/proc/{hub_pid}")).exists(), "the stopped hub survived");
+    assert!(
+        !Path::new(&format!("/proc/{module_pid}")).exists(),
+        "module pid {module_pid} of the stopped instance survived"
+    );
+    // The new instance brings the module back.
+    wait_for("the module again", Duration::from_secs(15), || answers(module_port).then_some(()));
+    assert_ne!(new_pid, hub_pid);
+    mgr.teardown(&spec.id).await.unwrap();
+}
+
+/// `systemd-analyze` on the units `parachute unit render` writes: the exposure score stays
+/// within the profile's promise (system ≤ 2.5, user ≤ 6.0) and this systemd knows every key.
+#[test]
+fn rendered_units_score_within_bounds_and_have_no_unknown_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (scope, threshold, extra) in [("system", "25", None), ("user", "60", Some("--user"))] {
+        let dir = tmp.path().join(scope);
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = crate::support::parachute()
+            .args(["unit", "render", "--scope", scope, "--home", "/home/op/.parachute", "--port", "1939"])
+            .arg("--exec")
+            .arg(parachute_bin())
+            .env("HOME", "/home/op")
+            .env("SUDO_USER", "op")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", crate::support::show(&out));
+        let unit = dir.join("parachute-hub.service");
+        std::fs::write(&unit, &out.stdout).unwrap();
+        let mut cmd = std::process::Command::new("systemd-analyze");
+        cmd.current_dir(&dir).env("XDG_RUNTIME_DIR", &dir);
+        cmd.args(extra).args(["security", "--offline=true", &format!("--threshold={threshold}")]).arg(&unit);
+        let score = cmd.output().expect("systemd-analyze (package systemd)");
+        let text = String::from_utf8_lossy(&score.stdout);
+        let overall = text.lines().find(|l| l.contains("Overall exposure")).unwrap_or("").to_owned();
+        assert!(score.status.success(), "{scope} unit scores above {threshold}/10: {overall}");
+
+        let verify = std::process::Command::new("systemd-analyze")
+            .env("XDG_RUNTIME_DIR", &dir)
+            .args(extra)
+            .arg("verify")
+            .arg(&unit)
+            .output()
+            .unwrap();
+        let said =
+            String::from_utf8_lossy(&verify.stderr).into_owned() + &String::from_utf8_lossy(&verify.stdout);
+        assert!(!said.contains("Unknown key") && !said.contains("Unknown lvalue"), "{scope}: {said}");
+        assert!(
+            !said.contains("parachute-hub.service:"),
+            "{scope}: systemd-analyze verify complained: {said}"
+        );
+    }
+}
