@@ -226,3 +226,48 @@ fn rendered_units_score_within_bounds_and_have_no_unknown_keys() {
         );
     }
 }
+
+/// The container probes of a real hub: `/readyz` is 503 with reasons until every module's
+/// port answers, then 200; `/api/ready` has upstream's shape; a crashed module shows in
+/// both; `/livez` stays 200 throughout (liveness is not module health). All open.
+#[test]
+fn probes_follow_the_modules_and_liveness_does_not() {
+    use crate::support::hub::{Serve, TestHome};
+    let home = TestHome::new();
+    let (slow, quick, hub_port) = (free_port(), free_port(), free_port());
+    home.fixture("slow", slow, &["--listen-delay-ms", "1500"]).fixture("quick", quick, &[]);
+    let hub = Serve::ready(&home, hub_port, &[]);
+    let (code, body) = hub.http("GET", "/readyz", None);
+    assert_eq!(code, 503, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(!v["reasons"].as_array().unwrap().is_empty(), "{body}");
+
+    wait_for("/readyz 200", Duration::from_secs(15), || {
+        (hub.http("GET", "/readyz", None).0 == 200).then_some(())
+    });
+    assert!(answers(slow) && answers(quick));
+    let (code, body) = hub.http("GET", "/api/ready", None);
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["ready"], true, "{body}");
+    let mut up: Vec<&str> =
+        v["ready_modules"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+    up.sort();
+    assert_eq!(up, ["quick", "slow"]);
+    assert_eq!(v["transient_modules"], json!([]));
+    assert_eq!(v["persistent_modules"], json!([]));
+    assert_eq!(hub.http("HEAD", "/api/ready", None).0, 200);
+    assert_eq!(hub.http("POST", "/api/ready", None).0, 405);
+
+    // Stopping a module (as an operator would): persistent, and /readyz says which.
+    let token = home.token();
+    assert_eq!(hub.http("POST", "/api/modules/quick/stop", Some(&token)).0, 200);
+    let (code, body) = hub.http("GET", "/readyz", None);
+    assert_eq!(code, 503);
+    assert!(body.contains("quick stopped"), "{body}");
+    let v: serde_json::Value = serde_json::from_str(&hub.http("GET", "/api/ready", None).1).unwrap();
+    assert_eq!(v["persistent_modules"], json!(["quick"]));
+    assert_eq!(v["ready"], false);
+    let (code, body) = hub.http("GET", "/livez", None);
+    assert_eq!(code, 200, "{body}");
+}

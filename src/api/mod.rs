@@ -5,6 +5,9 @@
 //!
 //! ```text
 //! GET  /health                          open: {status, service, instance, pid, port, version, startedAt, modules:{running,total}}
+//! GET  /livez                           open: 200 while the serve loop ticks, else 500 (see `probes`)
+//! GET  /readyz                          open: 200 when every module is up, else 503 {ready, reasons}
+//! GET  /api/ready                       open: upstream's {ready, ready_modules, transient_modules, persistent_modules}
 //! GET  /api/modules                     bearer: {modules: [ModuleState…], installed: [{short, port}…]}
 //! GET  /api/modules/<short>             bearer: {short, state} | 404 not_supervised
 //! POST /api/modules/<short>/start       bearer: {short, state} | 400 not_installed | 422 no_start_cmd / invalid_module
@@ -27,6 +30,7 @@
 mod auth;
 pub mod error;
 mod logs;
+pub mod probes;
 pub mod wire;
 
 use std::future::Future;
@@ -107,6 +111,8 @@ pub struct ApiState {
     /// The hub's lifecycle phase: starts are refused from `Stopping` on, log follows end
     /// at `Closing` (after the modules stopped, so followers see their last lines).
     pub phase: watch::Receiver<Phase>,
+    /// The serve loop's beat and boot flag, for the container probes.
+    pub beat: Arc<probes::LoopBeat>,
 }
 
 /// Where the hub is in its life.
@@ -126,6 +132,12 @@ type Shared = Arc<ApiState>;
 pub fn router(state: Shared) -> Router {
     Router::new()
         .route("/health", get(health).fallback(|| async { ApiError::method_not_allowed("GET") }))
+        .route("/livez", get(probes::livez).fallback(|| async { ApiError::method_not_allowed("GET") }))
+        .route("/readyz", get(probes::readyz).fallback(|| async { ApiError::method_not_allowed("GET") }))
+        .route(
+            "/api/ready",
+            get(probes::ready).fallback(|| async { ApiError::method_not_allowed("GET, HEAD") }),
+        )
         .route("/api/modules", get(list).fallback(|| async { ApiError::method_not_allowed("GET") }))
         .route("/api/modules/{short}", get(one).fallback(|| async { ApiError::method_not_allowed("GET") }))
         .route(

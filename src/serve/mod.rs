@@ -312,12 +312,15 @@ async fn serve(mut opts: ServeOptions) -> (Code, bool) {
     let supervisor = Supervisor::new(config, OutputSink::Stdout);
     let resolver = Arc::new(boot::ModelResolver { home: home.clone(), ctx: opts.ctx.clone() });
     let (phase_tx, phase_rx) = watch::channel(Phase::Running);
+    let beat = Arc::new(api::probes::LoopBeat::default());
+    beat.beat();
     let state = Arc::new(ApiState {
         supervisor: supervisor.clone(),
         token,
         instance: instance.clone(),
         resolver: resolver.clone(),
         phase: phase_rx.clone(),
+        beat: Arc::clone(&beat),
     });
     let mut closing = phase_rx.clone();
     let mut server = tokio::spawn(api::serve(listener, state, async move {
@@ -341,8 +344,8 @@ async fn serve(mut opts: ServeOptions) -> (Code, bool) {
     });
 
     let mut sweep = tokio::time::interval(REAP_SWEEP);
-    // The serve loop's own tick: the status line and the only watchdog ping (a wedged loop
-    // stops pinging). Inert outside systemd.
+    // The serve loop's own tick: the liveness beat, the status line and the only watchdog
+    // ping (a wedged loop stops pinging; the notifier is inert outside systemd).
     let mut tick = tokio::time::interval(notifier.tick());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut booted = false;
@@ -357,9 +360,15 @@ async fn serve(mut opts: ServeOptions) -> (Code, bool) {
             _ = signals.usr1.recv() => report_states(&supervisor),
             _ = signals.chld.recv() => reap(&supervisor),
             _ = sweep.tick() => reap(&supervisor),
-            _ = tick.tick(), if notifier.active() => readiness.tick(&notifier, &supervisor.list()),
+            _ = tick.tick() => {
+                beat.beat();
+                if notifier.active() {
+                    readiness.tick(&notifier, &supervisor.list());
+                }
+            }
             _ = &mut booted_rx, if !booted => {
                 booted = true;
+                beat.booted();
                 readiness.booted(&notifier, &supervisor.list());
             }
             res = &mut server => {

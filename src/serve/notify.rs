@@ -122,13 +122,13 @@ impl Notifier {
     }
 }
 
-/// Whether a module counts as up: running, with no start error (it passed its gate).
+/// Whether a module counts as up: running, past its readiness gate, no start error.
 pub fn is_up(m: &ModuleState) -> bool {
-    m.status == ModuleStatus::Running && m.start_error.is_none()
+    m.status == ModuleStatus::Running && m.start_error.is_none() && m.ready_at.is_some()
 }
 
 /// What a module that is not up is doing, in a few words.
-fn not_up(m: &ModuleState, now: time::OffsetDateTime) -> String {
+pub fn not_up(m: &ModuleState, now: time::OffsetDateTime) -> String {
     let exit = match m.last_exit_code {
         Some(Some(c)) => format!(" (exit {c})"),
         Some(None) => " (killed by a signal)".to_owned(),
@@ -138,7 +138,8 @@ fn not_up(m: &ModuleState, now: time::OffsetDateTime) -> String {
     match (m.status, &m.start_error) {
         (ModuleStatus::Starting, _) => format!("{name} starting"),
         (ModuleStatus::Running, Some(e)) => format!("{name} not ready ({})", e.kind.wire_name()),
-        (ModuleStatus::Running, None) => format!("{name} up"),
+        (ModuleStatus::Running, None) if m.ready_at.is_some() => format!("{name} up"),
+        (ModuleStatus::Running, None) => format!("{name} waiting for its port"),
         (ModuleStatus::Stopped, _) => format!("{name} stopped"),
         (ModuleStatus::Restarting, _) => {
             let retry = m
@@ -250,10 +251,15 @@ mod tests {
             description: "x".into(),
             at: String::new(),
         });
-        let all = [m("vault", ModuleStatus::Running), scribe, notes, m("x", ModuleStatus::Running)];
+        let up = |short: &str| ModuleState {
+            ready_at: Some(crate::rfc3339::now()),
+            ..m(short, ModuleStatus::Running)
+        };
+        let all = [up("vault"), scribe, notes, up("x"), m("gated", ModuleStatus::Running)];
         assert_eq!(
             status_line(&all, now),
-            "2/4 modules up; scribe crashed (exit 1), retry in 8s; notes did not start (missing_dependency)"
+            "2/5 modules up; scribe crashed (exit 1), retry in 8s; notes did not start (missing_dependency); \
+             gated waiting for its port"
         );
         assert_eq!(status_line(&all[..1], now), "1/1 modules up");
         assert_eq!(status_line(&[], now), "0/0 modules up");

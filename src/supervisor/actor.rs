@@ -272,6 +272,7 @@ impl Actor {
             Internal::Ready { spawn, bound } if running && self.is_current(spawn) => {
                 if bound {
                     self.clear_unbound();
+                    self.mark_ready();
                 } else if let (Some(port), Some(pid)) = (self.port(), self.pid()) {
                     let err = diag::started_but_unbound(self.short(), pid, port, self.cfg().ready_timeout);
                     self.sink.event(&line::unbound(&err.description));
@@ -281,6 +282,7 @@ impl Actor {
                 self.answer_waiting();
             }
             Internal::LateBound { spawn } if running && self.is_current(spawn) => {
+                self.mark_ready();
                 if self.clear_unbound()
                     && let Some(port) = self.port()
                 {
@@ -294,6 +296,11 @@ impl Actor {
     }
 
     /// Clears `started_but_unbound`, and only that (a later, different error stays).
+    /// The current child passed its readiness gate (or has none to pass).
+    fn mark_ready(&self) {
+        self.publish(|s| s.ready_at = Some(crate::rfc3339::now()));
+    }
+
     fn clear_unbound(&mut self) -> bool {
         let mut cleared = false;
         self.state_tx.send_if_modified(|s| {
@@ -369,7 +376,10 @@ impl Actor {
         });
         match req.port {
             Some(port) if !self.cfg().ready_timeout.is_zero() => self.readiness_gate(spawn, port, pid),
-            _ => self.answer_waiting(),
+            _ => {
+                self.mark_ready();
+                self.answer_waiting();
+            }
         }
     }
 
@@ -630,6 +640,8 @@ impl Actor {
             if to != ModuleStatus::Restarting {
                 s.next_restart_at = None;
             }
+            // Every transition is a new child or none: readiness is earned again.
+            s.ready_at = None;
             f(s);
         });
     }

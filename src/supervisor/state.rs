@@ -209,6 +209,10 @@ pub struct ModuleState {
     /// Exit code of the most recent exit; `null` when it died from a signal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_exit_code: Option<Option<i32>>,
+    /// When the current child passed its readiness gate (its port answered; at once for a
+    /// module without a port). Absent while the gate is pending and when no child runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_at: Option<String>,
     /// When a crashed module's respawn is due (RFC 3339), while it is `restarting`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_restart_at: Option<String>,
@@ -229,6 +233,7 @@ impl ModuleState {
             last_crash_at: None,
             last_exit_code: None,
             next_restart_at: None,
+            ready_at: None,
             start_error: None,
         }
     }
