@@ -10,7 +10,7 @@
 //! ceiling goes in `[Unit]` (the systemd renderer puts it there; upstream W1 had it in
 //! `[Service]`, where systemd ignores it).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use parachute_manager::{CrashLoop, Readiness, Scope, UnitId, UnitSpec};
 
@@ -74,12 +74,73 @@ pub fn hub_unit_spec(
     }
 }
 
-/// Who a system-scope hub unit runs as: the human behind `sudo`, never root by accident
-/// (W7). User units run as their manager's user.
-pub fn run_as_user(scope: Scope, sudo_user: Option<&str>) -> Option<&str> {
-    match scope {
-        Scope::System => sudo_user.filter(|u| !u.is_empty() && *u != "root"),
-        Scope::User => None,
+/// Who the hub unit runs as, and that account's home directory (for the unit's `PATH`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubAccount {
+    /// `User=` of a system unit; `None` runs it as the manager's user (root for the system
+    /// manager, only when that is safe or asked for).
+    pub user: Option<String>,
+    /// The account's home directory (`~/.bun/bin`, `~/.local/bin` go into `PATH`).
+    pub user_home: Option<PathBuf>,
+    /// Root runs a hub on a home someone else owns or can write, because `--user root` said
+    /// so: `serve` is then given `--allow-root`, since it refuses that on its own.
+    pub allow_root: bool,
+}
+
+impl HubAccount {
+    /// Adds what this account needs to the hub unit's `serve` command line.
+    pub fn apply(&self, spec: &mut UnitSpec) {
+        if self.allow_root {
+            spec.argv.push("--allow-root".to_owned());
+        }
+    }
+}
+
+/// Who a hub unit for `home` runs as. User units run as their manager's user (`env_home` is
+/// that user's home). A system unit runs as `explicit` (`--user`), else as the owner of the
+/// home: never as root by accident (W7), and never as root on a home someone else owns or
+/// can write (they would choose what root runs) unless `--user root` says so.
+pub fn hub_account(
+    scope: Scope,
+    home: &Path,
+    explicit: Option<&str>,
+    env_home: Option<&Path>,
+) -> Result<HubAccount, String> {
+    if scope == Scope::User {
+        return Ok(HubAccount { user: None, user_home: env_home.map(Path::to_path_buf), allow_root: false });
+    }
+    let passwd_home = |name: &str| nix::unistd::User::from_name(name).ok().flatten().map(|u| u.dir);
+    match explicit.filter(|u| !u.is_empty()) {
+        Some("root") => Ok(HubAccount {
+            user: None,
+            user_home: passwd_home("root"),
+            allow_root: crate::privsep::root_hub_refusal(home).is_some(),
+        }),
+        Some(name) => {
+            Ok(HubAccount { user: Some(name.to_owned()), user_home: passwd_home(name), allow_root: false })
+        }
+        None => {
+            let owner = crate::privsep::owner_of(home).map_err(|e| e.to_string())?;
+            if owner.uid != 0 {
+                let Some(name) = owner.name() else {
+                    return Err(format!(
+                        "{} belongs to uid {}, which has no account in the password database; pass --user USER",
+                        home.display(),
+                        owner.uid
+                    ));
+                };
+                let user_home = passwd_home(&name);
+                return Ok(HubAccount { user: Some(name), user_home, allow_root: false });
+            }
+            if let Some(why) = crate::privsep::root_hub_refusal(home) {
+                return Err(format!(
+                    "refusing a hub that runs as root on {}: {why}, so that user would choose the commands root runs. \
+                     Pass --user USER to run it as that user, or --user root if root really should run it.",
+                    home.display()
+                ));
+            }
+            Ok(HubAccount { user: None, user_home: passwd_home("root"), allow_root: false })
+        }
     }
 }
 
@@ -88,10 +149,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn system_units_run_as_the_sudo_user_but_never_root() {
-        assert_eq!(run_as_user(Scope::System, Some("op")), Some("op"));
-        assert_eq!(run_as_user(Scope::System, Some("root")), None);
-        assert_eq!(run_as_user(Scope::System, Some("")), None);
-        assert_eq!(run_as_user(Scope::User, Some("op")), None);
+    fn system_units_run_as_the_home_owner_or_an_explicit_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let user = hub_account(Scope::User, dir.path(), Some("op"), Some(Path::new("/h"))).unwrap();
+        assert_eq!(user, HubAccount { user: None, user_home: Some("/h".into()), allow_root: false });
+        let named = hub_account(Scope::System, dir.path(), Some("op"), None).unwrap();
+        assert_eq!(named.user.as_deref(), Some("op"));
+        assert_eq!(hub_account(Scope::System, dir.path(), Some("root"), None).unwrap().user, None);
+        if nix::unistd::geteuid().is_root() {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+            // Root's own, private home: a root hub is fine.
+            assert_eq!(hub_account(Scope::System, dir.path(), None, None).unwrap().user, None);
+            // A home owned by a uid without an account: refused, with the way out.
+            std::os::unix::fs::chown(dir.path(), Some(54_329), None).unwrap();
+            let err = hub_account(Scope::System, dir.path(), None, None).unwrap_err();
+            assert!(err.contains("uid 54329") && err.contains("--user"), "{err}");
+        }
     }
 }

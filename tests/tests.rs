@@ -15,6 +15,7 @@ mod isolation;
 mod model;
 mod native;
 mod offer;
+mod root;
 mod serve;
 mod supervisor;
 mod support;

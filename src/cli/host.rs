@@ -151,30 +151,29 @@ pub fn unit_path_var(env: &HostEnv) -> String {
     crate::hub_unit::hub_path(user_home(env).as_deref(), env.get("PARACHUTE_EXTRA_PATH"))
 }
 
-/// The account a system-scope hub unit runs as: the human behind `sudo`, never root by
-/// accident (W7). User units run as their manager's user.
-pub fn run_as_user(scope: Scope, env: &HostEnv) -> Option<String> {
-    crate::hub_unit::run_as_user(scope, env.get("SUDO_USER")).map(str::to_owned)
-}
-
-/// The hub unit spec for `home` on `port`, running `exec`, in `scope`, for the invoking
-/// user (`PATH` from their home, `User=` for a system unit).
+/// The hub unit spec for `home` on `port`, running `exec`, in `scope`. A user unit gets the
+/// invoking user's `PATH`; a system unit runs as `explicit_user` (`--user`), else as the
+/// home's owner, with that account's `PATH` ([`crate::hub_unit::hub_account`]). The error
+/// says why a root hub on this home is refused.
 pub fn hub_spec(
     home: &crate::model::home::Home,
     port: u16,
     exec: &Path,
     scope: Scope,
+    explicit_user: Option<&str>,
     env: &HostEnv,
-) -> parachute_manager::UnitSpec {
-    let run_as = run_as_user(scope, env);
-    crate::hub_unit::hub_unit_spec(
+) -> Result<parachute_manager::UnitSpec, String> {
+    let account = crate::hub_unit::hub_account(scope, home.root(), explicit_user, user_home(env).as_deref())?;
+    let mut spec = crate::hub_unit::hub_unit_spec(
         home,
         port,
         exec,
-        user_home(env).as_deref(),
+        account.user_home.as_deref(),
         env.get("PARACHUTE_EXTRA_PATH"),
-        run_as.as_deref(),
-    )
+        account.user.as_deref(),
+    );
+    account.apply(&mut spec);
+    Ok(spec)
 }
 
 /// Why no executable path could be chosen.

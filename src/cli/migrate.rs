@@ -81,6 +81,10 @@ pub struct Args {
     /// The manager scope (default: system for root, user otherwise).
     #[arg(long, value_enum)]
     pub scope: Option<ScopeArg>,
+    /// The account a system-scope hub runs as (default: the owner of the home; `root` only
+    /// when given here, for a home that someone else owns or can write).
+    #[arg(long, value_name = "USER", conflicts_with = "teardown")]
+    pub user: Option<String>,
 }
 
 /// The exit code of a cutover outcome.
@@ -102,6 +106,16 @@ pub fn run(args: Args, env: &HostEnv) -> Code {
     let home = match resolve_home(&args.home, env) {
         Ok(h) => h,
         Err(c) => return c,
+    };
+    // As root on a user's home, every file of the home is read and written as its owner
+    // (crate::privsep); the backend writes the unit file as root. A current-thread runtime
+    // keeps all of it on this thread.
+    let _as_owner = match crate::privsep::act_as_owner(home.root()) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("parachute migrate: {e}");
+            return Code::Failure;
+        }
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -169,8 +183,13 @@ fn config(args: &Args, env: &HostEnv, home: Home, scope: Scope) -> Result<Config
     if args.dry_run {
         rerun.push_str(" --dry-run");
     }
+    let spec =
+        super::host::hub_spec(&home, port, &exec, scope, args.user.as_deref(), env).map_err(|why| {
+            eprintln!("parachute migrate: {why}");
+            Code::Usage
+        })?;
     Ok(Config {
-        spec: super::host::hub_spec(&home, port, &exec, scope, env),
+        spec,
         home,
         port,
         exec,
@@ -187,7 +206,7 @@ fn config(args: &Args, env: &HostEnv, home: Home, scope: Scope) -> Result<Config
 /// `hub-instance.json` (a re-run after a migration). Unreadable files count as absent here;
 /// the cutover itself reports them.
 fn previous_port(home: &Home) -> Option<u16> {
-    let journal = std::fs::read(home.cutover_journal())
+    let journal = parachute_fsx::read_capped(&home.cutover_journal(), parachute_fsx::MAX_STATE_FILE)
         .ok()
         .and_then(|b| serde_json::from_slice::<cutover::journal::Journal>(&b).ok())
         .map(|j| j.attempt.port);

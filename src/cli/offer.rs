@@ -155,6 +155,7 @@ pub fn offer(
         dry_run: false,
         json: false,
         scope: None,
+        user: None,
     };
     match super::migrate::run(args, env) {
         Code::Success => Offer::Migrated,

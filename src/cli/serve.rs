@@ -43,6 +43,11 @@ pub struct Args {
     /// The sliding window the crash budget counts in, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub crash_window_secs: u64,
+    /// Run as root even on a home another user owns or can write (that user would choose,
+    /// through services.json, what root runs). Written into the unit by
+    /// `unit install --user root`; otherwise root refuses such a home.
+    #[arg(long)]
+    pub allow_root: bool,
 }
 
 /// Runs `serve`.
@@ -51,6 +56,17 @@ pub fn run(args: Args, env: &HostEnv) -> Code {
         Ok(h) => h,
         Err(c) => return c,
     };
+    if nix::unistd::geteuid().is_root()
+        && !args.allow_root
+        && let Some(why) = crate::privsep::root_hub_refusal(home.root())
+    {
+        eprintln!(
+            "parachute serve: refusing to run as root on {}: {why}, so that user would choose the commands root runs. \
+             Run the hub as that user (a system unit's User=), or pass --allow-root if root really should run it.",
+            home.root().display()
+        );
+        return Code::Usage;
+    }
     let port = match (args.port, env.get("PORT")) {
         (Some(p), _) => p,
         (None, Some(raw)) if !raw.is_empty() => match raw.trim().parse::<u16>() {

@@ -80,6 +80,10 @@ pub struct Args {
     /// The parachute binary the unit runs, for render, install and diff (default: this one).
     #[arg(long, value_name = "PATH")]
     pub exec: Option<PathBuf>,
+    /// The account a system unit's hub runs as (default: the owner of the home; `root` only
+    /// when given here, for a home that someone else owns or can write).
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
     /// Print one JSON object instead of sentences.
     #[arg(long)]
     pub json: bool,
@@ -243,7 +247,10 @@ fn spec_for(
         }
     }
     let port = args.port.unwrap_or(crate::model::names::HUB_PORT);
-    Ok(host::hub_spec(&home, port, &exec.path, scope, env))
+    host::hub_spec(&home, port, &exec.path, scope, args.user.as_deref(), env).map_err(|why| {
+        eprintln!("parachute unit {verb}: {why}");
+        Code::Usage
+    })
 }
 
 /// `render` on Linux: the pure renderer, no bus needed.

@@ -140,7 +140,7 @@ impl Journal {
     /// Reads the journal at `path`. A malformed one is moved aside when `move_aside` (see
     /// the module doc); otherwise (a dry run) it is only reported, in place.
     pub fn load(path: &Path, move_aside: bool) -> Result<Loaded, JournalError> {
-        let bytes = match std::fs::read(path) {
+        let bytes = match parachute_fsx::read_capped(path, parachute_fsx::MAX_STATE_FILE) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Loaded::Absent),
             Err(source) => return Err(JournalError::Read { path: path.to_path_buf(), source }),

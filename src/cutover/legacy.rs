@@ -228,6 +228,11 @@ pub fn inspect(target: &Target) -> PidfileState {
     };
     let pid = record.pid as u32;
     let f = facts(pid);
+    if f.is_some()
+        && let Err(reason) = attributable(pid)
+    {
+        return PidfileState::Reused { pid, cmdline: f.and_then(|f| f.cmdline), reason };
+    }
     match verify(&record, f.as_ref(), &target.markers) {
         Verdict::Gone => PidfileState::Stale { pid },
         Verdict::NotOurs(reason) => PidfileState::Reused { pid, cmdline: f.and_then(|f| f.cmdline), reason },
@@ -348,10 +353,42 @@ pub fn holders(target: &Target, known: &Known) -> Vec<Holder> {
             owner: target.name.clone(),
             pid: f.identity.pid,
             cmdline: f.cmdline.as_deref().map(sanitize),
-            attribution: attribute(&f, target, known),
+            attribution: if attributable(f.identity.pid).is_ok() {
+                attribute(&f, target, known)
+            } else {
+                Attribution::Foreign
+            },
             identity: f.identity,
         })
         .collect()
+}
+
+/// Whether the cutover may signal `pid` at all, whatever its command line says: never init
+/// (pid ≤ 1), never this process, and only a process whose real and effective uid are those
+/// of whoever we act as on the home (`crate::privsep`: the home's owner when we are root).
+/// The home's files are that user's, so they may only name that user's processes.
+pub fn attributable(pid: u32) -> Result<(), String> {
+    if pid <= 1 {
+        return Err(format!("pid {pid} is init; it is never signalled"));
+    }
+    if pid == std::process::id() {
+        return Err("it is this very process".to_owned());
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("its owner cannot be read ({e})"))?;
+    let uids: Vec<u32> = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .map(|rest| rest.split_whitespace().filter_map(|u| u.parse().ok()).collect())
+        .unwrap_or_default();
+    let want = crate::privsep::acting_uid();
+    match uids.as_slice() {
+        [real, effective, ..] if *real == want && *effective == want => Ok(()),
+        [real, effective, ..] => Err(format!(
+            "it runs as uid {real} (effective {effective}), not as uid {want} who owns this home; it is never signalled"
+        )),
+        _ => Err("its owner cannot be read".to_owned()),
+    }
 }
 
 /// Whether anything listens on `port` (from the listen table; no connection is made). A

@@ -10,6 +10,12 @@
 //! swap the inode under the lock and a second process would lock the new file while the
 //! first still holds the old one. The content is informational only, written in place by
 //! the holder after it holds the lock.
+//!
+//! The home belongs to a user, and root reaches this file too (the package's prerm,
+//! `migrate` under sudo). So the last component is opened with `O_NOFOLLOW` (a symlink to
+//! `/etc/shadow` is an error, not a target), without blocking (a FIFO cannot hang us), and
+//! the opened file must be a regular file with one link, owned by whoever we act as on the
+//! home (see `crate::privsep`): only then is its content ever rewritten.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
@@ -90,6 +96,49 @@ pub struct CutoverLock {
     path: PathBuf,
 }
 
+/// Opens (creating it `0644` if missing) the lock file without following a symlink at its
+/// name, and checks what was opened before anything is written to it.
+fn open_lock_file(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "it is a symlink; a lock file never is (remove it)",
+                )
+            } else {
+                e
+            }
+        })?;
+    let meta = file.metadata()?;
+    let refuse = |why: String| Err(io::Error::new(io::ErrorKind::InvalidInput, why));
+    if !meta.file_type().is_file() {
+        return refuse(format!(
+            "it is {}, not a regular file (remove it)",
+            parachute_fsx::kind_of(&meta.file_type())
+        ));
+    }
+    if meta.nlink() != 1 {
+        return refuse(format!("it has {} hard links; a lock file has one (remove it)", meta.nlink()));
+    }
+    let acting_uid = crate::privsep::acting_uid();
+    if meta.uid() != acting_uid {
+        return refuse(format!(
+            "it belongs to uid {}, not to uid {acting_uid} who takes the lock (remove it)",
+            meta.uid()
+        ));
+    }
+    Ok(file)
+}
+
 impl CutoverLock {
     /// Takes the lock without waiting, recording `holder`.
     pub fn acquire(path: &Path, holder: &Holder) -> Result<CutoverLock, LockError> {
@@ -97,13 +146,7 @@ impl CutoverLock {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io_err)?;
         }
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(io_err)?;
+        let mut file = open_lock_file(path).map_err(io_err)?;
         match fs4::FileExt::try_lock(&file) {
             Ok(()) => {}
             Err(fs4::TryLockError::WouldBlock) => {
@@ -180,6 +223,29 @@ mod tests {
         drop(first);
         let again = CutoverLock::acquire(&p, &holder("migrate --teardown")).unwrap();
         assert_eq!(again.path(), p);
+    }
+
+    #[test]
+    fn a_symlink_fifo_or_hard_link_in_its_place_is_refused_and_its_target_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("precious");
+        std::fs::write(&target, "keep me").unwrap();
+        let p = dir.path().join("migrate.lock");
+        std::os::unix::fs::symlink(&target, &p).unwrap();
+        let err = CutoverLock::acquire(&p, &holder("x")).unwrap_err().to_string();
+        assert!(err.contains("symlink"), "{err}");
+        std::fs::remove_file(&p).unwrap();
+        std::fs::hard_link(&target, &p).unwrap();
+        let err = CutoverLock::acquire(&p, &holder("x")).unwrap_err().to_string();
+        assert!(err.contains("hard links"), "{err}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
+        std::fs::remove_file(&p).unwrap();
+        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        let started = std::time::Instant::now();
+        let err = CutoverLock::acquire(&p, &holder("x")).unwrap_err().to_string();
+        assert!(err.contains("FIFO") && started.elapsed().as_secs() < 2, "{err}");
     }
 
     #[test]

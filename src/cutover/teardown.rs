@@ -22,6 +22,18 @@ use crate::model::services::ServicesFile;
 /// Runs the teardown and reports.
 pub async fn teardown<M: ServiceManager>(home: &Home, manager: &M, sink: &mut dyn Sink) -> TeardownReport {
     let holder = Holder::current("migrate --teardown");
+    // As root on a user's home, the lock and the journal are that user's files.
+    let _as_owner = match crate::privsep::act_as_owner(home.root()) {
+        Ok(g) => g,
+        Err(e) => {
+            return TeardownReport {
+                outcome: TeardownOutcome::Failed,
+                disabled: Vec::new(),
+                messages: vec![e.to_string()],
+                unit: UnitState::default(),
+            };
+        }
+    };
     let _lock = match CutoverLock::acquire(&home.cutover_lock(), &holder) {
         Ok(l) => l,
         Err(e) => {

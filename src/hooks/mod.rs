@@ -99,6 +99,10 @@ pub fn candidate_homes(
 /// The last `n` lines of a log file ([`parachute_fsx::tail_lines`]), control characters
 /// made visible for a terminal.
 pub fn log_tail(path: &Path, n: usize) -> Vec<String> {
+    // Read as whoever controls the log's directory: root must not print through a symlink.
+    let Ok(_as_owner) = crate::privsep::act_as_owner(path.parent().unwrap_or(path)) else {
+        return Vec::new();
+    };
     parachute_fsx::tail_lines(path, n).iter().map(|l| legacy::sanitize(l)).collect()
 }
 

@@ -141,6 +141,15 @@ pub fn purge_state(home: &Home) -> PurgeReport {
 pub fn purge_files(paths: &[PathBuf]) -> PurgeReport {
     let mut r = PurgeReport::default();
     for p in paths.iter().filter(|p| purgeable(p)) {
+        // `<home>/hub/run/<file>`: its deletion, and the lock, are the home owner's file work.
+        let home = p.ancestors().nth(3).unwrap_or(p);
+        let _as_owner = match crate::privsep::act_as_owner(home) {
+            Ok(g) => g,
+            Err(e) => {
+                r.kept.push(format!("kept {}: {e}", p.display()));
+                continue;
+            }
+        };
         let _held = if p.ends_with("migrate.lock") && p.exists() {
             match CutoverLock::acquire(p, &Holder::current("preremove --purge")) {
                 Ok(l) => Some(l),

@@ -87,7 +87,7 @@ impl fmt::Display for Problems<'_> {
 
 /// Reads `path`. A missing file is `Ok(None)`: a module without a `.env` is normal.
 pub fn read(path: &Path) -> Result<Option<Vec<(String, String)>>, EnvFileError> {
-    let bytes = match std::fs::read(path) {
+    let bytes = match parachute_fsx::read_capped(path, 1 << 20) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(EnvFileError::Read { path: path.to_path_buf(), source }),

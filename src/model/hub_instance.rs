@@ -64,7 +64,7 @@ impl HubInstance {
 
     /// Reads the record. `Ok(None)` when no hub has written one (or it was cleared).
     pub fn read(path: &Path) -> Result<Option<HubInstance>, HubInstanceError> {
-        let bytes = match std::fs::read(path) {
+        let bytes = match parachute_fsx::read_capped(path, 1 << 20) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(HubInstanceError::Read { path: path.to_path_buf(), source }),

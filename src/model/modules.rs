@@ -185,7 +185,7 @@ pub fn first_party_default(short: &str) -> Option<Vec<String>> {
 
 /// `startCmd` of a `module.json`: `Ok(None)` when the file is absent or has no/empty startCmd.
 fn module_json_start_cmd(path: &Path) -> Result<Option<Vec<String>>, ModelError> {
-    let bytes = match std::fs::read(path) {
+    let bytes = match parachute_fsx::read_capped(path, 1 << 20) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(ModelError::ModuleJsonRead { path: path.to_path_buf(), source }),

@@ -56,7 +56,8 @@ pub enum PidfileError {
 /// Reads the file and its mtime from one open handle. `None` if it does not exist.
 fn read_with_mtime(path: &Path) -> Result<Option<(String, SystemTime)>, PidfileError> {
     let err = |source| PidfileError::Read { path: path.to_path_buf(), source };
-    let mut f = match std::fs::File::open(path) {
+    // Not blocking on a FIFO, not reading a device: the pidfile is the home owner's.
+    let mut f = match parachute_fsx::open_regular(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(err(e)),

@@ -269,7 +269,7 @@ impl ServicesFile {
     /// Reads `path` strictly: every problem is collected and returned as one error. A missing
     /// file is an empty registry. The file is never written.
     pub fn read_strict(path: &Path) -> Result<Loaded, ServicesError> {
-        match std::fs::read(path) {
+        match parachute_fsx::read_capped(path, parachute_fsx::MAX_STATE_FILE) {
             Ok(bytes) => ServicesFile::parse_strict(&bytes, path),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 Ok(Loaded { file: ServicesFile::empty(), warnings: vec![] })
@@ -280,7 +280,7 @@ impl ServicesFile {
 
     /// Reads `path` leniently: never fails (see the module doc). The file is never written.
     pub fn read_lenient(path: &Path) -> Loaded {
-        match std::fs::read(path) {
+        match parachute_fsx::read_capped(path, parachute_fsx::MAX_STATE_FILE) {
             Ok(bytes) => ServicesFile::parse_lenient(&bytes, path),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 Loaded { file: ServicesFile::empty(), warnings: vec![] }

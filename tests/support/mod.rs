@@ -4,6 +4,7 @@
 pub mod hub;
 pub mod legacy_box;
 pub mod sandbox;
+pub mod system_box;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

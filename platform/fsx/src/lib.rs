@@ -9,8 +9,12 @@
 //! inode stay, and a manager watching it sees no change).
 //!
 //! It also holds [`tail_lines`], the one reader of a log's last lines that every backend
-//! and hook uses to show why a unit did not come up.
+//! and hook uses to show why a unit did not come up, and [`read_bounded`], the reader for
+//! files someone else controls (a FIFO or `/dev/zero` in their place must not hang or
+//! exhaust the reader). [`fsid`] lets root do a user's file work with that user's rights.
 #![warn(missing_docs)]
+
+pub mod fsid;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -61,13 +65,97 @@ impl Default for WriteOptions {
     }
 }
 
-/// Reads a file, returning `None` when it does not exist.
+/// The most any state or config file of ours may hold (64 MiB): far above a real one, far
+/// below what would hurt the reader.
+pub const MAX_STATE_FILE: u64 = 64 << 20;
+
+/// Reads a file, returning `None` when it does not exist. A regular file only, at most
+/// [`MAX_STATE_FILE`] bytes (see [`read_bounded`]).
 pub fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, Error> {
-    match fs::read(path) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::new("read", path, e)),
+    read_bounded(path, MAX_STATE_FILE)
+}
+
+/// [`read_bounded`] with the plain `io::Error` of `std::fs::read` (`NotFound` included), for
+/// callers that map the error themselves.
+pub fn read_capped(path: &Path, cap: u64) -> io::Result<Vec<u8>> {
+    match read_bounded(path, cap) {
+        Ok(Some(bytes)) => Ok(bytes),
+        Ok(None) => Err(io::Error::from(io::ErrorKind::NotFound)),
+        Err(e) => Err(e.source),
     }
+}
+
+/// Opens `path` for reading without blocking on a FIFO or a device, and checks that it is
+/// a regular file. `O_NONBLOCK` makes the open of a FIFO return at once (a plain open would
+/// wait for a writer forever); the `fstat` then refuses it, like a device (`/dev/zero`).
+#[cfg(unix)]
+pub fn open_regular(path: &Path) -> io::Result<File> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path)?;
+    let meta = f.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file (it is {})", path.display(), kind_of(&meta.file_type())),
+        ));
+    }
+    Ok(f)
+}
+
+/// Opens `path` for reading (see the Unix variant).
+#[cfg(not(unix))]
+pub fn open_regular(path: &Path) -> io::Result<File> {
+    File::open(path)
+}
+
+/// What kind of file this is, in words, for an error message.
+pub fn kind_of(t: &fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO";
+        }
+        if t.is_char_device() || t.is_block_device() {
+            return "a device";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_symlink() {
+        "a symlink"
+    } else if t.is_file() {
+        "a regular file"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Reads a file someone else controls: a regular file only (see [`open_regular`]), at most
+/// `cap` bytes (a larger one is an error, not a truncated read). `None` when it does not
+/// exist.
+pub fn read_bounded(path: &Path, cap: u64) -> Result<Option<Vec<u8>>, Error> {
+    use std::io::Read;
+    let f = match open_regular(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::new("read", path, e)),
+    };
+    let mut buf = Vec::new();
+    f.take(cap.saturating_add(1)).read_to_end(&mut buf).map_err(|e| Error::new("read", path, e))?;
+    if buf.len() as u64 > cap {
+        return Err(Error::new(
+            "read",
+            path,
+            io::Error::new(io::ErrorKind::InvalidData, format!("the file is larger than {cap} bytes")),
+        ));
+    }
+    Ok(Some(buf))
 }
 
 /// Writes `bytes` to `path` atomically with default options, unless it already holds them.
@@ -132,7 +220,7 @@ pub fn remove_file(path: &Path) -> Result<Written, Error> {
 pub fn tail_lines(path: &Path, n: usize) -> Vec<String> {
     use std::io::{Read, Seek, SeekFrom};
     const WINDOW: u64 = 64 * 1024;
-    let Ok(mut f) = File::open(path) else { return Vec::new() };
+    let Ok(mut f) = open_regular(path) else { return Vec::new() };
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
     let start = len.saturating_sub(WINDOW);
     let mut buf = Vec::new();
@@ -224,6 +312,28 @@ mod tests {
         let t = tail_lines(&p, 100_000);
         assert_eq!(t.last().unwrap(), "line 19999");
         assert!(t.iter().all(|l| l.len() == 10), "no partial line: {:?}", &t[..2]);
+    }
+
+    #[test]
+    fn bounded_reads_refuse_fifos_devices_and_oversized_files_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("services.json");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        let started = std::time::Instant::now();
+        let err = read_bounded(&fifo, 1024).unwrap_err();
+        assert!(err.to_string().contains("a FIFO"), "{err}");
+        assert!(tail_lines(&fifo, 5).is_empty());
+        assert!(started.elapsed() < std::time::Duration::from_secs(1), "a FIFO must not block the reader");
+        let zero = dir.path().join("zero");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        assert!(read_bounded(&zero, 1024).unwrap_err().to_string().contains("a device"));
+        let big = dir.path().join("big");
+        fs::write(&big, vec![b'x'; 2048]).unwrap();
+        assert!(read_bounded(&big, 1024).unwrap_err().to_string().contains("larger than 1024"));
+        assert_eq!(read_bounded(&big, 2048).unwrap().unwrap().len(), 2048);
+        assert_eq!(read_bounded(&dir.path().join("missing"), 1).unwrap(), None);
     }
 
     #[test]

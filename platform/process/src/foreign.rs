@@ -49,6 +49,10 @@ mod imp {
     ) -> Result<Signalled, SignalError> {
         let esrch = |e: &std::io::Error| e.raw_os_error() == Some(libc::ESRCH);
         let os = |group, source| SignalError::Os { pid: id.pid, group, signal: sig, source };
+        // Never init, never ourselves, whatever a pidfile says.
+        if id.pid <= 1 || id.pid == std::process::id() {
+            return Err(os(group, std::io::Error::from_raw_os_error(libc::EPERM)));
+        }
         // 1. Pin whatever process has this pid right now.
         let pidfd = match sys::pidfd_open(id.pid) {
             Ok(fd) => fd,

@@ -66,9 +66,15 @@ pub(crate) fn pidfd_send_signal_flags(fd: BorrowedFd<'_>, sig: i32, flags: libc:
     if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
-/// `killpg(pgid, sig)`.
+/// `killpg(pgid, sig)`, refused (`EPERM`, nothing sent) for a pgid ≤ 1 and for the caller's
+/// own group: glibc's `killpg(1, sig)` is `kill(-1, sig)`, every process the caller may
+/// signal, and `killpg(0, sig)` is the caller's own group.
 pub(crate) fn killpg(pgid: u32, sig: i32) -> io::Result<()> {
     let pgid = libc::pid_t::try_from(pgid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
+    // SAFETY: getpgrp cannot fail.
+    if pgid <= 1 || pgid == unsafe { libc::getpgrp() } {
+        return Err(io::Error::from_raw_os_error(libc::EPERM));
+    }
     // SAFETY: plain syscall with integer arguments.
     retry(|| unsafe { libc::killpg(pgid, sig) }).map(drop)
 }
@@ -141,4 +147,29 @@ pub(crate) fn reap_pid(pid: u32) -> io::Result<Option<ExitInfo>> {
     } else {
         ExitInfo { code: None, signal: None }
     }))
+}
+
+#[cfg(test)]
+mod guard_tests {
+    #[test]
+    fn killpg_refuses_init_everyone_and_our_own_group() {
+        // SAFETY: getpgrp cannot fail.
+        let own = unsafe { libc::getpgrp() } as u32;
+        for pgid in [0, 1, own] {
+            // Signal 0 only probes, so even a missing guard would not hurt this machine.
+            let err = super::killpg(pgid, 0).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EPERM), "pgid {pgid}");
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_pidfile_naming_init_or_us_is_never_signalled() {
+        for pid in [1, std::process::id()] {
+            let id = crate::procfs::identity(pid).expect("identity of a live process");
+            // SIGCONT: harmless to a running process even if the guard were missing.
+            let err = crate::signal_identity(&id, crate::Signal::Cont, true).unwrap_err();
+            assert!(err.to_string().contains("not permitted"), "pid {pid}: {err}");
+        }
+    }
 }

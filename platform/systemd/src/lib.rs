@@ -168,7 +168,7 @@ impl SystemdManager {
         if t.disable(name).await? {
             change = Change::Changed;
         }
-        let removed = parachute_fsx::remove_file(&file)
+        let removed = parachute_fsx::fsid::as_process_identity(|| parachute_fsx::remove_file(&file))
             .map_err(|e| errors::io(e, format!("could not remove the unit file {}", file.display())))?;
         if removed == Written::Changed {
             change = Change::Changed;
@@ -233,8 +233,11 @@ impl ServiceManager for SystemdManager {
         let name = spec.id.systemd_unit();
         let text = render_unit_for(spec, t.scope, t.version().await)?;
         let file = t.file(&name);
-        // `append:` opens the log at start; its directory must exist (W8).
-        if let Some(dir) = spec.log_path.parent() {
+        // `append:` opens the log at start; its directory must exist (W8). System units log
+        // to the journal (the manager would open the file as root).
+        if t.scope == Scope::User
+            && let Some(dir) = spec.log_path.parent()
+        {
             std::fs::create_dir_all(dir).map_err(|e| {
                 errors::io(e, format!("could not create the log directory {} for {name}", dir.display()))
             })?;
@@ -251,8 +254,10 @@ impl ServiceManager for SystemdManager {
                 ),
             ));
         }
-        let written = parachute_fsx::write_atomic(&file, text.as_bytes())
-            .map_err(|e| Self::io(e, format!("could not write the unit file {}", file.display())))?;
+        // Root's own file even while the caller does a user's file work as that user.
+        let written =
+            parachute_fsx::fsid::as_process_identity(|| parachute_fsx::write_atomic(&file, text.as_bytes()))
+                .map_err(|e| Self::io(e, format!("could not write the unit file {}", file.display())))?;
         let mut change = if written == Written::Changed { Change::Changed } else { Change::AlreadyInPlace };
         if written == Written::Changed || before.need_daemon_reload || !before.loaded() {
             t.reload().await?;

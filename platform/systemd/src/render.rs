@@ -111,8 +111,19 @@ pub fn render_unit_for(spec: &UnitSpec, scope: Scope, version: ManagerVersion) -
     // first and sweeps the rest of the cgroup after the stop timeout.
     line("KillMode=mixed");
     let log = escape_specifiers(path_str(&spec.log_path, "log_path", &unit)?);
-    line(&format!("StandardOutput=append:{log}"));
-    line(&format!("StandardError=append:{log}"));
+    match scope {
+        // The user manager opens `append:` files as the user: the log can stay in the home.
+        Scope::User => {
+            line(&format!("StandardOutput=append:{log}"));
+            line(&format!("StandardError=append:{log}"));
+        }
+        // The system manager would open it as root, before dropping to `User=`, following
+        // whatever symlink the home's owner put there: never a path in a home (issue F1).
+        Scope::System => {
+            line("StandardOutput=journal");
+            line("StandardError=journal");
+        }
+    }
     if spec.hardened {
         // ProtectSystem=strict and ProtectHome=read-only: only the home of the account the
         // unit runs as, its working directory and the log directory stay writable.
@@ -359,6 +370,10 @@ mod tests {
         assert!(unit_section.contains("StartLimitIntervalSec=300\nStartLimitBurst=5\n"), "{text}");
         assert!(text.ends_with("[Install]\nWantedBy=default.target\n"));
         let sys = render_unit(&spec(), Scope::System).unwrap();
+        // systemd would open an `append:` file as root, before `User=`, through the home
+        // owner's symlinks: system units log to the journal.
+        assert!(sys.contains("StandardOutput=journal\nStandardError=journal\n"), "{sys}");
+        assert!(!sys.contains("append:") && !sys.contains("/tmp/t.log"), "{sys}");
         assert!(sys.contains("\nUser=op\n") && sys.contains("Wants=network-online.target"), "{sys}");
         assert!(sys.ends_with("WantedBy=multi-user.target\n"));
     }

@@ -1,0 +1,187 @@
+//! What root does to a home an unprivileged user owns (issue: "Root never acts on a user's
+//! say-so"), proven on a booted system-mode systemd: each test boots its own container
+//! (`support::system_box`), creates a real user inside it, and plays the attack that user
+//! could play against the package hooks, `migrate` and `unit install --scope system`. Every
+//! "root file" named here lives in the container's throw-away overlay.
+
+use std::time::Duration;
+
+use crate::support::system_box::{BoxUser, SystemBox};
+use crate::support::{show, wait_for};
+
+/// A Parachute home owned by `u` (`~/ph`, an empty services.json), as `u` would make it.
+fn user_home(b: &SystemBox, u: &BoxUser) -> String {
+    let home = format!("{}/ph", u.home.display());
+    b.sh_as(u, &format!("mkdir -p {home} && echo '{{\"services\":[]}}' > {home}/services.json"));
+    home
+}
+
+/// `systemctl show -p KEY --value parachute-hub.service` inside the box.
+fn hub_prop(b: &SystemBox, key: &str) -> String {
+    b.sh(&format!("systemctl show -p {key} --value parachute-hub.service")).trim().to_owned()
+}
+
+fn wait_hub_running(b: &SystemBox, what: &str, min_restarts: u32) -> u32 {
+    wait_for(what, Duration::from_secs(30), || {
+        let pid: u32 = hub_prop(b, "MainPID").parse().ok()?;
+        let restarts: u32 = hub_prop(b, "NRestarts").parse().ok()?;
+        (pid > 0 && restarts >= min_restarts && hub_prop(b, "ActiveState") == "active").then_some(pid)
+    })
+}
+
+/// Attack 1 (critical): the system unit used to say `StandardOutput=append:<home>/hub/logs/
+/// hub.log`, which systemd opens as root before dropping to `User=`. The owner swaps the log
+/// (and the log directory) for symlinks into root's files and kills their own hub; the
+/// restart must create or change nothing outside the home.
+#[test]
+fn the_log_symlink_swap_and_a_hub_kill_change_nothing_outside_the_home() {
+    let Some(b) = SystemBox::start("root_log_symlink") else { return };
+    let u = b.new_user("logswap");
+    let home = user_home(&b, &u);
+    // A root shell (no SUDO_USER): the hub must run as the home's owner, logging to the journal.
+    let out = b.run(&[
+        &b.parachute(),
+        "unit",
+        "install",
+        "--scope",
+        "system",
+        "--home",
+        &home,
+        "--exec",
+        &b.parachute(),
+    ]);
+    assert!(out.status.success(), "{}", show(&out));
+    let unit = b.sh("cat /etc/systemd/system/parachute-hub.service");
+    assert!(unit.contains(&format!("User={}\n", u.name)), "{unit}");
+    assert!(unit.contains("StandardOutput=journal\n") && !unit.contains("append:"), "{unit}");
+    let first = wait_hub_running(&b, "the hub running", 0);
+    assert_eq!(
+        b.sh(&format!("stat -c %u /proc/{first}")).trim(),
+        u.uid.to_string(),
+        "the hub runs as its owner"
+    );
+
+    b.sh_as(
+        &u,
+        &format!(
+            "mkdir -p {home}/hub/logs && ln -sfn /root/pwned {home}/hub/logs/hub.log && \
+             mv {home}/hub/logs {home}/hub/logs.old && ln -s /etc {home}/hub/logs && kill -9 {first}"
+        ),
+    );
+    let second = wait_hub_running(&b, "the hub restarted after the kill", 1);
+    assert_ne!(first, second);
+    for p in ["/root/pwned", "/etc/hub.log"] {
+        let out = b.run(&["test", "-e", p]);
+        assert!(!out.status.success(), "{p} was created by the restart");
+    }
+    b.sh("systemctl stop parachute-hub.service");
+}
+
+/// Attack 2: `migrate.lock` as a symlink to a root file. `preremove --purge` and `migrate`
+/// run as root used to truncate the target; it must stay byte for byte.
+#[test]
+fn a_migrate_lock_symlink_to_a_root_file_leaves_that_file_unchanged() {
+    let Some(b) = SystemBox::start("root_lock_symlink") else { return };
+    let u = b.new_user("locklink");
+    let home = user_home(&b, &u);
+    b.sh("printf 'root:secret-hash:19000:0:99999:7:::\\n' > /root/decoy-shadow && chmod 600 /root/decoy-shadow");
+    b.sh_as(&u, &format!("mkdir -p {home}/hub/run && ln -s /root/decoy-shadow {home}/hub/run/migrate.lock"));
+
+    let purge = b.run(&[&b.parachute(), "preremove", "--purge", "--home", &home]);
+    assert_eq!(b.sh("cat /root/decoy-shadow"), "root:secret-hash:19000:0:99999:7:::\n", "{}", show(&purge));
+    // The purge may delete the link itself (it is the owner's); plant it again for migrate.
+    b.sh_as(&u, &format!("ln -sfn /root/decoy-shadow {home}/hub/run/migrate.lock"));
+    let migrate = b.run(&[
+        "env",
+        &format!("SUDO_USER={}", u.name),
+        &format!("SUDO_UID={}", u.uid),
+        &b.parachute(),
+        "migrate",
+        "--to-supervised",
+        "--home",
+        &home,
+        "--exec",
+        &b.parachute(),
+    ]);
+    let decoy = b.sh("cat /root/decoy-shadow");
+    assert_eq!(decoy, "root:secret-hash:19000:0:99999:7:::\n", "{}", show(&migrate));
+    assert!(!migrate.status.success(), "migrate must refuse the symlinked lock:\n{}", show(&migrate));
+    assert!(
+        String::from_utf8_lossy(&migrate.stdout).contains("symlink")
+            || String::from_utf8_lossy(&migrate.stderr).contains("symlink"),
+        "{}",
+        show(&migrate)
+    );
+    // Nothing root-owned was left in the home either.
+    let root_owned = b.sh(&format!("find {home} -uid 0"));
+    assert_eq!(root_owned, "", "root-owned files in the home");
+}
+
+/// Attack 4: from a root shell (no SUDO_USER) `unit install --scope system` wrote no `User=`,
+/// so the hub ran the user's services.json commands as root. Now `User=` is the home's
+/// owner, and a root hub on that home needs an explicit `--user root`.
+#[test]
+fn unit_install_from_a_root_shell_runs_the_hub_as_the_home_owner() {
+    let Some(b) = SystemBox::start("root_unit_user") else { return };
+    let u = b.new_user("rootshell");
+    let home = user_home(&b, &u);
+    let render = |extra: &[&str]| {
+        let mut argv = vec![b.parachute(), "unit".into(), "render".into(), "--scope".into(), "system".into()];
+        argv.extend(["--home".into(), home.clone(), "--exec".into(), b.parachute()]);
+        argv.extend(extra.iter().map(|s| (*s).to_owned()));
+        b.run(&argv.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let out = render(&[]);
+    assert!(out.status.success(), "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("User={}\n", u.name)), "{text}");
+    assert!(!text.contains("=/root/") && !text.contains(":/root/"), "no root home in the unit: {text}");
+    let out = render(&["--user", "root"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && !text.contains("User=") && text.contains("--allow-root"),
+        "{}",
+        show(&out)
+    );
+    // And serve itself, started by root on that home, refuses.
+    let out = b.run(&[&b.parachute(), "serve", "--home", &home, "--port", "19391"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to run as root"), "{}", show(&out));
+}
+
+/// Attack 5: a FIFO in place of services.json (and of a pidfile) made the package's prerm
+/// hang forever, holding the dpkg lock. It must finish within its bound, saying why.
+#[test]
+fn a_fifo_services_json_lets_preremove_finish_with_a_clear_message() {
+    let Some(b) = SystemBox::start("root_fifo") else { return };
+    let u = b.new_user("fifo");
+    let home = user_home(&b, &u);
+    let out = b.run(&[
+        &b.parachute(),
+        "unit",
+        "install",
+        "--scope",
+        "system",
+        "--no-start",
+        "--home",
+        &home,
+        "--exec",
+        &b.parachute(),
+    ]);
+    assert!(out.status.success(), "{}", show(&out));
+    b.sh_as(&u, &format!("rm {home}/services.json && mkfifo {home}/services.json && mkdir -p {home}/hub/run && mkfifo {home}/hub/run/hub.pid"));
+    let started = std::time::Instant::now();
+    let out = b.run(&["timeout", "30", &b.parachute(), "preremove", "--purge"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "preremove took {:?}:\n{}",
+        started.elapsed(),
+        show(&out)
+    );
+    assert_ne!(out.status.code(), Some(124), "preremove hung:\n{}", show(&out));
+    assert!(
+        !b.sh("ls /etc/systemd/system").contains("parachute-hub.service"),
+        "the unit is removed:\n{}",
+        show(&out)
+    );
+}
