@@ -162,11 +162,17 @@ cmd_start() {
         fi
         if [[ -n $leader ]]; then
             state=$(in_box "$leader" systemctl is-system-running 2>/dev/null || true)
-            [[ $state == running || $state == degraded ]] && break
+            # "running" can come before the manager has registered on the (socket-activated)
+            # system bus; clients need org.freedesktop.systemd1 there.
+            if [[ $state == running || $state == degraded ]] && in_box "$leader" busctl --system call \
+                org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus NameHasOwner s \
+                org.freedesktop.systemd1 2>/dev/null | grep -q true; then
+                break
+            fi
         fi
         sleep 0.05
     done
-    if [[ $state != running && $state != degraded ]]; then
+    if ((SECONDS - start >= timeout)); then
         tail -n 30 "$dir/console.log" >&2 || true
         cmd_stop "$dir"
         die "the container did not finish booting within ${timeout}s (state '${state:-none}')"

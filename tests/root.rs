@@ -185,3 +185,123 @@ fn a_fifo_services_json_lets_preremove_finish_with_a_clear_message() {
         show(&out)
     );
 }
+
+/// Attack 3: services.json rows named after root daemons, with pidfiles holding their pids
+/// (and one holding `1`), made `sudo parachute migrate` SIGTERM/SIGKILL them — and `killpg(1)`
+/// is `kill(-1)`. Root may signal only the home owner's processes: those rows are refused by
+/// name and every process survives.
+#[test]
+fn rows_naming_root_daemons_or_init_are_refused_and_every_process_survives() {
+    let Some(b) = SystemBox::start("root_legacy_rows") else { return };
+    let u = b.new_user("rows");
+    let home = user_home(&b, &u);
+    // A root daemon whose argv[0] carries the row's name, as a real postgres would.
+    b.sh(
+        "systemd-run --unit=fake-postgres.service --property=Type=exec bash -c 'exec -a postgres sleep 600'",
+    );
+    let pg = wait_for("the root daemon running", Duration::from_secs(10), || {
+        b.sh("systemctl show -p MainPID --value fake-postgres.service")
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|p| *p > 0)
+    });
+    let journald = b.sh("systemctl show -p MainPID --value systemd-journald.service").trim().to_owned();
+    b.sh_as(
+        &u,
+        &format!(
+            r#"cat > {home}/services.json <<'JSON'
+{{"services":[
+ {{"name":"postgres","port":19778,"paths":["/postgres"],"health":"/health","version":"1.0.0"}},
+ {{"name":"systemd","port":19779,"paths":["/systemd"],"health":"/health","version":"1.0.0"}},
+ {{"name":"systemd-journald","port":19780,"paths":["/j"],"health":"/health","version":"1.0.0"}}
+]}}
+JSON
+for m in postgres systemd systemd-journald; do mkdir -p {home}/$m/run; done
+echo {pg} > {home}/postgres/run/postgres.pid
+echo 1 > {home}/systemd/run/systemd.pid
+echo {journald} > {home}/systemd-journald/run/systemd-journald.pid"#
+        ),
+    );
+    let before = b.sh("ps -e -o pid= | sort -n");
+    let out = b.run(&[
+        "env",
+        &format!("SUDO_USER={}", u.name),
+        &format!("SUDO_UID={}", u.uid),
+        &b.parachute(),
+        "migrate",
+        "--to-supervised",
+        "--home",
+        &home,
+        "--exec",
+        &b.parachute(),
+    ]);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    for (row, pid) in
+        [("postgres", pg.to_string()), ("systemd", "1".to_owned()), ("systemd-journald", journald.clone())]
+    {
+        assert!(
+            text.contains(&format!("{row}: pidfile named pid {pid}")) && text.contains("did not signal"),
+            "row {row} (pid {pid}) must be refused by name:\n{}",
+            show(&out)
+        );
+    }
+    assert_eq!(
+        b.sh("systemctl show -p MainPID --value fake-postgres.service").trim(),
+        pg.to_string(),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(
+        b.sh("systemctl show -p MainPID --value systemd-journald.service").trim(),
+        journald,
+        "{}",
+        show(&out)
+    );
+    // Every process that ran before still runs (the hub and its helpers may have been added).
+    let after = b.sh("ps -e -o pid= | sort -n");
+    let gone: Vec<&str> = before
+        .lines()
+        .filter(|p| !after.lines().any(|a| a == *p))
+        .filter(|p| b.run(&["test", "-e", &format!("/proc/{}", p.trim())]).status.success())
+        .collect();
+    assert!(gone.is_empty(), "processes killed: {gone:?}\n{}", show(&out));
+    assert!(b.sh("systemctl is-system-running || true").trim() != "stopping", "the container is going down");
+}
+
+/// Identity under sudo: `sudo parachute migrate --to-supervised` for the invoking user's
+/// home puts the hub in the system scope running as that user, with no root-owned file left
+/// in the home and no /root in the unit's PATH.
+#[test]
+fn sudo_migrate_runs_the_hub_as_the_invoking_user_and_leaves_no_root_file_in_the_home() {
+    let Some(b) = SystemBox::start("root_sudo_migrate") else { return };
+    let u = b.new_user("sudoer");
+    let home = user_home(&b, &u);
+    let out = b.run(&[
+        "env",
+        "HOME=/root",
+        &format!("SUDO_USER={}", u.name),
+        &format!("SUDO_UID={}", u.uid),
+        &format!("SUDO_GID={}", u.uid),
+        &b.parachute(),
+        "migrate",
+        "--to-supervised",
+        "--home",
+        &home,
+        "--exec",
+        &b.parachute(),
+    ]);
+    assert!(out.status.success(), "{}", show(&out));
+    let pid = wait_hub_running(&b, "the supervised hub", 0);
+    assert_eq!(
+        b.sh(&format!("stat -c %u /proc/{pid}")).trim(),
+        u.uid.to_string(),
+        "the hub runs as the user"
+    );
+    let unit = b.sh("cat /etc/systemd/system/parachute-hub.service");
+    assert!(unit.contains(&format!("User={}\n", u.name)), "{unit}");
+    let path = unit.lines().find(|l| l.contains("\"PATH=")).unwrap_or_default();
+    assert!(!path.contains("/root/") && path.contains(&format!("{}/.bun/bin", u.home.display())), "{unit}");
+    assert_eq!(b.sh(&format!("find {home} -uid 0")), "", "root-owned files in the home:\n{}", show(&out));
+    b.sh("systemctl stop parachute-hub.service");
+}
