@@ -17,7 +17,7 @@ use std::time::Duration;
 use parachute_container::{DetectProbe, Detected, NoManager};
 use parachute_launchd::LaunchdManager;
 use parachute_manager::{
-    AfterInstall, Change, Drift, Error, Scope, ServiceManager, UnitId, UnitSpec, UnitStatus,
+    AfterInstall, Change, Drift, Error, InstalledUnit, Scope, ServiceManager, UnitId, UnitSpec, UnitStatus,
 };
 use parachute_systemd::{SystemdManager, connect};
 
@@ -185,8 +185,20 @@ impl ServiceManager for Backend {
         each!(self, m => m.unit_path(id))
     }
 
+    fn display_name(&self, id: &UnitId) -> String {
+        each!(self, m => m.display_name(id))
+    }
+
     fn render(&self, spec: &UnitSpec) -> Result<Vec<u8>, Error> {
         each!(self, m => m.render(spec))
+    }
+
+    fn read_installed(&self, id: &UnitId) -> Result<Option<InstalledUnit>, Error> {
+        each!(self, m => m.read_installed(id))
+    }
+
+    async fn restore(&self, id: &UnitId, previous: &[u8]) -> Result<Change, Error> {
+        each!(self, m => m.restore(id, previous).await)
     }
 
     async fn install(&self, spec: &UnitSpec, then: AfterInstall) -> Result<Change, Error> {

@@ -24,7 +24,9 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use parachute_manager::{AfterInstall, Drift, Scope, ServiceManager, UnitId, UnitSpec};
+use parachute_manager::{
+    AfterInstall, Drift, ErrorKind, InstalledUnit, Scope, ServiceManager, UnitId, UnitSpec, UnitState,
+};
 use serde::Serialize;
 
 use super::installed::InstalledHub;
@@ -115,16 +117,50 @@ impl RefreshReport {
     }
 }
 
+/// The refresh's states. Each step does one thing and names the next; [`Step::Done`] ends it.
+enum Step {
+    /// Read the installed unit back through the backend.
+    Read,
+    /// Work out what the installed unit serves and re-render it for the new binary.
+    Respec(InstalledUnit),
+    /// Check the new binary, the running hub and the drift; decide what to do.
+    Inspect(Plan),
+    /// Rewrite the definition of a hub that is not running (it stays down).
+    Rewrite(Plan),
+    /// Rewrite and/or restart a running hub, then wait for it to answer healthy.
+    Apply(Plan),
+    /// Put the previous definition back and bring the hub up on it.
+    RollBack(Plan, String),
+    /// Finished, with this outcome and sentence.
+    Done(RefreshOutcome, String),
+}
+
+/// What a refresh acts on once the installed unit is understood.
+struct Plan {
+    previous: InstalledUnit,
+    spec: UnitSpec,
+    home: Home,
+    port: u16,
+    drift: Drift,
+}
+
+/// The fixed inputs of one refresh.
+struct Ctx<'a, M> {
+    m: &'a M,
+    opts: &'a RefreshOptions,
+    id: UnitId,
+    name: String,
+}
+
 /// Re-renders the hub unit in `m`'s scope for `opts.exec` and repairs drift (see the module doc).
 pub async fn refresh<M: ServiceManager>(m: &M, opts: &RefreshOptions) -> RefreshReport {
     let id = UnitId::hub();
-    let path = m.unit_path(&id);
-    let name = format!("{} ({} scope)", unit_name(m, &id), m.scope());
-    let r = RefreshReport {
+    let cx = Ctx { m, opts, name: format!("{} ({} scope)", m.display_name(&id), m.scope()), id };
+    let mut r = RefreshReport {
         scope: m.scope(),
         backend: m.kind(),
         outcome: RefreshOutcome::NotInstalled,
-        unit_path: path.clone(),
+        unit_path: m.unit_path(&cx.id),
         home: None,
         port: None,
         reasons: Vec::new(),
@@ -135,40 +171,61 @@ pub async fn refresh<M: ServiceManager>(m: &M, opts: &RefreshOptions) -> Refresh
         message: String::new(),
         log_tail: Vec::new(),
     };
-    let old = match parachute_fsx::read_optional(&path) {
-        Ok(None) => {
-            return r.end(RefreshOutcome::NotInstalled, format!("no hub unit in the {} scope.", m.scope()));
+    let mut step = Step::Read;
+    loop {
+        step = match step {
+            Step::Read => read(&cx),
+            Step::Respec(installed) => respec(&cx, &mut r, installed),
+            Step::Inspect(plan) => inspect(&cx, &mut r, plan).await,
+            Step::Rewrite(plan) => rewrite(&cx, &r, &plan).await,
+            Step::Apply(plan) => apply(&cx, &mut r, plan).await,
+            Step::RollBack(plan, failure) => roll_back(&cx, &mut r, &plan, &failure).await,
+            Step::Done(outcome, message) => return r.end(outcome, message),
         }
-        Ok(Some(b)) => b,
-        Err(e) => return r.end(RefreshOutcome::ManagerError, format!("{name}: {e}; left as it is.")),
-    };
-    let unreadable = |r: RefreshReport, why: String| {
-        r.end(
-            RefreshOutcome::Unreadable,
-            format!("{name}: {why}; left as it is. Re-install it with `parachute unit install`."),
-        )
-    };
-    let installed = match InstalledHub::parse(m.kind(), &path, &old) {
-        Ok(i) => i,
-        Err(e) => return unreadable(r, e.why),
-    };
-    let (home, port) = match (installed.home(), installed.port()) {
+    }
+}
+
+fn read<M: ServiceManager>(cx: &Ctx<'_, M>) -> Step {
+    match cx.m.read_installed(&cx.id) {
+        Ok(Some(u)) => Step::Respec(u),
+        Ok(None) => {
+            Step::Done(RefreshOutcome::NotInstalled, format!("no hub unit in the {} scope.", cx.m.scope()))
+        }
+        Err(e) if e.kind == ErrorKind::Unreadable => unreadable(cx, &e.message),
+        Err(e) => Step::Done(RefreshOutcome::ManagerError, format!("{}: {e}; left as it is.", cx.name)),
+    }
+}
+
+fn unreadable<M>(cx: &Ctx<'_, M>, why: &str) -> Step {
+    Step::Done(
+        RefreshOutcome::Unreadable,
+        format!("{}: {why}; left as it is. Re-install it with `parachute unit install`.", cx.name),
+    )
+}
+
+fn respec<M: ServiceManager>(cx: &Ctx<'_, M>, r: &mut RefreshReport, installed: InstalledUnit) -> Step {
+    let hub = InstalledHub::new(installed);
+    let (home, port) = match (hub.home(), hub.port()) {
         (Ok(h), Ok(p)) => (h, p),
-        (Err(why), _) | (_, Err(why)) => return unreadable(r, why),
+        (Err(why), _) | (_, Err(why)) => return unreadable(cx, &why),
     };
-    let mut r = RefreshReport { home: Some(home.root().to_path_buf()), port: Some(port), ..r };
+    r.home = Some(home.root().to_path_buf());
+    r.port = Some(port);
     // A system unit's PATH belongs to the account it runs as, not to whoever runs the hook.
-    let fallback = installed
-        .run_as_user
-        .as_deref()
-        .filter(|_| m.scope() == Scope::System)
+    let fallback = hub
+        .run_as_user()
+        .filter(|_| cx.m.scope() == Scope::System)
         .and_then(|u| nix::unistd::User::from_name(u).ok().flatten())
         .map(|u| u.dir)
-        .or_else(|| opts.fallback_user_home.clone());
-    let spec = match installed.respec(&opts.exec, m.scope(), fallback.as_deref()) {
-        Ok(s) => s,
-        Err(why) => return unreadable(r, why),
-    };
+        .or_else(|| cx.opts.fallback_user_home.clone());
+    match hub.respec(&cx.opts.exec, cx.m.scope(), fallback.as_deref()) {
+        Ok(spec) => Step::Inspect(Plan { previous: hub.unit, spec, home, port, drift: Drift::InSync }),
+        Err(why) => unreadable(cx, &why),
+    }
+}
+
+async fn inspect<M: ServiceManager>(cx: &Ctx<'_, M>, r: &mut RefreshReport, mut plan: Plan) -> Step {
+    let (m, opts, name) = (cx.m, cx.opts, &cx.name);
     let new_version = match probe::exec_version(&opts.exec, opts.probe_timeout).await {
         Ok(v) => v,
         Err(why) => {
@@ -176,29 +233,34 @@ pub async fn refresh<M: ServiceManager>(m: &M, opts: &RefreshOptions) -> Refresh
                 "{name}: the new binary {} does not run ({why}); the unit was left as it is.",
                 opts.exec.display()
             );
-            return r.end(RefreshOutcome::ExecBroken, msg);
+            return Step::Done(RefreshOutcome::ExecBroken, msg);
         }
     };
-    let status = match m.status(&id).await {
+    let status = match m.status(&cx.id).await {
         Ok(s) => s,
-        Err(e) => return r.end(RefreshOutcome::ManagerError, format!("{name}: {e} Nothing was changed.")),
+        Err(e) => {
+            return Step::Done(RefreshOutcome::ManagerError, format!("{name}: {e} Nothing was changed."));
+        }
     };
     let running = status.main_pid.filter(|_| status.active && status.scope == Some(m.scope()));
     r.pid_before = running;
     let health_before = match running {
-        Some(pid) => check_health(m, &home, port, opts.probe_timeout).await.ok().filter(|(p, _)| *p == pid),
+        Some(pid) => {
+            check_health(m, &plan.home, plan.port, opts.probe_timeout).await.ok().filter(|(p, _)| *p == pid)
+        }
         None => None,
     };
     r.healthy_before = health_before.is_some();
-
-    let drift = match m.drift(&spec).await {
+    plan.drift = match m.drift(&plan.spec).await {
         Ok(d) => d,
-        Err(e) => return r.end(RefreshOutcome::ManagerError, format!("{name}: {e} Nothing was changed.")),
+        Err(e) => {
+            return Step::Done(RefreshOutcome::ManagerError, format!("{name}: {e} Nothing was changed."));
+        }
     };
-    match &drift {
+    match &plan.drift {
         Drift::InSync => {}
         Drift::NotInstalled => {
-            return r.end(RefreshOutcome::NotInstalled, format!("{name} went away meanwhile."));
+            return Step::Done(RefreshOutcome::NotInstalled, format!("{name} went away meanwhile."));
         }
         Drift::FileDiffers { diff } => {
             r.reasons.push("its definition differs from what this parachute renders".into());
@@ -221,92 +283,96 @@ pub async fn refresh<M: ServiceManager>(m: &M, opts: &RefreshOptions) -> Refresh
             opts.exec.display()
         ));
     }
-    if r.reasons.is_empty() {
-        let pid = running.map(|p| format!(" (pid {p})")).unwrap_or_default();
-        return r.end(RefreshOutcome::InSync, format!("{name} is current{pid}; nothing to do."));
+    match running {
+        _ if r.reasons.is_empty() => {
+            let pid = running.map(|p| format!(" (pid {p})")).unwrap_or_default();
+            Step::Done(RefreshOutcome::InSync, format!("{name} is current{pid}; nothing to do."))
+        }
+        None => Step::Rewrite(plan),
+        Some(_) => Step::Apply(plan),
     }
-    let why = r.reasons.join("; ");
-    if running.is_none() {
-        return match m.install(&spec, AfterInstall::DontStart).await {
-            Ok(_) => r.end(
-                RefreshOutcome::Rewritten,
-                format!(
-                    "{name}: rewritten for {} ({why}); it was not running, so it was not started.",
-                    opts.exec.display()
-                ),
-            ),
-            Err(e) => {
-                let msg =
-                    format!("{name}: could not be rewritten ({}); the file may be unchanged.", e.message);
-                r.end(RefreshOutcome::ManagerError, msg)
-            }
-        };
-    }
+}
 
-    let applied = if drift == Drift::InSync {
-        m.restart(&id).await.map(drop)
+async fn rewrite<M: ServiceManager>(cx: &Ctx<'_, M>, r: &RefreshReport, plan: &Plan) -> Step {
+    match cx.m.install(&plan.spec, AfterInstall::DontStart).await {
+        Ok(_) => Step::Done(
+            RefreshOutcome::Rewritten,
+            format!(
+                "{}: rewritten for {} ({}); it was not running, so it was not started.",
+                cx.name,
+                cx.opts.exec.display(),
+                r.reasons.join("; ")
+            ),
+        ),
+        Err(e) => Step::Done(
+            RefreshOutcome::ManagerError,
+            format!("{}: could not be rewritten ({}); the file may be unchanged.", cx.name, e.message),
+        ),
+    }
+}
+
+async fn apply<M: ServiceManager>(cx: &Ctx<'_, M>, r: &mut RefreshReport, plan: Plan) -> Step {
+    let m = cx.m;
+    let applied = if plan.drift == Drift::InSync {
+        m.restart(&cx.id).await.map(drop)
     } else {
-        m.install(&spec, AfterInstall::Start).await.map(drop)
+        m.install(&plan.spec, AfterInstall::Start).await.map(drop)
     };
     let failure = match applied {
         Err(e) => {
-            r.log_tail = e.log_tail.clone();
-            // The log lines are reported once, below, not inside the sentence too.
-            e.message.split(" Last lines of ").next().unwrap_or_default().trim_end().to_owned()
+            r.log_tail = e.log_tail;
+            e.message
         }
-        Ok(()) => match wait_healthy(m, &home, port, opts).await {
+        Ok(()) => match wait_healthy(m, &plan.home, plan.port, cx.opts).await {
             Ok(pid) => {
                 r.pid_after = Some(pid);
                 let msg = format!(
-                    "{name}: refreshed for {} ({why}); the hub is healthy again (pid {} → {pid}).",
-                    opts.exec.display(),
-                    running.unwrap_or(0)
+                    "{}: refreshed for {} ({}); the hub is healthy again (pid {} → {pid}).",
+                    cx.name,
+                    cx.opts.exec.display(),
+                    r.reasons.join("; "),
+                    r.pid_before.unwrap_or(0)
                 );
-                return r.end(RefreshOutcome::Restarted, msg);
+                return Step::Done(RefreshOutcome::Restarted, msg);
             }
             Err(why) => why,
         },
     };
-    let tail = super::log_tail(&home.hub_log(), 20);
+    let tail = super::log_tail(&plan.home.hub_log(), 20);
     if !tail.is_empty() {
         r.log_tail = tail;
     }
-    rollback(m, r, &old, &spec, &home, port, opts, &name, &failure).await
+    Step::RollBack(plan, failure)
 }
 
-#[expect(clippy::too_many_arguments, reason = "one call site; the values are the refresh's state")]
-async fn rollback<M: ServiceManager>(
-    m: &M,
-    mut r: RefreshReport,
-    old: &[u8],
-    spec: &UnitSpec,
-    home: &Home,
-    port: u16,
-    opts: &RefreshOptions,
-    name: &str,
+async fn roll_back<M: ServiceManager>(
+    cx: &Ctx<'_, M>,
+    r: &mut RefreshReport,
+    plan: &Plan,
     failure: &str,
-) -> RefreshReport {
+) -> Step {
+    let m = cx.m;
     let head = format!(
-        "{name}: the hub did not come back healthy running {} ({failure})",
-        spec.argv.first().map(String::as_str).unwrap_or("?")
+        "{}: the hub did not come back healthy running {} ({failure})",
+        cx.name,
+        plan.spec.argv.first().map(String::as_str).unwrap_or("?")
     );
-    if let Err(e) = parachute_fsx::write_atomic(&r.unit_path, old) {
+    if let Err(e) = m.restore(&cx.id, &plan.previous.bytes).await {
         let msg = format!(
             "{head}; restoring the previous definition failed too ({e}). The unit file holds the new \
              definition; fix it and run `parachute unit restart`."
         );
-        return r.end(RefreshOutcome::RollbackFailed, msg);
+        return Step::Done(RefreshOutcome::RollbackFailed, msg);
     }
-    // Stop, then start: systemd reloads the changed file on start, and launchd re-reads a
-    // plist only at bootstrap (a kickstart would keep running the new definition).
-    let id = UnitId::hub();
-    let restarted = match m.stop(&id).await {
-        Ok(_) => m.start(&id).await,
+    // Stop, then start: a restart would keep launchd on the loaded (new) definition, which
+    // it re-reads only at bootstrap.
+    let restarted = match m.stop(&cx.id).await {
+        Ok(_) => m.start(&cx.id).await,
         Err(e) => Err(e),
     };
     let healthy = match restarted {
-        Err(e) => Err(e.message.split(" Last lines of ").next().unwrap_or_default().trim_end().to_owned()),
-        Ok(_) => wait_healthy(m, home, port, opts).await,
+        Err(e) => Err(e.message),
+        Ok(_) => wait_healthy(m, &plan.home, plan.port, cx.opts).await,
     };
     match healthy {
         Ok(pid) => {
@@ -314,22 +380,18 @@ async fn rollback<M: ServiceManager>(
             let msg = format!(
                 "{head}. The previous definition was restored and the hub is healthy on it (pid {pid})."
             );
-            r.end(RefreshOutcome::RolledBack, msg)
+            Step::Done(RefreshOutcome::RolledBack, msg)
         }
         Err(why) => {
             let msg = format!(
                 "{head}. The previous definition was restored ({}), but the hub did not come back on it either \
                  ({why}). Look at {} and run `parachute unit status`.",
-                r.unit_path.display(),
-                home.hub_log().display()
+                plan.previous.path.display(),
+                plan.home.hub_log().display()
             );
-            r.end(RefreshOutcome::RollbackFailed, msg)
+            Step::Done(RefreshOutcome::RollbackFailed, msg)
         }
     }
-}
-
-fn unit_name<M: ServiceManager>(m: &M, id: &UnitId) -> String {
-    if m.kind() == "launchd" { id.launchd_label() } else { id.systemd_unit() }
 }
 
 /// One health check: the unit runs, `hub-instance.json` names its main pid, and `/health`
@@ -383,7 +445,7 @@ async fn wait_healthy<M: ServiceManager>(
             Ok((pid, _)) => return Ok(pid),
             Err(why) => why,
         };
-        if m.status(&UnitId::hub()).await.is_ok_and(|s| s.state_text.starts_with("failed")) {
+        if m.status(&UnitId::hub()).await.is_ok_and(|s| s.state == UnitState::Failed) {
             return Err(format!("the manager gave up on it: {why}"));
         }
         if Instant::now() >= deadline {

@@ -44,13 +44,8 @@ pub struct RemoveReport {
 /// when `m` reaches both).
 pub async fn remove_unit<M: ServiceManager>(m: &M) -> RemoveReport {
     let id = UnitId::hub();
-    let path = m.unit_path(&id);
-    let name = if m.kind() == "launchd" { id.launchd_label() } else { id.systemd_unit() };
-    let home = parachute_fsx::read_optional(&path)
-        .ok()
-        .flatten()
-        .and_then(|b| InstalledHub::parse(m.kind(), &path, &b).ok())
-        .and_then(|i| i.home().ok());
+    let name = m.display_name(&id);
+    let home = m.read_installed(&id).ok().flatten().and_then(|u| InstalledHub::new(u).home().ok());
     let mut r = RemoveReport {
         backend: m.kind(),
         scope: m.scope(),

@@ -19,7 +19,8 @@ pub mod detect;
 use std::path::PathBuf;
 
 use parachute_manager::{
-    AfterInstall, Change, Drift, Error, ErrorKind, Scope, ServiceManager, UnitId, UnitSpec, UnitStatus,
+    AfterInstall, Change, Drift, Error, ErrorKind, InstalledUnit, Scope, ServiceManager, UnitId, UnitSpec,
+    UnitStatus,
 };
 
 pub use detect::{DetectProbe, Detected, detect};
@@ -70,8 +71,21 @@ impl ServiceManager for NoManager {
         PathBuf::new()
     }
 
+    fn display_name(&self, id: &UnitId) -> String {
+        format!("the {id} unit")
+    }
+
     fn render(&self, spec: &UnitSpec) -> Result<Vec<u8>, Error> {
         Err(self.unavailable(&format!("render a unit for {}", spec.id)))
+    }
+
+    /// Nothing is installed where there is no manager.
+    fn read_installed(&self, _id: &UnitId) -> Result<Option<InstalledUnit>, Error> {
+        Ok(None)
+    }
+
+    async fn restore(&self, id: &UnitId, _previous: &[u8]) -> Result<Change, Error> {
+        Err(self.unavailable(&format!("restore {id}")))
     }
 
     async fn install(&self, spec: &UnitSpec, _then: AfterInstall) -> Result<Change, Error> {

@@ -20,12 +20,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use parachute_manager::{
-    AfterInstall, Change, Drift, Error, ErrorKind, Scope, ServiceManager, UnitId, UnitSpec, UnitStatus,
+    AfterInstall, Change, Drift, Error, ErrorKind, InstalledUnit, Scope, ServiceManager, UnitId, UnitSpec,
+    UnitState, UnitStatus,
 };
 use tokio::time::Instant;
 
 use crate::launchctl::{ExitCode, Launchctl, LaunchctlError, PrintInfo, parse_print_disabled};
-use crate::render::{parse_plist, render_plist};
+use crate::render::{parse_plist, read_plist, render_plist};
 
 /// Where plists live: LaunchAgents of the (invoking) user, and the system LaunchDaemons.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -411,6 +412,13 @@ impl LaunchdManager {
             // unless an override disables it.
             enabled: file.is_some() && !disabled,
             active: info.is_some_and(PrintInfo::is_running),
+            // A loaded job that is not running is waiting for KeepAlive to respawn it (every
+            // plist Parachute writes keeps it alive); launchd has no "gave up" state.
+            state: match info {
+                Some(i) if i.is_running() => UnitState::Active,
+                Some(_) => UnitState::Activating,
+                None => UnitState::Inactive,
+            },
             state_text: match info {
                 Some(i) => i.state.clone().unwrap_or_else(|| "loaded".to_owned()),
                 None if disabled => "not loaded (disabled)".to_owned(),
@@ -435,12 +443,30 @@ impl ServiceManager for LaunchdManager {
         self.scope
     }
 
+    fn display_name(&self, id: &UnitId) -> String {
+        id.launchd_label()
+    }
+
     fn unit_path(&self, id: &UnitId) -> PathBuf {
         self.target(id, self.scope).plist
     }
 
     fn render(&self, spec: &UnitSpec) -> Result<Vec<u8>, Error> {
         render_plist(spec, self.scope)
+    }
+
+    fn read_installed(&self, id: &UnitId) -> Result<Option<InstalledUnit>, Error> {
+        let t = self.target(id, self.scope);
+        let bytes = parachute_fsx::read_optional(&t.plist).map_err(|e| io_err(&t, e))?;
+        bytes.map(|b| read_plist(&t.plist, &b)).transpose()
+    }
+
+    /// launchd reads a plist only at bootstrap, so there is nothing to reload: the caller's
+    /// stop (bootout) and start (bootstrap) load the restored definition.
+    async fn restore(&self, id: &UnitId, previous: &[u8]) -> Result<Change, Error> {
+        let t = self.target(id, self.scope);
+        let written = parachute_fsx::write_atomic(&t.plist, previous).map_err(|e| io_err(&t, e))?;
+        Ok(if written == parachute_fsx::Written::Changed { Change::Changed } else { Change::AlreadyInPlace })
     }
 
     async fn install(&self, spec: &UnitSpec, then: AfterInstall) -> Result<Change, Error> {

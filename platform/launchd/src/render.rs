@@ -19,7 +19,7 @@
 //! `description` has no plist key and is not rendered; `run_as_user` becomes `UserName`
 //! only for [`Scope::System`] (launchd rejects `UserName` in a LaunchAgent).
 
-use parachute_manager::{Error, ErrorKind, Scope, UnitSpec};
+use parachute_manager::{Error, ErrorKind, InstalledUnit, Scope, UnitSpec};
 use plist::{Dictionary, Value, XmlWriteOptions};
 use std::path::Path;
 
@@ -75,9 +75,63 @@ pub fn render_plist(spec: &UnitSpec, scope: Scope) -> Result<Vec<u8>, Error> {
     Ok(out)
 }
 
-/// Parses plist bytes (XML or binary) into a value, for drift checks and the double.
+/// Parses plist bytes (XML or binary) into a value, for drift checks.
 pub fn parse_plist(bytes: &[u8]) -> Result<Value, plist::Error> {
     Value::from_reader(std::io::Cursor::new(bytes))
+}
+
+/// Reads an installed plist back (the inverse of [`render_plist`]): `ProgramArguments`,
+/// `EnvironmentVariables`, `WorkingDirectory`, `UserName` and `StandardOutPath`.
+pub fn read_plist(path: &Path, bytes: &[u8]) -> Result<InstalledUnit, Error> {
+    read_dict(bytes).map(|u| InstalledUnit { path: path.to_path_buf(), bytes: bytes.to_vec(), ..u }).map_err(
+        |why| {
+            Error::new(
+                ErrorKind::Unreadable,
+                format!("cannot read the installed plist {} back: {why}", path.display()),
+            )
+        },
+    )
+}
+
+fn read_dict(bytes: &[u8]) -> Result<InstalledUnit, String> {
+    let v = parse_plist(bytes).map_err(|e| format!("it is not a property list ({e})"))?;
+    let dict = v.as_dictionary().ok_or("it is not a dictionary")?;
+    let text = |key: &str| -> Result<Option<String>, String> {
+        match dict.get(key) {
+            None => Ok(None),
+            Some(v) => {
+                v.as_string().map(|s| Some(s.to_owned())).ok_or_else(|| format!("{key} is not a string"))
+            }
+        }
+    };
+    let argv: Vec<String> = dict
+        .get("ProgramArguments")
+        .and_then(|a| a.as_array())
+        .ok_or("it has no ProgramArguments array")?
+        .iter()
+        .map(|s| {
+            s.as_string().map(str::to_owned).ok_or("ProgramArguments holds a value that is not a string")
+        })
+        .collect::<Result<_, _>>()?;
+    if argv.is_empty() {
+        return Err("its ProgramArguments is empty".into());
+    }
+    let mut env = Vec::new();
+    if let Some(e) = dict.get("EnvironmentVariables") {
+        let e = e.as_dictionary().ok_or("EnvironmentVariables is not a dictionary")?;
+        for (k, v) in e {
+            let v = v.as_string().ok_or_else(|| format!("EnvironmentVariables.{k} is not a string"))?;
+            env.push((k.clone(), v.to_owned()));
+        }
+    }
+    Ok(InstalledUnit {
+        argv,
+        env,
+        working_dir: text("WorkingDirectory")?.map(Into::into),
+        run_as_user: text("UserName")?,
+        log_path: text("StandardOutPath")?.map(Into::into),
+        ..InstalledUnit::default()
+    })
 }
 
 fn validate(spec: &UnitSpec) -> Result<(), Error> {

@@ -206,6 +206,50 @@ impl Change {
     }
 }
 
+/// Where a unit is in its life, in one vocabulary for every manager.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnitState {
+    /// Not running, and not about to (stopped, or never started).
+    #[default]
+    Inactive,
+    /// Being started, or waiting to be restarted by the manager.
+    Activating,
+    /// Running.
+    Active,
+    /// Being stopped.
+    Deactivating,
+    /// The manager gave up on it (systemd `failed`, e.g. after its start limit).
+    Failed,
+}
+
+/// What an installed unit file says, read back by the backend that wrote it: the inverse
+/// of [`ServiceManager::render`] for every field callers need to re-render it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InstalledUnit {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// The file's exact bytes, for [`ServiceManager::restore`].
+    pub bytes: Vec<u8>,
+    /// The full argv of the main command.
+    pub argv: Vec<String>,
+    /// The environment, in file order (a later assignment of a name replaces an earlier one).
+    pub env: Vec<(String, String)>,
+    /// The working directory, when set.
+    pub working_dir: Option<PathBuf>,
+    /// The account it runs as (`User=`, `UserName`), when set.
+    pub run_as_user: Option<String>,
+    /// Where its output goes, when it is appended to a file.
+    pub log_path: Option<PathBuf>,
+}
+
+impl InstalledUnit {
+    /// A variable of the unit's environment.
+    pub fn env_var(&self, name: &str) -> Option<&str> {
+        self.env.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
 /// A unit's observed state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct UnitStatus {
@@ -219,7 +263,10 @@ pub struct UnitStatus {
     pub enabled: bool,
     /// Whether it is running now.
     pub active: bool,
-    /// The manager's own words for the state (e.g. `active/running`, `failed/failed`).
+    /// Where it is in its life.
+    pub state: UnitState,
+    /// The manager's own words for the state (e.g. `active/running`, `failed/failed`), for
+    /// display only: decide on [`UnitStatus::state`].
     pub state_text: String,
     /// The main process, when running.
     pub main_pid: Option<u32>,
@@ -265,6 +312,9 @@ pub enum ErrorKind {
     InvalidSpec,
     /// Reading or writing a unit file failed.
     Io,
+    /// An installed unit file holds something its backend cannot read back (not written by
+    /// Parachute, or edited by hand).
+    Unreadable,
     /// Anything else the backend reports.
     Other,
 }
@@ -310,8 +360,12 @@ impl Error {
 /// reports [`Change::AlreadyInPlace`]. The futures are `Send` so callers may spawn them on
 /// a multi-threaded runtime.
 pub trait ServiceManager: Send + Sync {
-    /// A short name for messages and `--json` (`systemd-user`, `launchd`, `none`, …).
+    /// A short name for messages and `--json` (`systemd-user`, `systemd-system`,
+    /// `launchd-agent`, `launchd-daemon`, `none`). For display: callers never branch on it.
     fn kind(&self) -> &'static str;
+
+    /// The name the manager knows `id` by (`parachute-hub.service`, `computer.parachute.hub`).
+    fn display_name(&self, id: &UnitId) -> String;
 
     /// The scope this backend writes to.
     fn scope(&self) -> Scope;
@@ -321,6 +375,15 @@ pub trait ServiceManager: Send + Sync {
 
     /// Renders `spec` as this backend would write it (pure; no manager call).
     fn render(&self, spec: &UnitSpec) -> Result<Vec<u8>, Error>;
+
+    /// Reads the unit file of `id` in this backend's scope back (`None`: there is none).
+    /// A file that cannot be read back faithfully is an [`ErrorKind::Unreadable`] error.
+    fn read_installed(&self, id: &UnitId) -> Result<Option<InstalledUnit>, Error>;
+
+    /// Puts `previous` (an earlier [`InstalledUnit::bytes`]) back as the unit file of `id` and
+    /// makes the manager read it again; the running process is left alone (stop and start
+    /// it to run the restored definition).
+    fn restore(&self, id: &UnitId, previous: &[u8]) -> impl Future<Output = Result<Change, Error>> + Send;
 
     /// Writes the unit (only if its content differs) and registers it; with
     /// [`AfterInstall::Start`] also enables and starts it (restarting it when it was active

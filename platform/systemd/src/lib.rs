@@ -20,6 +20,7 @@ mod dbus;
 pub mod diff;
 mod errors;
 pub mod hardening;
+pub mod read;
 pub mod render;
 mod target;
 
@@ -28,11 +29,13 @@ use std::time::Duration;
 
 use parachute_fsx::Written;
 use parachute_manager::{
-    AfterInstall, Change, Drift, Error, ErrorKind, Scope, ServiceManager, UnitId, UnitSpec, UnitStatus,
+    AfterInstall, Change, Drift, Error, ErrorKind, InstalledUnit, Scope, ServiceManager, UnitId, UnitSpec,
+    UnitStatus,
 };
 use zbus::Connection;
 
 pub use hardening::ManagerVersion;
+pub use read::read_unit;
 pub use render::{render_unit, render_unit_for};
 use target::{Job, Props, Target};
 
@@ -196,6 +199,7 @@ impl SystemdManager {
             loaded: p.loaded(),
             enabled: p.enabled(),
             active: p.active(),
+            state: p.state(),
             state_text: p.state_text(),
             main_pid: Some(p.main_pid).filter(|&pid| pid > 0),
             restarts: p.loaded().then_some(p.n_restarts),
@@ -220,12 +224,34 @@ impl ServiceManager for SystemdManager {
         self.this.scope
     }
 
+    fn display_name(&self, id: &UnitId) -> String {
+        id.systemd_unit()
+    }
+
     fn unit_path(&self, id: &UnitId) -> PathBuf {
         self.this.file(&id.systemd_unit())
     }
 
     fn render(&self, spec: &UnitSpec) -> Result<Vec<u8>, Error> {
         render_unit(spec, self.this.scope).map(String::into_bytes)
+    }
+
+    fn read_installed(&self, id: &UnitId) -> Result<Option<InstalledUnit>, Error> {
+        let file = self.unit_path(id);
+        let bytes = parachute_fsx::read_optional(&file)
+            .map_err(|e| Self::io(e, format!("could not read the unit file {}", file.display())))?;
+        bytes.map(|b| read_unit(&file, &b)).transpose()
+    }
+
+    async fn restore(&self, id: &UnitId, previous: &[u8]) -> Result<Change, Error> {
+        let file = self.unit_path(id);
+        let written = parachute_fsx::write_atomic(&file, previous)
+            .map_err(|e| Self::io(e, format!("could not write the unit file {}", file.display())))?;
+        if written == Written::Unchanged {
+            return Ok(Change::AlreadyInPlace);
+        }
+        self.this.reload().await?;
+        Ok(Change::Changed)
     }
 
     async fn install(&self, spec: &UnitSpec, then: AfterInstall) -> Result<Change, Error> {

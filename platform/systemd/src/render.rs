@@ -182,11 +182,6 @@ pub fn escape_specifiers(s: &str) -> String {
     s.replace('%', "%%")
 }
 
-/// Undoes [`escape_specifiers`] (used to read our own `StandardOutput=append:` line back).
-pub fn unescape_specifiers(s: &str) -> String {
-    s.replace("%%", "%")
-}
-
 fn invalid(msg: String) -> Error {
     Error::new(ErrorKind::InvalidSpec, msg)
 }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use futures_util::StreamExt as _;
-use parachute_manager::{Error, ErrorKind, Scope};
+use parachute_manager::{Error, ErrorKind, Scope, UnitState};
 use zbus::Connection;
 use zbus::OwnedObjectPath;
 use zbus::proxy::CacheProperties;
@@ -20,7 +20,6 @@ use zbus::proxy::CacheProperties;
 use crate::Timeouts;
 use crate::dbus::{ExecCommand, ManagerProxy, ServiceProxy, UnitProxy};
 use crate::errors::{dbus_name, from_zbus, timed_out};
-use crate::render::unescape_specifiers;
 
 /// A manager job verb.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +78,16 @@ impl Props {
 
     pub fn enabled(&self) -> bool {
         matches!(self.unit_file_state.as_str(), "enabled" | "enabled-runtime")
+    }
+
+    pub fn state(&self) -> UnitState {
+        match self.active_state.as_str() {
+            "active" | "reloading" | "refreshing" => UnitState::Active,
+            "activating" => UnitState::Activating,
+            "deactivating" => UnitState::Deactivating,
+            "failed" => UnitState::Failed,
+            _ => UnitState::Inactive,
+        }
     }
 
     pub fn state_text(&self) -> String {
@@ -301,10 +310,8 @@ impl Target {
             .filter(|p| !p.fragment_path.is_empty())
             .map(|p| PathBuf::from(&p.fragment_path))
             .unwrap_or_else(|| self.file(name));
-        let text = std::fs::read_to_string(file).ok()?;
-        text.lines()
-            .find_map(|l| l.strip_prefix("StandardOutput=append:"))
-            .map(|p| PathBuf::from(unescape_specifiers(p)))
+        let bytes = std::fs::read(&file).ok()?;
+        crate::read::read_unit(&file, &bytes).ok()?.log_path
     }
 
     /// The error for a unit that is not running after a start: its state, how its main
@@ -320,9 +327,10 @@ impl Target {
             _ => String::new(),
         };
         let tail = log.map(|l| parachute_fsx::tail_lines(l, 20)).unwrap_or_default();
+        // The lines themselves travel in `log_tail` only, so callers print them once.
         let log_hint = match log {
             Some(l) if tail.is_empty() => format!(" Its log {} is empty.", l.display()),
-            Some(l) => format!(" Last lines of {}:\n  {}", l.display(), tail.join("\n  ")),
+            Some(l) => format!(" Its log is {}.", l.display()),
             None => String::new(),
         };
         Error::new(
