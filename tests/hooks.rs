@@ -421,3 +421,183 @@ fn without_a_service_manager_every_hook_exits_0_with_one_line() {
     assert_eq!(run(None, &["postinstall", "--exec", "relative/parachute"]).status.code(), Some(2));
     assert_eq!(run(None, &["preremove", "--upgrade", "--purge"]).status.code(), Some(2));
 }
+
+/// The hub's reading of installed units, read back through each backend's own reader.
+mod readback {
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    use parachute::hooks::installed::InstalledHub;
+    use parachute::hooks::{RefreshOptions, RefreshOutcome, refresh};
+    use parachute::hub_unit::hub_unit_spec;
+    use parachute::model::home::Home;
+    use parachute_manager::{AfterInstall, ErrorKind, Scope, ServiceManager, UnitId, UnitSpec};
+    use proptest::prelude::*;
+
+    use crate::support::parachute_bin;
+
+    fn systemd(text: &[u8]) -> InstalledHub {
+        InstalledHub::new(parachute_systemd::read_unit(Path::new("/u/parachute-hub.service"), text).unwrap())
+    }
+
+    fn golden(name: &str) -> Vec<u8> {
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("units").join(name)).unwrap()
+    }
+
+    #[test]
+    fn golden_units_read_back_home_port_user_and_path() {
+        let sys = systemd(&golden("parachute-hub.system.service"));
+        assert_eq!(sys.run_as_user(), Some("op"));
+        assert_eq!(sys.home().unwrap().root(), Path::new("/home/op/.parachute"));
+        assert_eq!(sys.port().unwrap(), 1939);
+        assert_eq!(sys.path_parts(), (Some(PathBuf::from("/home/op")), None));
+        // Re-rendering it for the same binary gives the same bytes: no false drift.
+        let spec = sys.respec(Path::new("/usr/local/bin/parachute"), Scope::System, None).unwrap();
+        let text = parachute_systemd::render_unit(&spec, Scope::System).unwrap();
+        assert_eq!(text.as_bytes(), golden("parachute-hub.system.service"));
+    }
+
+    #[test]
+    fn upstream_units_are_read_from_their_environment() {
+        let text = "[Unit]\nDescription=Parachute hub (serve + supervisor)\n[Service]\n\
+            Environment=PARACHUTE_BIND_HOST=127.0.0.1\nEnvironment=PARACHUTE_HOME=/home/op/.parachute\n\
+            Environment=PORT=2939\n\
+            Environment=PATH=/opt/x:/home/op/.bun/bin:/usr/local/bin:/usr/bin:/bin:/home/op/.local/bin\n\
+            ExecStart=/home/op/.bun/bin/bun /home/op/hub/src/cli.ts serve\n";
+        let u = systemd(text.as_bytes());
+        assert_eq!(u.home().unwrap().root(), Path::new("/home/op/.parachute"));
+        assert_eq!(u.port().unwrap(), 2939);
+        assert_eq!(u.path_parts(), (Some(PathBuf::from("/home/op")), Some("/opt/x".to_owned())));
+        let spec = u.respec(Path::new("/usr/bin/parachute"), Scope::User, None).unwrap();
+        assert_eq!(
+            spec.argv,
+            ["/usr/bin/parachute", "serve", "--home", "/home/op/.parachute", "--port", "2939"]
+        );
+        assert!(spec.env[1].1.starts_with("/opt/x:/home/op/.bun/bin:"), "{:?}", spec.env);
+    }
+
+    #[test]
+    fn units_without_home_or_port_say_what_is_missing() {
+        assert!(
+            systemd(b"[Service]\nExecStart=/bin/hub serve\n").home().unwrap_err().contains("PARACHUTE_HOME")
+        );
+        assert!(
+            systemd(b"[Service]\nExecStart=/p serve --home rel\n").home().unwrap_err().contains("relative")
+        );
+        assert!(systemd(b"[Service]\nExecStart=/p serve --port x\n").port().unwrap_err().contains("\"x\""));
+        let e = parachute_launchd::read_plist(Path::new("/p.plist"), b"not a plist").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Unreadable);
+    }
+
+    #[test]
+    fn launchd_plists_read_back() {
+        let home = Home::new("/Users/op/.parachute").unwrap();
+        let spec = hub_unit_spec(
+            &home,
+            1940,
+            Path::new("/opt/homebrew/opt/parachute/bin/parachute"),
+            Some(Path::new("/Users/op")),
+            Some("/opt/homebrew/bin"),
+            Some("op"),
+        );
+        let bytes = parachute_launchd::render_plist(&spec, Scope::System).unwrap();
+        let u = InstalledHub::new(parachute_launchd::read_plist(Path::new("/p.plist"), &bytes).unwrap());
+        assert_eq!(u.respec(Path::new(&spec.argv[0]), Scope::System, None).unwrap(), spec);
+    }
+
+    proptest! {
+        /// Whatever the systemd renderer writes for the hub, the hub reads back to the same spec.
+        #[test]
+        fn render_then_read_round_trips(home in "/[a-z%$\"' \\\\;]{1,10}", port in 1u16.., extra in "[ -~]{0,12}", user in "[a-z]{1,8}") {
+            let Ok(home) = Home::new(home.trim_end()) else { return Ok(()) };
+            let extra = extra.replace(':', "");
+            let spec = hub_unit_spec(
+                &home, port, Path::new("/usr/bin/parachute"), Some(Path::new("/home/op")),
+                Some(&format!("/opt/{extra}")), Some(&user),
+            );
+            for scope in [Scope::User, Scope::System] {
+                let Ok(text) = parachute_systemd::render_unit(&spec, scope) else { continue };
+                let back = systemd(text.as_bytes()).respec(Path::new("/usr/bin/parachute"), scope, None).unwrap();
+                let want = if scope == Scope::User { UnitSpec { run_as_user: None, ..spec.clone() } } else { spec.clone() };
+                prop_assert_eq!(back, want);
+            }
+        }
+    }
+
+    /// The launchctl double of platform/launchd (launchctl cannot run here), built on demand
+    /// next to this test's parachute binary.
+    fn launchctl_double() -> PathBuf {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "-p", "parachute-launchd", "--bin", "launchctl-double"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "building launchctl-double failed");
+        parachute_bin().with_file_name("launchctl-double")
+    }
+
+    struct Double {
+        dir: tempfile::TempDir,
+        bin: PathBuf,
+    }
+
+    impl Drop for Double {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new(&self.bin)
+                .arg("__shutdown")
+                .env("LAUNCHCTL_DOUBLE_STATE", self.dir.path().join("state"))
+                .output();
+        }
+    }
+
+    /// An upgrade refresh of a LaunchAgent: the plist is read back, re-rendered for the new
+    /// binary with the same home, port and PATH, and rewritten (the agent is not running, so
+    /// it stays down); a second refresh finds it current.
+    #[tokio::test]
+    async fn a_launchd_upgrade_refresh_round_trips_the_installed_plist() {
+        let d = Double { dir: tempfile::tempdir().unwrap(), bin: launchctl_double() };
+        let launchctl = parachute_launchd::Launchctl::new(&d.bin)
+            .with_env("LAUNCHCTL_DOUBLE_STATE", d.dir.path().join("state"))
+            .with_timeout(Duration::from_secs(20));
+        let dirs = parachute_launchd::LaunchdDirs {
+            agents: d.dir.path().join("LaunchAgents"),
+            daemons: d.dir.path().join("LaunchDaemons"),
+        };
+        let m = parachute_launchd::LaunchdManager::new(Scope::User, dirs, 501, launchctl);
+        assert_eq!(m.kind(), "launchd-agent");
+        let home = Home::new(d.dir.path().join("Users/op/.parachute")).unwrap();
+        let user_home = d.dir.path().join("Users/op");
+        let old = hub_unit_spec(
+            &home,
+            2940,
+            Path::new("/opt/homebrew/Cellar/parachute/0.9/bin/parachute"),
+            Some(&user_home),
+            Some("/opt/homebrew/bin"),
+            None,
+        );
+        m.install(&old, AfterInstall::DontStart).await.unwrap();
+
+        let opts = RefreshOptions {
+            exec: parachute_bin(),
+            fallback_user_home: None,
+            wait: Duration::from_secs(10),
+            probe_timeout: Duration::from_secs(10),
+        };
+        let r = refresh(&m, &opts).await;
+        assert_eq!(r.outcome, RefreshOutcome::Rewritten, "{}", r.message);
+        assert_eq!(r.backend, "launchd-agent");
+        assert!(r.message.starts_with("computer.parachute.hub (user scope)"), "{}", r.message);
+        assert_eq!((r.home.as_deref(), r.port), (Some(home.root()), Some(2940)));
+        assert!(r.diff.as_deref().is_some_and(|d| d.contains("Cellar")), "{:?}", r.diff);
+
+        let installed = m.read_installed(&UnitId::hub()).unwrap().expect("the plist is still there");
+        let want =
+            hub_unit_spec(&home, 2940, &parachute_bin(), Some(&user_home), Some("/opt/homebrew/bin"), None);
+        assert_eq!(installed.bytes, m.render(&want).unwrap());
+        let back = InstalledHub::new(installed).respec(&parachute_bin(), Scope::User, None).unwrap();
+        assert_eq!(back, want);
+
+        let again = refresh(&m, &opts).await;
+        assert_eq!(again.outcome, RefreshOutcome::InSync, "{}", again.message);
+    }
+}

@@ -233,7 +233,8 @@ mod tests {
         assert_eq!(u.env, [("B".to_owned(), "two words".to_owned()), ("A".to_owned(), "3".to_owned())]);
         assert_eq!(u.working_dir, Some(PathBuf::from("/srv/a%b")));
         assert_eq!(u.log_path, Some(PathBuf::from("/var/log/x%.log")));
-        assert_eq!(u.bytes.len(), u.bytes.len());
+        assert_eq!(u.path, Path::new("/u/p.service"));
+        assert!(u.bytes.starts_with(b"[Unit]"));
     }
 
     #[test]
