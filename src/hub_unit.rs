@@ -147,6 +147,7 @@ pub fn hub_account(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::home::Home;
 
     #[test]
     fn system_units_run_as_the_home_owner_or_an_explicit_user() {
@@ -166,5 +167,37 @@ mod tests {
             let err = hub_account(Scope::System, dir.path(), None, None).unwrap_err();
             assert!(err.contains("uid 54329") && err.contains("--user"), "{err}");
         }
+    }
+
+    #[test]
+    fn path_has_sbin_bun_and_extra_first_without_duplicates() {
+        let p = hub_path(Some(Path::new("/home/op")), Some("/opt/x/bin::/usr/bin"));
+        assert_eq!(
+            p,
+            "/opt/x/bin:/usr/bin:/home/op/.bun/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/sbin:/bin:/home/op/.local/bin"
+        );
+        assert_eq!(hub_path(None, None), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    }
+
+    #[test]
+    fn spec_puts_home_and_port_in_argv_and_home_in_env() {
+        let home = Home::new("/srv/para chute").unwrap();
+        let s = hub_unit_spec(
+            &home,
+            2939,
+            Path::new("/usr/local/bin/parachute"),
+            Some(Path::new("/home/op")),
+            None,
+            Some("op"),
+        );
+        assert_eq!(
+            s.argv,
+            ["/usr/local/bin/parachute", "serve", "--home", "/srv/para chute", "--port", "2939"]
+        );
+        assert_eq!(s.env[0], ("PARACHUTE_HOME".to_owned(), "/srv/para chute".to_owned()));
+        assert!(!s.env.iter().any(|(k, _)| k == "PORT"));
+        assert_eq!(s.log_path, Path::new("/srv/para chute/hub/logs/hub.log"));
+        assert_eq!(s.crash_loop, Some(HUB_CRASH_LOOP));
+        assert_eq!(s.description, HUB_DESCRIPTION);
     }
 }

@@ -50,3 +50,54 @@ impl From<Code> for ExitCode {
         ExitCode::from(c as u8)
     }
 }
+
+/// The exit code for a service-manager error kind (one table for every verb).
+pub fn for_manager(kind: parachute_manager::ErrorKind) -> Code {
+    use parachute_manager::ErrorKind;
+    match kind {
+        ErrorKind::ManagerUnavailable => Code::NoManager,
+        ErrorKind::PermissionDenied => Code::Permission,
+        ErrorKind::Timeout => Code::Timeout,
+        ErrorKind::InvalidSpec => Code::Usage,
+        _ => Code::Failure,
+    }
+}
+
+/// Prints a verb's error once, at the edge: `parachute <verb>: <message>` on stderr, then
+/// the log lines that explain it (made safe for a terminal).
+pub fn print_error(verb: &str, message: &str, log_tail: &[String]) {
+    use std::io::Write as _;
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "parachute {verb}: {message}");
+    if !log_tail.is_empty() {
+        let _ = writeln!(err, "  last log lines:");
+        for l in log_tail {
+            let _ = writeln!(err, "    {}", crate::text::line(l));
+        }
+    }
+}
+
+/// Prints a warning once: `parachute <verb>: warning: <message>` on stderr.
+pub fn print_warning(verb: &str, message: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "parachute {verb}: warning: {message}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parachute_manager::ErrorKind;
+
+    #[test]
+    fn manager_error_kinds_map_to_documented_exit_codes() {
+        assert_eq!(for_manager(ErrorKind::ManagerUnavailable), Code::NoManager);
+        assert_eq!(for_manager(ErrorKind::PermissionDenied), Code::Permission);
+        assert_eq!(for_manager(ErrorKind::Timeout), Code::Timeout);
+        assert_eq!(for_manager(ErrorKind::InvalidSpec), Code::Usage);
+        assert_eq!(for_manager(ErrorKind::JobFailed), Code::Failure);
+        assert_eq!(for_manager(ErrorKind::Unreadable), Code::Failure);
+        for c in [Code::NoManager, Code::Permission, Code::Timeout, Code::Usage, Code::Failure] {
+            assert!(HELP_TABLE.contains(&format!("  {}  ", c as u8)), "{c:?} is in the table");
+        }
+    }
+}

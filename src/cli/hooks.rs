@@ -106,9 +106,10 @@ async fn managers(env: &HostEnv, scope: Option<ScopeArg>) -> (Vec<Backend>, Vec<
     let facts = host::facts(env);
     let (mut up, mut down) = (Vec::new(), Vec::new());
     for s in scopes(scope) {
-        match detect::backend(&facts, s, CONNECT_TIMEOUT).await {
-            Backend::None(n) => down.push((s, n.why().to_owned())),
-            b => up.push(b),
+        let b = detect::backend(&facts, s, CONNECT_TIMEOUT).await;
+        match b.why_unavailable() {
+            Some(why) => down.push((s, why.to_owned())),
+            None => up.push(b),
         }
     }
     (up, down)

@@ -14,20 +14,18 @@
 //! because modules would inherit it and each module has its own port. `PATH` is baked with
 //! `/usr/sbin:/sbin` included (W17) and `~/.bun/bin` for bun-based modules.
 
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use parachute_manager::{
-    AfterInstall, Change, Drift, Error, ErrorKind, Scope, ServiceManager, UnitId, UnitSpec,
-};
+use parachute_manager::{AfterInstall, Change, Drift, Error, Scope, ServiceManager, UnitId, UnitSpec};
 use serde_json::{Value, json};
 
 use super::HostEnv;
-use super::exit::Code;
+use super::exit::{self, Code};
 use super::host::{self, ScopeArg};
 use super::modules::{HomeArg, resolve_home};
 use crate::detect::{self, Backend};
+use crate::text;
 
 const EXIT_HELP: &str = "\
 Exit codes: 0 done (or already so; `diff`: in sync); 1 the manager ran the operation and it \
@@ -100,8 +98,6 @@ pub struct InstallArgs {
     pub no_start: bool,
 }
 
-pub use crate::hub_unit::{HUB_DESCRIPTION, hub_path, hub_unit_spec as hub_spec};
-
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 fn verb_name(v: &Verb) -> &'static str {
@@ -131,11 +127,8 @@ pub fn run(verb: Verb, env: &HostEnv) -> Code {
         | Verb::Remove(a) => (a.clone(), false),
     };
     let scope = host::scope(args.scope);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime can be built");
     let out = Out { verb: name, json: args.json };
+    let facts = host::facts(env);
     let needs_spec = matches!(verb, Verb::Render(_) | Verb::Install(_) | Verb::Diff(_));
     let spec = if needs_spec {
         match spec_for(&args, env, scope, name, matches!(verb, Verb::Install(_))) {
@@ -145,26 +138,33 @@ pub fn run(verb: Verb, env: &HostEnv) -> Code {
     } else {
         None
     };
-    if let (Verb::Render(_), "linux") = (&verb, std::env::consts::OS) {
-        return render_linux(&out, spec.as_ref().expect("render builds a spec"), scope, env);
-    }
-    rt.block_on(async {
-        let backend = detect::backend(&host::facts(env), scope, TIMEOUT).await;
-        let id = UnitId::hub();
-        let r = match verb {
-            Verb::Render(_) => {
-                let spec = spec.as_ref().expect("render builds a spec");
-                match backend.render(spec) {
-                    Ok(bytes) => {
-                        let text = String::from_utf8_lossy(&bytes).into_owned();
-                        out.print(&backend, json!({ "path": backend.unit_path(&id), "text": text }), &text);
-                        return Code::Success;
-                    }
-                    Err(e) => Err(e),
-                }
+    if let (Verb::Render(_), Some(spec)) = (&verb, &spec) {
+        // Pure: no manager is contacted.
+        return match detect::render_offline(&facts, scope, spec) {
+            Ok(r) => {
+                let text = String::from_utf8_lossy(&r.bytes).into_owned();
+                let v = json!({
+                    "verb": out.verb, "unit": r.unit, "backend": r.kind, "scope": scope, "path": r.path, "text": text,
+                });
+                out.emit(v, &text, false);
+                Code::Success
             }
+            Err(e) => out.error(&e),
+        };
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime can be built");
+    rt.block_on(async {
+        let backend = detect::backend(&facts, scope, TIMEOUT).await;
+        let id = UnitId::hub();
+        let name = backend.display_name(&id);
+        let r = match verb {
+            Verb::Render(_) => unreachable!("render returned above"),
             Verb::Install(_) => {
-                install(&out, &backend, spec.as_ref().expect("install builds a spec"), no_start, env).await
+                let spec = spec.as_ref().expect("install builds a spec");
+                install(&out, &backend, spec, no_start, &facts).await
             }
             Verb::Start(_) => simple(&out, &backend, "started", backend.start(&id).await).await,
             Verb::Stop(_) => simple(&out, &backend, "stopped", backend.stop(&id).await).await,
@@ -173,19 +173,15 @@ pub fn run(verb: Verb, env: &HostEnv) -> Code {
             Verb::Status(_) => match backend.status(&id).await {
                 Ok(st) => {
                     let human = match st.scope {
-                        None => {
-                            format!("{} is not installed (looked in the {} scope).", id.systemd_unit(), scope)
-                        }
+                        None => format!("{name} is not installed (looked in the {scope} scope)."),
                         Some(s) => format!(
-                            "{} ({} scope): {}{}{}\n  file: {}\n  enabled: {}",
-                            unit_name(&backend, &id),
-                            s,
-                            st.state_text,
+                            "{name} ({s} scope): {}{}{}\n  file: {}\n  enabled: {}",
+                            text::field(&st.state_text),
                             st.main_pid.map(|p| format!(", pid {p}")).unwrap_or_default(),
                             st.restarts.map(|n| format!(", {n} automatic restarts")).unwrap_or_default(),
                             st.file
                                 .as_ref()
-                                .map(|f| f.display().to_string())
+                                .map(|f| text::field(&f.to_string_lossy()).into_owned())
                                 .unwrap_or_else(|| "(none)".into()),
                             if st.enabled { "yes" } else { "no" },
                         ),
@@ -216,10 +212,7 @@ pub fn run(verb: Verb, env: &HostEnv) -> Code {
                 Err(e) => Err(e),
             },
         };
-        match r {
-            Ok(code) => code,
-            Err(e) => out.error(&e),
-        }
+        r.unwrap_or_else(|e| out.error(&e))
     })
 }
 
@@ -233,17 +226,14 @@ fn spec_for(
 ) -> Result<UnitSpec, Code> {
     let home = resolve_home(&args.home, env)?;
     let must_exist = if must_exist { host::MustExist::Yes } else { host::MustExist::No };
-    let exec = match host::exec_path(args.exec.as_deref(), must_exist, env) {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("parachute unit {verb}: {e}.");
-            return Err(Code::Usage);
-        }
-    };
+    let exec = host::exec_path(args.exec.as_deref(), must_exist, env).map_err(|e| {
+        exit::print_error(&format!("unit {verb}"), &format!("{e}."), &[]);
+        Code::Usage
+    })?;
     // Only install runs it; render and diff merely name it.
     if must_exist == host::MustExist::Yes {
         for w in &exec.warnings {
-            eprintln!("parachute unit {verb}: warning: {w}");
+            exit::print_warning(&format!("unit {verb}"), w);
         }
     }
     let port = args.port.unwrap_or(crate::model::names::HUB_PORT);
@@ -253,58 +243,21 @@ fn spec_for(
     })
 }
 
-/// `render` on Linux: the pure renderer, no bus needed.
-fn render_linux(out: &Out, spec: &UnitSpec, scope: Scope, env: &HostEnv) -> Code {
-    match parachute_systemd::render_unit(spec, scope) {
-        Ok(text) => {
-            let dir = match scope {
-                Scope::System => PathBuf::from(parachute_systemd::connect::SYSTEM_UNIT_DIR),
-                Scope::User => host::facts(env)
-                    .user_config_dir
-                    .map(|c| c.join("systemd/user"))
-                    .unwrap_or_else(|| PathBuf::from("~/.config/systemd/user")),
-            };
-            if out.json {
-                let v = json!({
-                    "verb": out.verb, "unit": spec.id.systemd_unit(), "backend": "systemd",
-                    "scope": scope, "path": dir.join(spec.id.systemd_unit()), "text": text,
-                });
-                println!("{}", serde_json::to_string_pretty(&v).expect("json"));
-            } else {
-                print!("{text}");
-            }
-            Code::Success
-        }
-        Err(e) => out.error(&e),
-    }
-}
-
-fn unit_name(backend: &Backend, id: &UnitId) -> String {
-    match backend {
-        Backend::Launchd(_) => id.launchd_label(),
-        _ => id.systemd_unit(),
-    }
-}
-
 async fn install(
     out: &Out,
     backend: &Backend,
     spec: &UnitSpec,
     no_start: bool,
-    env: &HostEnv,
+    facts: &detect::HostFacts,
 ) -> Result<Code, Error> {
     let then = if no_start { AfterInstall::DontStart } else { AfterInstall::Start };
     let change = backend.install(spec, then).await?;
     let st = backend.status(&spec.id).await?;
     let mut warnings = Vec::new();
-    if !no_start
-        && backend.scope() == Scope::User
-        && let Backend::Systemd(_) = backend
-        && let Some(w) = linger(env).await
-    {
+    if !no_start && let Some(w) = detect::ensure_boot_start(backend, facts, TIMEOUT).await {
         warnings.push(w);
     }
-    let name = unit_name(backend, &spec.id);
+    let name = backend.display_name(&spec.id);
     let what = match (no_start, change) {
         (true, Change::Changed) => {
             "written and registered; not started and not enabled (`parachute unit start` starts it)"
@@ -330,31 +283,11 @@ async fn install(
     Ok(Code::Success)
 }
 
-/// Turns on lingering so a user unit starts at boot; returns a warning when it cannot.
-async fn linger(env: &HostEnv) -> Option<String> {
-    let uid = host::euid();
-    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok().flatten().map(|u| u.name)?;
-    let conn = match parachute_systemd::connect::system_bus(env.get("DBUS_SYSTEM_BUS_ADDRESS"), TIMEOUT).await
-    {
-        Ok(c) => c,
-        Err(_) => {
-            return Some(format!(
-                "could not check lingering for {user}: the system bus is not reachable. Without lingering the \
-                 unit starts only when {user} logs in; run `sudo loginctl enable-linger {user}`."
-            ));
-        }
-    };
-    match parachute_systemd::connect::ensure_linger(&conn, uid, &user, TIMEOUT).await {
-        Ok(_) => None,
-        Err(e) => Some(e.message),
-    }
-}
-
 async fn simple(out: &Out, backend: &Backend, done: &str, r: Result<Change, Error>) -> Result<Code, Error> {
     let change = r?;
     let id = UnitId::hub();
     let st = backend.status(&id).await?;
-    let name = unit_name(backend, &id);
+    let name = backend.display_name(&id);
     let human = match change {
         Change::Changed => format!("{name}: {done}."),
         Change::AlreadyInPlace => format!("{name}: already {done}; nothing to do."),
@@ -371,24 +304,33 @@ struct Out {
 
 impl Out {
     fn print(&self, backend: &Backend, extra: Value, human: &str) {
+        let mut v = json!({
+            "verb": self.verb,
+            "unit": backend.display_name(&UnitId::hub()),
+            "backend": backend.kind(),
+            "scope": backend.scope(),
+        });
+        if let (Some(o), Value::Object(e)) = (v.as_object_mut(), extra) {
+            o.extend(e);
+        }
+        self.emit(v, human, true);
+    }
+
+    /// The JSON object with `--json`, else the human text (`line`: with a final newline).
+    fn emit(&self, v: Value, human: &str, line: bool) {
         if self.json {
-            let mut v = json!({
-                "verb": self.verb,
-                "unit": unit_name(backend, &UnitId::hub()),
-                "backend": backend.kind(),
-                "scope": backend.scope(),
-            });
-            if let (Some(o), Value::Object(e)) = (v.as_object_mut(), extra) {
-                o.extend(e);
-            }
             println!("{}", serde_json::to_string_pretty(&v).expect("json"));
-        } else {
+        } else if line {
             println!("{human}");
+        } else {
+            print!("{human}");
         }
     }
 
+    /// Prints the error once (the JSON object on stdout with `--json`, the sentence and its
+    /// log lines on stderr) and returns its exit code.
     fn error(&self, e: &Error) -> Code {
-        let code = exit_code(e.kind);
+        let code = exit::for_manager(e.kind);
         if self.json {
             let v = json!({
                 "verb": self.verb,
@@ -397,71 +339,7 @@ impl Out {
             });
             println!("{}", serde_json::to_string_pretty(&v).expect("json"));
         }
-        let mut err = std::io::stderr().lock();
-        let _ = writeln!(err, "parachute unit {}: {}", self.verb, e.message);
-        if !e.log_tail.is_empty() && !e.message.contains(&e.log_tail[e.log_tail.len() - 1]) {
-            let _ = writeln!(err, "  last log lines:\n    {}", e.log_tail.join("\n    "));
-        }
+        exit::print_error(&format!("unit {}", self.verb), &e.message, &e.log_tail);
         code
-    }
-}
-
-/// The exit code for a backend error kind.
-pub fn exit_code(kind: ErrorKind) -> Code {
-    match kind {
-        ErrorKind::ManagerUnavailable => Code::NoManager,
-        ErrorKind::PermissionDenied => Code::Permission,
-        ErrorKind::Timeout => Code::Timeout,
-        ErrorKind::InvalidSpec => Code::Usage,
-        _ => Code::Failure,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::hub_unit::HUB_CRASH_LOOP;
-    use crate::model::home::Home;
-    use std::path::Path;
-
-    #[test]
-    fn path_has_sbin_bun_and_extra_first_without_duplicates() {
-        let p = hub_path(Some(Path::new("/home/op")), Some("/opt/x/bin::/usr/bin"));
-        assert_eq!(
-            p,
-            "/opt/x/bin:/usr/bin:/home/op/.bun/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/sbin:/bin:/home/op/.local/bin"
-        );
-        assert_eq!(hub_path(None, None), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-    }
-
-    #[test]
-    fn spec_puts_home_and_port_in_argv_and_home_in_env() {
-        let home = Home::new("/srv/para chute").unwrap();
-        let s = hub_spec(
-            &home,
-            2939,
-            Path::new("/usr/local/bin/parachute"),
-            Some(Path::new("/home/op")),
-            None,
-            Some("op"),
-        );
-        assert_eq!(
-            s.argv,
-            ["/usr/local/bin/parachute", "serve", "--home", "/srv/para chute", "--port", "2939"]
-        );
-        assert_eq!(s.env[0], ("PARACHUTE_HOME".to_owned(), "/srv/para chute".to_owned()));
-        assert!(!s.env.iter().any(|(k, _)| k == "PORT"));
-        assert_eq!(s.log_path, Path::new("/srv/para chute/hub/logs/hub.log"));
-        assert_eq!(s.crash_loop, Some(HUB_CRASH_LOOP));
-        assert_eq!(s.description, HUB_DESCRIPTION);
-    }
-
-    #[test]
-    fn error_kinds_map_to_documented_exit_codes() {
-        assert_eq!(exit_code(ErrorKind::ManagerUnavailable), Code::NoManager);
-        assert_eq!(exit_code(ErrorKind::PermissionDenied), Code::Permission);
-        assert_eq!(exit_code(ErrorKind::Timeout), Code::Timeout);
-        assert_eq!(exit_code(ErrorKind::InvalidSpec), Code::Usage);
-        assert_eq!(exit_code(ErrorKind::JobFailed), Code::Failure);
     }
 }

@@ -40,7 +40,7 @@ pub fn candidates(targets: &[Target]) -> Vec<UnitId> {
 
 /// The name an operator knows the unit by on this manager.
 pub fn display<M: ServiceManager>(manager: &M, id: &UnitId) -> String {
-    if manager.kind().contains("launchd") { id.launchd_label() } else { id.systemd_unit() }
+    manager.display_name(id)
 }
 
 /// Disables every candidate; returns the names disabled and warning lines.

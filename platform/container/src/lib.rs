@@ -1,4 +1,4 @@
-//! The container / no-manager backend, and the decision of which backend to use.
+//! The container / no-manager backend.
 //!
 //! In a container (or a session without a user bus, or a Mac with nobody logged in) there
 //! is no service manager to put the supervisor under. Upstream then wrote unit files
@@ -10,11 +10,8 @@
 //!
 //! `render` is refused too: there is no unit format without a manager, and a caller who
 //! wants to preview a systemd unit or a plist asks that backend's renderer directly.
-//!
-//! [`detect`] picks the backend from facts the caller gathered ([`DetectProbe`]).
+//! Which backend a host gets is decided in one place, the `parachute` crate's `detect`.
 #![warn(missing_docs)]
-
-pub mod detect;
 
 use std::path::PathBuf;
 
@@ -22,8 +19,6 @@ use parachute_manager::{
     AfterInstall, Change, Drift, Error, ErrorKind, InstalledUnit, Scope, ServiceManager, UnitId, UnitSpec,
     UnitStatus,
 };
-
-pub use detect::{DetectProbe, Detected, detect};
 
 /// The backend used when no service manager is reachable.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +67,7 @@ impl ServiceManager for NoManager {
     }
 
     fn display_name(&self, id: &UnitId) -> String {
-        format!("the {id} unit")
+        format!("parachute-{id}")
     }
 
     fn render(&self, spec: &UnitSpec) -> Result<Vec<u8>, Error> {

@@ -121,6 +121,23 @@ impl LaunchdManager {
         }
     }
 
+    /// Whether launchd answers for this backend's domain (`launchctl print gui/<uid>` or
+    /// `print system`): a LaunchAgent needs a GUI login, so on a headless Mac it does not.
+    pub async fn domain_reachable(&self) -> Result<(), Error> {
+        let domain = self.domain(self.scope);
+        match self.call(&["print", &domain]).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let kind = match e.code() {
+                    Some(ExitCode::NotPermitted) => ErrorKind::PermissionDenied,
+                    _ => ErrorKind::ManagerUnavailable,
+                };
+                Err(Error::new(kind, format!("launchctl could not reach the {domain} domain ({e})"))
+                    .with_source(e))
+            }
+        }
+    }
+
     fn target(&self, id: &UnitId, scope: Scope) -> Target {
         let label = id.launchd_label();
         let domain = self.domain(scope);

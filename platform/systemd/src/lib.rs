@@ -212,12 +212,17 @@ impl SystemdManager {
     }
 }
 
+/// The backend kind for `scope` (`systemd-user`, `systemd-system`), also for an offline render.
+pub fn kind_of(scope: Scope) -> &'static str {
+    match scope {
+        Scope::User => "systemd-user",
+        Scope::System => "systemd-system",
+    }
+}
+
 impl ServiceManager for SystemdManager {
     fn kind(&self) -> &'static str {
-        match self.this.scope {
-            Scope::User => "systemd-user",
-            Scope::System => "systemd-system",
-        }
+        kind_of(self.this.scope)
     }
 
     fn scope(&self) -> Scope {
