@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use parachute_manager::{CrashLoop, Scope, UnitId, UnitSpec};
+use parachute_manager::{CrashLoop, Readiness, Scope, UnitId, UnitSpec};
 use parachute_systemd::{read_unit, render_unit};
 use proptest::prelude::*;
 
@@ -34,8 +34,9 @@ fn spec() -> impl Strategy<Value = UnitSpec> {
         component(false),
         component(false),
         prop::option::of("[a-z_][a-z0-9_.-]{0,8}"),
+        any::<bool>(),
     )
-        .prop_map(|(exe, args, env, wd, log, user)| {
+        .prop_map(|(exe, args, env, wd, log, user, notify)| {
             let mut seen = std::collections::HashSet::new();
             UnitSpec {
                 id: UnitId::new("rt").unwrap(),
@@ -46,6 +47,12 @@ fn spec() -> impl Strategy<Value = UnitSpec> {
                 log_path: PathBuf::from(format!("/var/log/{log}/hub.log")),
                 crash_loop: Some(CrashLoop { interval_sec: 300, burst: 5, throttle_sec: 5 }),
                 run_as_user: user,
+                readiness: if notify {
+                    Readiness::Notify { start_timeout_sec: 90, watchdog_sec: Some(30) }
+                } else {
+                    Readiness::Exec
+                },
+                hardened: notify,
             }
         })
 }
