@@ -41,6 +41,11 @@ struct Stranger {
 
 impl Stranger {
     fn fixture(args: &[&str]) -> Stranger {
+        Stranger::fixture_until(args, "ready ", Duration::from_secs(10))
+    }
+
+    /// Starts the fixture and waits for a stdout line starting with `ready`.
+    fn fixture_until(args: &[&str], ready: &str, deadline: Duration) -> Stranger {
         let mut cmd = Command::new(fixture_bin());
         cmd.args(args).process_group(0).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
         let mut child = as_stranger(&mut cmd).spawn().unwrap();
@@ -53,8 +58,8 @@ impl Stranger {
             }
         });
         let s = Stranger { child, lines };
-        wait_for("the stranger's ready line", Duration::from_secs(10), || {
-            s.lines().iter().any(|l| l.starts_with("ready ")).then_some(())
+        wait_for("the stranger's ready line", deadline, || {
+            s.lines().iter().any(|l| l.starts_with(ready)).then_some(())
         });
         s
     }
@@ -82,7 +87,7 @@ fn root_only(test: &str) -> bool {
     )
 }
 
-/// F5(a): the hub dies uncleanly, another user binds its port and answers `/health` with the
+/// Token theft: the hub dies uncleanly, another user binds its port and answers `/health` with the
 /// (public) nonce of the stale `hub-instance.json`. The CLI refuses, naming the holder's
 /// pid and uid, and the impostor never sees the token.
 #[test]
@@ -155,7 +160,7 @@ fn mode(p: &std::path::Path) -> u32 {
     std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).permissions().mode() & 0o777
 }
 
-/// F12: private state, an allow-listed environment and no inherited descriptor for modules.
+/// Private state, an allow-listed environment and no inherited descriptor for modules.
 #[test]
 fn modules_get_an_allow_listed_environment_and_no_inherited_descriptor_and_state_is_private() {
     use parachute::model::home::Home;
@@ -210,4 +215,125 @@ fn modules_get_an_allow_listed_environment_and_no_inherited_descriptor_and_state
     assert_eq!(mode(&h.home().join("hub/run")), 0o700);
     assert_eq!(mode(&h.home().join("hub")), 0o700);
     assert_eq!(mode(&hub.log), 0o600, "the hub's log (created 0644 by the shell) is made private");
+}
+
+/// What a hostile module prints: a title and a clipboard write (OSC 0, OSC 52), a screen
+/// clear, and a carriage return that would make the rest pose as a hub line.
+const HOSTILE_TEXT: &str = "\u{1b}]0;PWNED-TITLE\u{7}\u{1b}[2J\u{1b}]52;c;aGk=\u{7}\r[hub] forged line";
+
+fn assert_escaped(line: &str, context: &str) {
+    assert!(
+        !line.bytes().any(|b| b == 0x1b || b == b'\r' || b == 0x07),
+        "{context}: raw control bytes in {line:?}"
+    );
+    assert!(
+        line.contains(r"\e]0;PWNED-TITLE\x07\e[2J\e]52;c;aGk=\x07\r[hub] forged line"),
+        "{context}: {line:?}"
+    );
+}
+
+/// Terminal injection: module output reaches the hub's log escaped, always, and `parachute logs` escaped on a
+/// terminal.
+#[test]
+fn escape_sequences_from_a_module_are_escaped_in_the_hub_log_and_in_logs_on_a_terminal() {
+    use nix::sys::termios;
+    use std::io::Read;
+    let h = TestHome::new();
+    h.fixture("esc", free_port(), &["--lines", "1", "--line-text", HOSTILE_TEXT]);
+    let s = Serve::ready(&h, free_port(), &[]);
+    let line = s.wait_out("the module's line", |l| l.contains("forged line"));
+    assert!(line.starts_with("[esc] "), "the module's prefix stays first: {line:?}");
+    assert_escaped(&line, "hub log");
+    assert!(!s.stdout().lines().any(|l| l.starts_with("[hub]")), "no module line looks like a hub line");
+
+    // `parachute logs` on a pseudo-terminal (raw mode, so the line discipline adds no `\r`).
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let mut attrs = termios::tcgetattr(&pty.slave).unwrap();
+    termios::cfmakeraw(&mut attrs);
+    termios::tcsetattr(&pty.slave, termios::SetArg::TCSANOW, &attrs).unwrap();
+    let mut cmd = crate::support::parachute();
+    cmd.args(["logs", "esc", "--home"]).arg(h.home()).env("HOME", h.scratch("user"));
+    cmd.stdin(Stdio::null()).stdout(std::fs::File::from(pty.slave)).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    drop(cmd); // our copy of the slave: the master then reads EOF (EIO) after the CLI exits
+    let status = wait_for("parachute logs to finish", Duration::from_secs(30), || child.try_wait().unwrap());
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert_eq!(status.code(), Some(0), "{err}");
+    let mut master = std::fs::File::from(pty.master);
+    let mut shown = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match master.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => shown.extend_from_slice(&buf[..n]),
+        }
+    }
+    let shown = String::from_utf8_lossy(&shown);
+    let line = shown.lines().find(|l| l.contains("forged line")).unwrap_or_else(|| panic!("{shown:?}"));
+    assert_escaped(line, "parachute logs on a terminal");
+
+    // Into a pipe the bytes are data and stay as they were.
+    let out = h.cli(&["logs", "esc"]);
+    let raw = String::from_utf8_lossy(&out.stdout);
+    assert!(raw.contains(HOSTILE_TEXT), "{raw:?}");
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+/// Descriptor exhaustion: with the open-file limit systemd gives (1024, and no room to raise it), 2,000 idle
+/// connections from another user leave `/health` answering, a killed module is respawned,
+/// idle connections are closed by the header-read timeout, and the module is `running`
+/// after the attack with no operator action.
+#[test]
+fn two_thousand_idle_connections_from_a_stranger_leave_the_hub_answering_and_respawning() {
+    if !root_only("two_thousand_idle_connections") {
+        return;
+    }
+    let h = TestHome::new();
+    h.fixture("echo", free_port(), &[]);
+    let port = free_port();
+    let mut cmd = crate::support::isolated("sh");
+    cmd.arg("-c")
+        .arg(format!("ulimit -n 1024 && exec \"$0\" serve --home '{}' --port {port}", h.home().display()))
+        .arg(crate::support::parachute_bin());
+    let s = Serve::spawn(cmd, &h, port);
+    s.wait_err("the listening line", |l| l.contains("[hub] listening on"));
+    s.wait_err("boot", |l| l.contains("boot done"));
+    let first = s.wait_state(&h, "echo", "echo running", |v| v["status"] == "running");
+    let baseline = open_fds(s.pid());
+
+    let attack = Stranger::fixture_until(
+        &["--port", &port.to_string(), "--hold-connections", "2000"],
+        "held ",
+        Duration::from_secs(60),
+    );
+    assert!(attack.lines().iter().any(|l| l == "held 2000"), "{:?}", attack.lines());
+    let fds = open_fds(s.pid());
+    assert!(fds < baseline + 64, "the stranger holds at most its share: {fds} fds (baseline {baseline})");
+
+    let t = std::time::Instant::now();
+    let (status, body) = s.http("GET", "/health", None);
+    assert_eq!(status, 200, "{body}");
+    assert!(t.elapsed() < Duration::from_secs(2), "/health took {:?} under the flood", t.elapsed());
+
+    let pid = first["pid"].as_u64().unwrap() as i32;
+    // SAFETY: SIGKILL to the module process this test's hub started.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    let again = s.wait_state(&h, "echo", "echo respawned", |v| {
+        v["status"] == "running" && v["pid"].as_u64().is_some_and(|p| p as i32 != pid)
+    });
+    assert_eq!(again["status"], "running");
+
+    // The header-read timeout closes the stranger's idle connections although it keeps them.
+    wait_for("idle connections closed by the hub", Duration::from_secs(30), || {
+        (open_fds(s.pid()) <= baseline + 4).then_some(())
+    });
+    drop(attack);
+    let after = s.wait_state(&h, "echo", "echo running after the attack", |v| v["status"] == "running");
+    assert_eq!(after["pid"], again["pid"]);
 }

@@ -29,6 +29,7 @@
 
 mod auth;
 pub mod error;
+pub mod listen;
 mod logs;
 pub mod probes;
 pub mod wire;
@@ -161,13 +162,14 @@ pub fn router(state: Shared) -> Router {
 }
 
 /// Serves the API on an already bound listener until `shutdown` resolves and every
-/// connection has finished (log follows end when the phase reaches `Closing`).
+/// connection has finished (log follows end when the phase reaches `Closing`), with
+/// timeouts and connection caps ([`listen`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Shared,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    listen::serve(listener, router(state), shutdown).await
 }
 
 /// A JSON answer that is never cached.

@@ -10,12 +10,14 @@
 //!                   [--grandchild-holds-port] [--parent-exits]
 //!                   [--lines N] [--stderr-lines N] [--line-text TEXT] [--long-line BYTES]
 //!                   [--chatty-bytes BYTES] [--print-env KEY]... [--pidfile PATH]
-//!                   [--spawn-sleeper] [--fake-hub NONCE]
+//!                   [--spawn-sleeper] [--fake-hub NONCE] [--hold-connections N]
 //! ```
 //!
 //! `--fake-hub NONCE` plays another local user impersonating a hub: it answers `/health`
 //! as a hub with that instance nonce, anything else with `200 {}`, and prints every
-//! `Authorization` header it receives as `captured <header>`.
+//! `Authorization` header it receives as `captured <header>`. `--hold-connections N` plays a
+//! descriptor-exhaustion attack instead of listening: it opens N idle TCP connections to
+//! `127.0.0.1:<port>`, prints `held N`, sends nothing, and keeps them until killed.
 //!
 //! The port defaults to `$PORT`. Without `--exit-after-ms` it runs until signalled. It
 //! prints `ready pid=<pid> port=<port>` on stdout once it listens, so a test can wait for
@@ -60,6 +62,7 @@ struct Opts {
     pidfile: Option<String>,
     spawn_sleeper: bool,
     fake_hub: Option<String>,
+    hold_connections: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
@@ -101,6 +104,7 @@ fn parse() -> Result<Opts, String> {
             "--pidfile" => o.pidfile = Some(val(&a)?),
             "--spawn-sleeper" => o.spawn_sleeper = true,
             "--fake-hub" => o.fake_hub = Some(val(&a)?),
+            "--hold-connections" => o.hold_connections = Some(num(&val(&a)?)?),
             // Extra words (e.g. `serve`) are accepted so a symlink named `parachute-vault`
             // can be started as `parachute-vault serve`, like the real module.
             _ if !a.starts_with("--") => {}
@@ -254,6 +258,22 @@ fn main() {
         say!("sleeper pid={}", c.id());
     }
 
+    if let (Some(n), Some(port)) = (o.hold_connections, o.port) {
+        let mut held = Vec::new();
+        for _ in 0..n {
+            match std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)) {
+                Ok(c) => held.push(c),
+                Err(e) => {
+                    eprintln!("parachute-fixture: connect {port}: {e}");
+                    break;
+                }
+            }
+        }
+        say!("held {}", held.len());
+        loop {
+            thread::park();
+        }
+    }
     if let Some(port) = o.port.filter(|_| !o.no_listen) {
         if o.grandchild_holds_port {
             // Re-exec ourselves as the port holder: it stays in our process group, the way

@@ -415,6 +415,19 @@ pub fn run_status(args: StatusArgs, env: &HostEnv) -> Code {
     })
 }
 
+/// A module's line as `logs` prints it: escaped (`crate::text::line`) when stdout is a
+/// terminal, so module output cannot drive it; raw into a pipe or file, where the bytes are
+/// data (`--json` always carries them raw, JSON-escaped).
+fn for_reader(text: &str) -> std::borrow::Cow<'_, str> {
+    use std::io::IsTerminal;
+    static TERMINAL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *TERMINAL.get_or_init(|| std::io::stdout().is_terminal()) {
+        crate::text::line(text)
+    } else {
+        text.into()
+    }
+}
+
 /// Runs `logs`.
 pub fn run_logs(args: LogsArgs, env: &HostEnv) -> Code {
     let home = match resolve_home(&args.home, env) {
@@ -440,7 +453,7 @@ pub fn run_logs(args: LogsArgs, env: &HostEnv) -> Code {
             }
             let mut out = std::io::stdout().lock();
             for l in &reply.lines {
-                let _ = writeln!(out, "{}", l.text);
+                let _ = writeln!(out, "{}", for_reader(&l.text));
             }
             if reply.lines.is_empty() && reply.missed == 0 {
                 eprintln!("({} has printed nothing yet)", args.svc);
@@ -461,7 +474,7 @@ pub fn run_logs(args: LogsArgs, env: &HostEnv) -> Code {
                 writeln!(out, "{}", serde_json::to_string(&event).expect("serializable"))
             } else {
                 match &event {
-                    FollowEvent::Line(l) => writeln!(out, "{}", l.text),
+                    FollowEvent::Line(l) => writeln!(out, "{}", for_reader(&l.text)),
                     FollowEvent::Gap { missed } => {
                         eprintln!("({missed} line(s) were evicted before they could be shown)");
                         Ok(())

@@ -392,7 +392,7 @@ pub const MODULE_ENV_ALLOW: &[&str] = &[
     "TERM",
     "COLORTERM",
     "NO_COLOR",
-    // Runtime choices upstream modules read (hub#349, hub#524).
+    // Runtime choices upstream modules read (Bun install dir, loopback bind host).
     "NODE_ENV",
     "BUN_INSTALL",
     "PARACHUTE_BIND_HOST",

@@ -11,6 +11,8 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use std::borrow::Cow;
+
 use super::lines::{LineSplitter, append_line, format_line};
 use super::logbuf::LogRing;
 use super::output::Output;
@@ -47,11 +49,19 @@ pub async fn pump(mut stream: impl AsyncRead + Unpin, sink: LineSink) {
     let mut buf = vec![0u8; 16 * 1024];
     let mut chunk = BytesMut::new();
     let mut ends: Vec<usize> = Vec::new();
+    // The hub's log gets every module line escaped (`crate::text::line_bytes`), so a
+    // module can never clear the reader's screen or pose as a `[hub]` line with a `\r`; the
+    // ring keeps the raw bytes for `parachute logs` (which escapes on a terminal). Lines
+    // that need no escaping (nearly all) are shared, not copied.
+    let mut escaped: Vec<(usize, Bytes)> = Vec::new();
     loop {
         let eof = match stream.read(&mut buf).await {
             Ok(0) | Err(_) => true,
             Ok(n) => {
                 splitter.push(&buf[..n], &mut |piece: &[u8], continued: bool| {
+                    if let Cow::Owned(safe) = crate::text::line_bytes(piece) {
+                        escaped.push((ends.len(), format_line(&sink.prefix, &safe, continued)));
+                    }
                     append_line(&mut chunk, &sink.prefix, piece, continued);
                     ends.push(chunk.len());
                 });
@@ -60,6 +70,9 @@ pub async fn pump(mut stream: impl AsyncRead + Unpin, sink: LineSink) {
         };
         if eof {
             splitter.finish(&mut |piece: &[u8], continued: bool| {
+                if let Cow::Owned(safe) = crate::text::line_bytes(piece) {
+                    escaped.push((ends.len(), format_line(&sink.prefix, &safe, continued)));
+                }
                 append_line(&mut chunk, &sink.prefix, piece, continued);
                 ends.push(chunk.len());
             });
@@ -76,8 +89,12 @@ pub async fn pump(mut stream: impl AsyncRead + Unpin, sink: LineSink) {
                 })
                 .collect();
             sink.ring.push_many(lines.iter().cloned());
-            for line in lines {
-                sink.output.line(line);
+            let mut overrides = escaped.drain(..).peekable();
+            for (i, line) in lines.into_iter().enumerate() {
+                match overrides.next_if(|(at, _)| *at == i) {
+                    Some((_, safe)) => sink.output.line(safe),
+                    None => sink.output.line(line),
+                }
             }
         }
         if eof {
