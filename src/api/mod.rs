@@ -190,6 +190,17 @@ fn short_of(path: Result<Path<String>, PathRejection>) -> Result<String, ApiErro
     Ok(short)
 }
 
+/// [`ResolveSpawn::resolve`] on a blocking thread (it reads services.json, module.json, .env).
+async fn resolve_off_runtime(s: &Shared, short: &str) -> Result<SpawnRequest, ResolveError> {
+    let (resolver, owned) = (Arc::clone(&s.resolver), short.to_owned());
+    tokio::task::spawn_blocking(move || resolver.resolve(&owned)).await.unwrap_or_else(|e| {
+        Err(ResolveError::Invalid {
+            short: short.to_owned(),
+            detail: format!("resolving {short} failed: {e}"),
+        })
+    })
+}
+
 async fn health(State(s): State<Shared>) -> Response {
     let modules = s.supervisor.list();
     let running = modules.iter().filter(|m| m.status == ModuleStatus::Running).count();
@@ -206,7 +217,10 @@ async fn health(State(s): State<Shared>) -> Response {
 }
 
 async fn list(State(s): State<Shared>, _op: auth::Operator) -> Response {
-    json(ModuleList { modules: s.supervisor.list(), installed: s.resolver.installed() })
+    // File work (services.json, module.json) off the runtime's two workers.
+    let resolver = Arc::clone(&s.resolver);
+    let installed = tokio::task::spawn_blocking(move || resolver.installed()).await.unwrap_or_default();
+    json(ModuleList { modules: s.supervisor.list(), installed })
 }
 
 async fn one(
@@ -228,7 +242,7 @@ async fn start(
     if *s.phase.borrow() != Phase::Running {
         return Err(ApiError::shutting_down());
     }
-    let req = s.resolver.resolve(&short)?;
+    let req = resolve_off_runtime(&s, &short).await?;
     // 200 even when the module crashed: the state (status + startError) is the answer,
     // and the CLI turns a crashed state into a failure (upstream R11).
     let state = s.supervisor.start(req).await;
@@ -255,7 +269,7 @@ async fn restart(
         return Err(ApiError::shutting_down());
     }
     // Re-read services.json so a corrected command, port or .env takes effect (hub#532).
-    let req = s.resolver.resolve(&short)?;
+    let req = resolve_off_runtime(&s, &short).await?;
     match s.supervisor.restart(&short, Some(req)).await {
         Ok(Some(state)) => Ok(json(ModuleReply { short, state })),
         Ok(None) => Err(ApiError::not_supervised(&short)),

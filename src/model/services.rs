@@ -26,6 +26,7 @@
 //!
 //! Nothing here prints; warnings go back to the caller.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -227,7 +228,7 @@ impl Ctx<'_> {
 }
 
 /// Why the pipeline drops a raw row (steps 1–3), if it does.
-fn drop_reason(rows: &[Value], row: &Value) -> Option<String> {
+fn drop_reason(long_names: &HashMap<&str, Vec<Option<&Value>>>, row: &Value) -> Option<String> {
     let name = row.get("name").and_then(Value::as_str)?;
     let paths: Vec<&str> = row
         .get("paths")
@@ -250,8 +251,7 @@ fn drop_reason(rows: &[Value], row: &Value) -> Option<String> {
     }
     if !name.starts_with("parachute-") {
         let long = format!("parachute-{name}");
-        if rows.iter().any(|r| r.get("name").and_then(Value::as_str) == Some(&long) && r.get("port") == port)
-        {
+        if long_names.get(long.as_str()).is_some_and(|ports| ports.contains(&port)) {
             return Some(format!("a short-named duplicate of {long:?} on the same port; dropped"));
         }
     }
@@ -380,8 +380,19 @@ impl ServicesFile {
             }
         };
         let mut entries: Vec<Entry> = Vec::with_capacity(rows.len());
+        // Lookups by name and port instead of scans of every earlier row: a 10,000-row file
+        // must not cost 10^8 comparisons (each a JSON map lookup).
+        let mut long_names: HashMap<&str, Vec<Option<&Value>>> = HashMap::new();
+        for r in &rows {
+            if let Some(n) = r.get("name").and_then(Value::as_str).filter(|n| n.starts_with("parachute-")) {
+                long_names.entry(n).or_default().push(r.get("port"));
+            }
+        }
+        // Accepted rows so far: name → position, port → (position, name) in order.
+        let mut by_name: HashMap<String, usize> = HashMap::new();
+        let mut by_port: HashMap<u16, Vec<(usize, String)>> = HashMap::new();
         for (index, raw) in rows.iter().enumerate() {
-            if let Some(reason) = drop_reason(&rows, raw) {
+            if let Some(reason) = drop_reason(&long_names, raw) {
                 warn.push(IssueKind::Dropped, index, raw, None, reason);
                 continue;
             }
@@ -395,13 +406,15 @@ impl ServicesFile {
                 continue;
             }
             let row = ServiceRow::from_value(raw.clone()).expect("checked above");
-            let clash = entries.iter().filter_map(|e| match e {
-                Entry::Row(r) => Some(r),
-                Entry::Held(_) => None,
+            // The earliest accepted row that repeats the name, or shares the port (vault rows
+            // may share one), decides which collision is reported.
+            let same_name = by_name.get(row.name()).copied();
+            let same_port = by_port.get(&row.port()).and_then(|v| {
+                v.iter().find(|(_, n)| !(is_vault_row(n) && is_vault_row(row.name()))).cloned()
             });
-            let mut collided = false;
-            for earlier in clash {
-                if earlier.name() == row.name() {
+            let mut collided = true;
+            match (same_name, same_port) {
+                (Some(n), p) if p.as_ref().is_none_or(|(pi, _)| n < *pi) => {
                     bad.push(
                         IssueKind::DuplicateName,
                         index,
@@ -412,11 +425,8 @@ impl ServicesFile {
                             if lenient { "; row skipped" } else { "" }
                         ),
                     );
-                    collided = true;
-                    break;
                 }
-                if earlier.port() == row.port() && !(is_vault_row(earlier.name()) && is_vault_row(row.name()))
-                {
+                (_, Some((_, earlier))) => {
                     bad.push(
                         IssueKind::PortCollision,
                         index,
@@ -425,13 +435,16 @@ impl ServicesFile {
                         format!(
                             "port {} is already used by {:?}; only vault rows may share a port{}",
                             row.port(),
-                            earlier.name(),
+                            earlier,
                             if lenient { "; row skipped" } else { "" }
                         ),
                     );
-                    collided = true;
-                    break;
                 }
+                _ => collided = false,
+            }
+            if !collided {
+                by_name.insert(row.name().to_owned(), entries.len());
+                by_port.entry(row.port()).or_default().push((entries.len(), row.name().to_owned()));
             }
             entries.push(if collided { Entry::Held(raw.clone()) } else { Entry::Row(row) });
         }

@@ -7,7 +7,7 @@
 //! `concurrency` starts (each of which may wait out the readiness window) in flight, and
 //! logs every module's *real* resulting state (upstream R15 logged "started" for crashes).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -23,12 +23,38 @@ use crate::supervisor::{ModuleState, ModuleStatus, SpawnRequest, Supervisor};
 use super::say;
 
 /// Resolves modules from the home's current services.json.
+///
+/// The file is parsed (and its ports reconciled, and its boot plan made) once per version:
+/// the result is cached under the file's identity (device, inode, size, mtime), which any
+/// rewrite (in place or by rename) changes. A 10,000-row file then costs one `stat` per
+/// API call instead of a parse.
 #[derive(Debug, Clone)]
 pub struct ModelResolver {
     /// The home.
     pub home: Home,
     /// What every child is given (hub port, boot-resolved origin, base environment).
     pub ctx: HubContext,
+    cache: Arc<Cache>,
+}
+
+/// The last parse and the file version it was made from.
+type Cache = Mutex<Option<(FileKey, Arc<Parsed>)>>;
+
+/// What identifies one version of services.json on disk (`None`: no file).
+type FileKey = Option<(u64, u64, u64, i64, i64)>;
+
+/// One parse of services.json, with what every caller derives from it.
+#[derive(Debug)]
+struct Parsed {
+    file: ServicesFile,
+    notes: Vec<String>,
+    reconciled: bool,
+    plan: Vec<BootDecision>,
+}
+
+fn file_key(path: &std::path::Path) -> FileKey {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
 }
 
 /// One row's fate at boot.
@@ -46,6 +72,29 @@ pub enum Booted {
 }
 
 impl ModelResolver {
+    /// A resolver for `home` with an empty cache.
+    pub fn new(home: Home, ctx: HubContext) -> ModelResolver {
+        ModelResolver { home, ctx, cache: Arc::new(Mutex::new(None)) }
+    }
+
+    /// [`Self::load`], from the cache while the file is unchanged.
+    fn parsed(&self) -> Arc<Parsed> {
+        let path = self.home.services_json();
+        let key = file_key(&path);
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((k, parsed)) = cache.as_ref()
+            && *k == key
+            && key.is_some()
+        {
+            return Arc::clone(parsed);
+        }
+        let (file, notes, reconciled) = self.load();
+        let plan = modules::boot_plan(file.rows());
+        let parsed = Arc::new(Parsed { file, notes, reconciled, plan });
+        *cache = Some((key, Arc::clone(&parsed)));
+        parsed
+    }
+
     /// services.json as the hub would use it now: leniently read, ports reconciled in memory.
     fn load(&self) -> (ServicesFile, Vec<String>, bool) {
         let loaded = ServicesFile::read_lenient(&self.home.services_json());
@@ -68,10 +117,10 @@ impl ModelResolver {
 
 impl ResolveSpawn for ModelResolver {
     fn resolve(&self, short: &str) -> Result<SpawnRequest, ResolveError> {
-        let (file, _, _) = self.load();
-        let rows: Vec<_> = file.rows().collect();
+        let parsed = self.parsed();
+        let rows: Vec<_> = parsed.file.rows().collect();
         let mut skipped = None;
-        for d in modules::boot_plan(rows.iter().copied()) {
+        for d in parsed.plan.iter().cloned() {
             match d {
                 BootDecision::Start { index, short: s, .. } if s.as_str() == short => {
                     return match modules::resolve(&self.home, rows[index], &self.ctx) {
@@ -100,10 +149,12 @@ impl ResolveSpawn for ModelResolver {
     }
 
     fn installed(&self) -> Vec<Installed> {
-        let (file, _, _) = self.load();
-        let rows: Vec<_> = file.rows().collect();
-        modules::boot_plan(rows.iter().copied())
-            .into_iter()
+        let parsed = self.parsed();
+        let rows: Vec<_> = parsed.file.rows().collect();
+        parsed
+            .plan
+            .iter()
+            .cloned()
             .map(|d| match d {
                 BootDecision::Start { index, short, .. } => {
                     let skip_reason = match modules::start_command(rows[index]) {
@@ -150,8 +201,9 @@ pub async fn boot(
     concurrency: usize,
     phase: watch::Receiver<Phase>,
 ) -> Vec<Booted> {
-    let (file, notes, reconciled) = resolver.load();
-    for n in &notes {
+    let parsed = resolver.parsed();
+    let (file, notes, reconciled) = (&parsed.file, &parsed.notes, parsed.reconciled);
+    for n in notes {
         say(n);
     }
     if reconciled && let Err(e) = file.write(&resolver.home.services_json()) {
@@ -167,7 +219,7 @@ pub async fn boot(
     let gate = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut tasks = JoinSet::new();
     let mut out = Vec::new();
-    for d in modules::boot_plan(rows.iter().copied()) {
+    for d in parsed.plan.iter().cloned() {
         let (index, short) = match d {
             BootDecision::Start { index, short, .. } => (index, short),
             BootDecision::Skip { name, reason, .. } => {

@@ -310,7 +310,7 @@ async fn serve(mut opts: ServeOptions) -> (Code, bool) {
         say(&report.to_string());
     }
     let supervisor = Supervisor::new(config, OutputSink::Stdout);
-    let resolver = Arc::new(boot::ModelResolver { home: home.clone(), ctx: opts.ctx.clone() });
+    let resolver = Arc::new(boot::ModelResolver::new(home.clone(), opts.ctx.clone()));
     let (phase_tx, phase_rx) = watch::channel(Phase::Running);
     let beat = Arc::new(api::probes::LoopBeat::default());
     beat.beat();

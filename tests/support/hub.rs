@@ -66,6 +66,18 @@ impl TestHome {
         self
     }
 
+    /// Adds a raw row without rewriting services.json (many rows: call
+    /// [`TestHome::flush_rows`] once at the end).
+    pub fn row_unflushed(&self, row: Value) -> &TestHome {
+        self.rows.lock().unwrap().push(row);
+        self
+    }
+
+    /// Writes services.json from the rows added so far.
+    pub fn flush_rows(&self) {
+        self.flush();
+    }
+
     fn flush(&self) {
         let v = json!({"services": *self.rows.lock().unwrap()});
         std::fs::write(self.home().join("services.json"), serde_json::to_vec_pretty(&v).unwrap()).unwrap();
