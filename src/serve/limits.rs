@@ -5,8 +5,9 @@ use std::os::fd::BorrowedFd;
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit. systemd and most shells leave the soft
 /// limit at 1024 (for `select()` users), which a local user exhausts with 1,024 idle
-/// connections; the hub uses epoll, and its children get the soft limit back untouched
-/// only if they ask (`LimitNOFILE=` in the unit sets both). Returns `(before, after)`.
+/// connections; the hub uses epoll. systemd (≥ 240) sets the hard limit to 512 Ki for every
+/// service, so this alone gives the hub room without a `LimitNOFILE=` in its unit. Modules
+/// inherit the raised limit. Returns `(before, after)`.
 pub fn raise_nofile() -> std::io::Result<(libc::rlim_t, libc::rlim_t)> {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit read and write the struct we pass.
@@ -15,13 +16,23 @@ pub fn raise_nofile() -> std::io::Result<(libc::rlim_t, libc::rlim_t)> {
             return Err(std::io::Error::last_os_error());
         }
         let before = lim.rlim_cur;
-        if lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+        if lim.rlim_cur >= lim.rlim_max {
+            return Ok((before, before));
         }
-        Ok((before, lim.rlim_cur))
+        // The hard limit first; where that is refused (macOS: an unlimited hard limit is not
+        // a valid soft one, `OPEN_MAX` is 10240), the largest of a few smaller steps.
+        let mut last = std::io::Error::from_raw_os_error(libc::EINVAL);
+        for want in [lim.rlim_max, 65_536, 10_240] {
+            if want <= before || want > lim.rlim_max {
+                continue;
+            }
+            let try_lim = libc::rlimit { rlim_cur: want, rlim_max: lim.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &try_lim) == 0 {
+                return Ok((before, want));
+            }
+            last = std::io::Error::last_os_error();
+        }
+        Err(last)
     }
 }
 
@@ -41,6 +52,22 @@ pub fn private_log() {
         if meta.file_type().is_file() && meta.uid() == me && meta.mode() & 0o077 != 0 {
             use std::os::unix::fs::PermissionsExt;
             let _ = file.set_permissions(std::fs::Permissions::from_mode(meta.mode() & 0o700));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_soft_limit_ends_at_the_hard_limit_and_never_lower() {
+        let (before, after) = super::raise_nofile().unwrap();
+        assert!(after >= before);
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit writes the struct we pass.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        assert_eq!(lim.rlim_cur, after);
+        if cfg!(target_os = "linux") {
+            assert_eq!(lim.rlim_cur, lim.rlim_max);
         }
     }
 }
