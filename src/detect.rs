@@ -250,12 +250,6 @@ async fn connect_systemd(
     }
 }
 
-/// Whether a systemd manager is usable here for `scope` (`<root>/run/systemd/system` and a
-/// bus that answers).
-pub async fn systemd_available(facts: &HostFacts, scope: Scope, timeout: Duration) -> bool {
-    facts.os == "linux" && matches!(backend(facts, scope, timeout).await, Backend::Systemd(_))
-}
-
 /// A unit rendered without contacting any manager (`parachute unit render`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rendered {
@@ -457,7 +451,6 @@ mod tests {
         };
         let w = why(backend(&f, Scope::System, Duration::from_secs(1)).await);
         assert!(w.contains("no system bus"), "{w}");
-        assert!(!systemd_available(&f, Scope::System, Duration::from_secs(1)).await);
     }
 
     fn probe(os: &'static str, scope: Scope, booted: bool, bus: bool, domain: bool) -> DetectProbe<'static> {

@@ -25,7 +25,7 @@ use parachute_manager::{Scope, ServiceManager, UnitId};
 use serde_json::{Value, json};
 
 use super::HostEnv;
-use super::exit::Code;
+use super::exit::{self, Code};
 use super::host::{self, ScopeArg};
 use crate::detect::{self, Backend};
 use crate::hooks::{self, RefreshOptions, RefreshOutcome};
@@ -115,11 +115,11 @@ async fn managers(env: &HostEnv, scope: Option<ScopeArg>) -> (Vec<Backend>, Vec<
     (up, down)
 }
 
-fn homes(flag: Option<&Path>, env: &HostEnv) -> Result<Vec<Home>, Code> {
+fn homes(verb: &str, flag: Option<&Path>, env: &HostEnv) -> Result<Vec<Home>, Code> {
     if let Some(f) = flag
         && !f.is_absolute()
     {
-        eprintln!("parachute: --home must be an absolute path, not {}.", f.display());
+        exit::print_error(verb, &format!("--home must be an absolute path, not {}.", f.display()), &[]);
         return Err(Code::Usage);
     }
     Ok(hooks::candidate_homes(flag, env.get("PARACHUTE_HOME"), host::user_home(env).as_deref()))
@@ -161,7 +161,7 @@ fn say(verb: &str, line: &str, warn: bool) {
 
 /// Runs `postinstall`.
 pub fn postinstall(args: PostinstallArgs, env: &HostEnv) -> Code {
-    let homes = match homes(args.home.as_deref(), env) {
+    let homes = match homes("postinstall", args.home.as_deref(), env) {
         Ok(h) => h,
         Err(c) => return c,
     };
@@ -169,7 +169,7 @@ pub fn postinstall(args: PostinstallArgs, env: &HostEnv) -> Code {
     let exec = match host::exec_path(args.exec.as_deref(), host::MustExist::No, env) {
         Ok(e) => e.path,
         Err(e) => {
-            eprintln!("parachute postinstall: {e}.");
+            exit::print_error("postinstall", &format!("{e}."), &[]);
             return Code::Usage;
         }
     };
@@ -278,7 +278,7 @@ pub fn preremove(args: PreremoveArgs, env: &HostEnv) -> Code {
         }
         return Code::Success;
     }
-    let mut homes = match homes(args.home.as_deref(), env) {
+    let mut homes = match homes("preremove", args.home.as_deref(), env) {
         Ok(h) => h,
         Err(c) => return c,
     };

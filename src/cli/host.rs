@@ -145,12 +145,6 @@ pub fn facts(env: &HostEnv) -> crate::detect::HostFacts {
     }
 }
 
-/// The `PATH` a hub unit gets: the operator's `PARACHUTE_EXTRA_PATH` entries, bun's and the
-/// system's directories, and the invoking user's `~/.local/bin`.
-pub fn unit_path_var(env: &HostEnv) -> String {
-    crate::hub_unit::hub_path(user_home(env).as_deref(), env.get("PARACHUTE_EXTRA_PATH"))
-}
-
 /// The hub unit spec for `home` on `port`, running `exec`, in `scope`. A user unit gets the
 /// invoking user's `PATH`; a system unit runs as `explicit_user` (`--user`), else as the
 /// home's owner, with that account's `PATH` ([`crate::hub_unit::hub_account`]). The error

@@ -1,7 +1,8 @@
 //! The command-line edge: argument parsing, the environment snapshot, output and exit codes.
 //!
 //! Each verb lives in its own file with an `Args` struct (clap) and a `run` function that
-//! returns an [`ExitCode`](exit::Code). Errors are printed once, here, for humans; verbs
+//! returns an [`ExitCode`](exit::Code). Errors are printed once, at this edge, through
+//! [`exit::print_error`] (exit codes from the one table in [`exit`]); verbs
 //! that take `--json` print their result object instead. Library crates below never read
 //! the environment: [`HostEnv`] is the snapshot `main` takes and everything is derived from
 //! it explicitly.

@@ -238,7 +238,7 @@ fn spec_for(
     }
     let port = args.port.unwrap_or(crate::model::names::HUB_PORT);
     host::hub_spec(&home, port, &exec.path, scope, args.user.as_deref(), env).map_err(|why| {
-        eprintln!("parachute unit {verb}: {why}");
+        exit::print_error(&format!("unit {verb}"), &why, &[]);
         Code::Usage
     })
 }

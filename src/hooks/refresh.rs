@@ -396,7 +396,7 @@ async fn roll_back<M: ServiceManager>(
 
 /// One health check: the unit runs, `hub-instance.json` names its main pid, and `/health`
 /// on `port` answers with that instance and pid. `Err` says which part failed.
-pub async fn check_health<M: ServiceManager>(
+async fn check_health<M: ServiceManager>(
     m: &M,
     home: &Home,
     port: u16,

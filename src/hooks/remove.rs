@@ -89,7 +89,7 @@ pub fn purge_list_paths(home: &Home) -> [PathBuf; 2] {
 
 /// Whether `p` may be deleted by a purge: an absolute path whose name is a cutover journal
 /// or lock (the same test the Debian `postrm` applies before deleting).
-pub fn purgeable(p: &Path) -> bool {
+fn purgeable(p: &Path) -> bool {
     let s = p.to_string_lossy();
     p.is_absolute()
         && !s.contains('\n')

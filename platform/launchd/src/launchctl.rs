@@ -63,7 +63,7 @@ pub enum ExitCode {
 
 impl ExitCode {
     /// Maps a raw exit status.
-    pub fn from_code(code: i32) -> ExitCode {
+    pub(crate) fn from_code(code: i32) -> ExitCode {
         match code {
             1 => ExitCode::NotPermitted,
             3 => ExitCode::NoSuchProcess,

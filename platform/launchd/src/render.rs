@@ -24,7 +24,7 @@ use plist::{Dictionary, Value, XmlWriteOptions};
 use std::path::Path;
 
 /// The launchd label for a spec (`computer.parachute.<id>`).
-pub fn label_of(spec: &UnitSpec) -> String {
+fn label_of(spec: &UnitSpec) -> String {
     spec.id.launchd_label()
 }
 

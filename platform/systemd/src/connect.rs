@@ -17,7 +17,7 @@ use crate::dbus::{LoginProxy, LoginUserProxy, ManagerProxy};
 use crate::errors::{dbus_name, from_zbus, timed_out};
 
 /// The system bus socket when `DBUS_SYSTEM_BUS_ADDRESS` is unset (D-Bus specification).
-pub const DEFAULT_SYSTEM_BUS: &str = "unix:path=/run/dbus/system_bus_socket";
+const DEFAULT_SYSTEM_BUS: &str = "unix:path=/run/dbus/system_bus_socket";
 
 /// Where system units are written.
 pub const SYSTEM_UNIT_DIR: &str = "/etc/systemd/system";
@@ -178,7 +178,7 @@ pub async fn user_unit_dir(conn: &Connection, preferred: &Path, timeout: Duratio
 }
 
 /// The choice behind [`user_unit_dir`], on a given `UnitPath`.
-pub fn choose_user_unit_dir(unit_path: &[String], preferred: &Path) -> Option<PathBuf> {
+fn choose_user_unit_dir(unit_path: &[String], preferred: &Path) -> Option<PathBuf> {
     if unit_path.iter().any(|p| Path::new(p) == preferred) {
         return Some(preferred.to_path_buf());
     }
