@@ -434,21 +434,9 @@ async fn check_holder(
     if holds && uid.is_some() && uid == token.owner() {
         return Ok(());
     }
-    let holders =
-        tokio::task::spawn_blocking(move || crate::serve::bind::holders(port)).await.unwrap_or_default();
-    let who = if holders.is_empty() {
-        "a process this user cannot see".to_owned()
-    } else {
-        holders
-            .iter()
-            .map(|h| {
-                let cmd =
-                    h.cmdline.as_deref().map(|c| crate::text::field_clipped(c, 120)).unwrap_or_default();
-                format!("pid {} ({cmd})", h.pid)
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let holders = crate::port_holder::on_port_async(port).await;
+    let who = crate::port_holder::describe_all(&holders)
+        .unwrap_or_else(|| "a process this user cannot see".to_owned());
     let uid_text = uid.map_or_else(|| "an unknown uid".to_owned(), |u| format!("uid {u}"));
     let expected = token.owner().map_or_else(|| "?".to_owned(), |u| u.to_string());
     Err(ClientError::Foreign {

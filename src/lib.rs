@@ -28,6 +28,7 @@ pub mod detect;
 pub mod hooks;
 pub mod hub_unit;
 pub mod model;
+pub mod port_holder;
 pub mod privsep;
 pub mod rfc3339;
 pub mod serve;

@@ -9,7 +9,8 @@ use super::HostEnv;
 use super::exit::Code;
 use super::modules::{HomeArg, resolve_home};
 use crate::model::modules::HubContext;
-use crate::serve::{self, ServeOptions};
+use crate::serve::bind::BindError;
+use crate::serve::{self, Outcome, ServeError, ServeOptions};
 use crate::supervisor::SupervisorConfig;
 
 /// Arguments of `parachute serve`.
@@ -104,7 +105,7 @@ pub fn run(args: Args, env: &HostEnv) -> Code {
             .filter_map(|(k, v)| Some((k.to_str()?.to_owned(), v.to_str()?.to_owned())))
             .collect(),
     };
-    serve::run(ServeOptions {
+    let outcome = serve::run(ServeOptions {
         home,
         port,
         ctx,
@@ -121,5 +122,16 @@ pub fn run(args: Args, env: &HostEnv) -> Code {
             watchdog_usec: env.get("WATCHDOG_USEC").map(str::to_owned),
             watchdog_pid: env.get("WATCHDOG_PID").map(str::to_owned),
         },
-    })
+    });
+    match outcome {
+        Ok(Outcome::Clean) => Code::Success,
+        Ok(Outcome::Unclean | Outcome::Forced) => Code::UncleanShutdown,
+        Err(e) => {
+            eprintln!("{e}");
+            match e {
+                ServeError::Bind(BindError::Held { .. }) => Code::PortHeld,
+                _ => Code::Failure,
+            }
+        }
+    }
 }

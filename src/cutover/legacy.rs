@@ -137,10 +137,9 @@ pub fn facts(pid: u32) -> Option<ProcFacts> {
     })
 }
 
-/// Whether `cmdline` (lowercased) contains one of `markers`.
-pub fn names_any(cmdline: &str, markers: &[String]) -> bool {
-    let hay = cmdline.to_lowercase();
-    markers.iter().filter(|m| !m.is_empty()).any(|m| hay.contains(m.as_str()))
+/// Whether `cmdline` contains one of `markers` (the crate's one command-line rule).
+fn names_any(cmdline: &str, markers: &[String]) -> bool {
+    crate::port_holder::names_any(cmdline, markers.iter().map(String::as_str))
 }
 
 /// Whether a process a pidfile names is the daemon that wrote it.
@@ -315,7 +314,7 @@ pub fn attribute(h: &ProcFacts, owner: &Target, known: &Known) -> Attribution {
         return Attribution::LegacyGroup { name: name.clone() };
     }
     if let Some(cmd) = &h.cmdline
-        && cmd.to_lowercase().contains("parachute")
+        && crate::port_holder::names_any(cmd, ["parachute"])
         && names_any(cmd, &owner.markers)
     {
         return Attribution::Orphan { name: owner.name.clone() };

@@ -4,14 +4,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 
-/// One process holding the port.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Holder {
-    /// Its pid.
-    pub pid: u32,
-    /// Its command line, when readable.
-    pub cmdline: Option<String>,
-}
+use crate::port_holder::{self, PortHolder};
 
 /// Why the listener could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -22,7 +15,7 @@ pub enum BindError {
         /// The port.
         port: u16,
         /// Who holds it (empty when `/proc` shows no holder we can see).
-        holders: Vec<Holder>,
+        holders: Vec<PortHolder>,
     },
     /// Any other bind failure (permission for a port < 1024, no loopback, …).
     #[error("parachute serve: cannot listen on 127.0.0.1:{port}: {source}.")]
@@ -35,16 +28,10 @@ pub enum BindError {
     },
 }
 
-fn held_message(port: u16, holders: &[Holder]) -> String {
-    let who = if holders.is_empty() {
+fn held_message(port: u16, holders: &[PortHolder]) -> String {
+    let who = port_holder::describe_all(holders).unwrap_or_else(|| {
         "a process this user cannot see (another user's, or in another network namespace)".to_owned()
-    } else {
-        holders
-            .iter()
-            .map(|h| format!("pid {} ({})", h.pid, h.cmdline.as_deref().unwrap_or("command line unreadable")))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    });
     let looks_like_hub = holders
         .iter()
         .any(|h| h.cmdline.as_deref().is_some_and(|c| c.contains("parachute") && c.contains(" serve")));
@@ -67,18 +54,10 @@ pub fn bind_loopback(port: u16) -> Result<TcpListener, BindError> {
             Ok(l)
         }
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-            Err(BindError::Held { port, holders: holders(port) })
+            Err(BindError::Held { port, holders: port_holder::on_port(port) })
         }
         Err(source) => Err(BindError::Other { port, source }),
     }
-}
-
-/// Every process listening on `port`, de-duplicated (forking servers share one socket).
-pub fn holders(port: u16) -> Vec<Holder> {
-    let mut pids: Vec<u32> = parachute_process::procfs::listeners(port).into_iter().map(|l| l.pid).collect();
-    pids.sort_unstable();
-    pids.dedup();
-    pids.into_iter().map(|pid| Holder { pid, cmdline: parachute_process::procfs::cmdline(pid) }).collect()
 }
 
 #[cfg(test)]
@@ -99,8 +78,20 @@ mod tests {
 
     #[test]
     fn a_hub_holder_gets_the_hint() {
-        let h = Holder { pid: 7, cmdline: Some("/usr/bin/parachute serve --home /h".into()) };
+        let h = PortHolder {
+            pid: 7,
+            cmdline: Some("/usr/bin/parachute serve --home /h".into()),
+            ..Default::default()
+        };
         assert!(held_message(1939, &[h]).contains("another Parachute hub"));
         assert!(held_message(1939, &[]).contains("cannot see"));
+    }
+
+    #[test]
+    fn a_hostile_holder_command_line_is_escaped() {
+        let h = PortHolder { pid: 7, cmdline: Some("x\u{1b}[2J\r[hub] ok".into()), ..Default::default() };
+        let text = held_message(1939, &[h]);
+        assert!(!text.chars().any(crate::text::is_unsafe_char), "{text:?}");
+        assert!(text.contains("x\\e[2J\\r[hub] ok"), "{text}");
     }
 }

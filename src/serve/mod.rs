@@ -32,12 +32,11 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::api::{self, ApiState, Phase};
-use crate::cli::exit::Code;
 use crate::model::home::Home;
 use crate::model::hub_instance::HubInstance;
 use crate::model::modules::HubContext;
 use crate::supervisor::{OutputSink, Supervisor, SupervisorConfig};
-use crate::token::{OperatorToken, Origin};
+use crate::token::{OperatorToken, Origin, TokenError};
 
 /// Default shutdown deadline: below launchd's 20 s `ExitTimeOut`, above the supervisor's
 /// 5 s SIGTERM grace.
@@ -75,14 +74,64 @@ pub struct ServeOptions {
     pub notify: notify::NotifyEnv,
 }
 
+/// How a hub that got as far as serving ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every module stopped on SIGTERM within the grace.
+    Clean,
+    /// Something had to be SIGKILLed, or the control API failed.
+    Unclean,
+    /// A second stop signal: every group was SIGKILLed at once; the process should exit now.
+    Forced,
+}
+
+/// Why the hub did not get as far as serving. Nothing was spawned in any of these cases.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The async runtime could not be built.
+    #[error("parachute serve: cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// The signal handlers could not be installed.
+    #[error("parachute serve: cannot install signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+    /// The control API's port could not be bound (held, or another failure).
+    #[error(transparent)]
+    Bind(#[from] bind::BindError),
+    /// The bound listener could not be handed to tokio.
+    #[error("parachute serve: cannot use the listener on 127.0.0.1:{port}: {source}")]
+    Listener {
+        /// The port.
+        port: u16,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another hub holds this home's serve lock, or the lock file is unusable.
+    #[error("parachute serve: {0}")]
+    Locked(String),
+    /// The operator token could not be loaded or minted.
+    #[error("parachute serve: {0}")]
+    Token(#[from] TokenError),
+    /// `hub-instance.json` could not be written.
+    #[error("parachute serve: cannot write {path}: {source}", path = path.display())]
+    Instance {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: crate::model::hub_instance::HubInstanceError,
+    },
+}
+
 /// Writes one `[hub] …` line to stderr in a single write, so it never interleaves with
 /// another line mid-way.
 pub fn say(msg: &str) {
     let _ = std::io::stderr().lock().write_all(format!("[hub] {msg}\n").as_bytes());
 }
 
-/// Runs the hub until it is told to stop; returns the exit code.
-pub fn run(opts: ServeOptions) -> Code {
+/// Runs the hub until it is told to stop. Progress goes to the hub's log (`[hub] …` lines
+/// on stderr: the service's own log, not a CLI message); errors are returned.
+pub fn run(opts: ServeOptions) -> Result<Outcome, ServeError> {
     #[cfg(target_os = "linux")]
     if let Err(e) = parachute_process::set_child_subreaper() {
         say(&format!(
@@ -93,20 +142,19 @@ pub fn run(opts: ServeOptions) -> Code {
         say(&format!("could not raise the open-file limit ({e}); a connection flood exhausts it sooner."));
     }
     limits::private_log();
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("parachute serve: cannot start the async runtime: {e}");
-            return Code::Failure;
-        }
-    };
-    let (code, immediate) = rt.block_on(serve(opts));
-    if immediate {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(ServeError::Runtime)?;
+    let outcome = rt.block_on(serve(opts));
+    if let Ok(Outcome::Forced) = outcome {
         // Second signal: every group was SIGKILLed; do not wait for anything else.
-        std::process::exit(code as i32);
+        rt.shutdown_background();
+    } else {
+        rt.shutdown_timeout(Duration::from_secs(1));
     }
-    rt.shutdown_timeout(Duration::from_secs(1));
-    code
+    outcome
 }
 
 /// Every signal the hub answers (docs/cli.md, "Signals"). The rest of the catchable signals whose
@@ -243,65 +291,27 @@ fn lock_home(home: &Home) -> Result<std::fs::File, String> {
     }
 }
 
-/// The hub, from signal installation to exit. Returns the code and whether to exit at once.
-async fn serve(mut opts: ServeOptions) -> (Code, bool) {
-    let mut signals = match Signals::install() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("parachute serve: cannot install signal handlers: {e}");
-            return (Code::Failure, false);
-        }
-    };
-    let std_listener = match bind::bind_loopback(opts.port) {
-        Ok(l) => l,
-        Err(e @ bind::BindError::Held { .. }) => {
-            eprintln!("{e}");
-            return (Code::PortHeld, false);
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            return (Code::Failure, false);
-        }
-    };
+/// The hub, from signal installation to exit.
+async fn serve(mut opts: ServeOptions) -> Result<Outcome, ServeError> {
+    let mut signals = Signals::install().map_err(ServeError::Signals)?;
+    let std_listener = bind::bind_loopback(opts.port)?;
     let port = std_listener.local_addr().map(|a| a.port()).unwrap_or(opts.port);
-    let listener = match tokio::net::TcpListener::from_std(std_listener) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("parachute serve: cannot use the listener on 127.0.0.1:{port}: {e}");
-            return (Code::Failure, false);
-        }
-    };
+    let listener = tokio::net::TcpListener::from_std(std_listener)
+        .map_err(|source| ServeError::Listener { port, source })?;
     let home = opts.home.clone();
-    let _lock = match lock_home(&home) {
-        Ok(f) => f,
-        Err(msg) => {
-            eprintln!("parachute serve: {msg}");
-            return (Code::Failure, false);
-        }
-    };
-    let token = match OperatorToken::load_or_create(&home.operator_token()) {
-        Ok((t, Origin::Minted)) => {
+    let _lock = lock_home(&home).map_err(ServeError::Locked)?;
+    let token = match OperatorToken::load_or_create(&home.operator_token())? {
+        (t, Origin::Minted) => {
             say(&format!("minted the operator token at {} (mode 0600).", home.operator_token().display()));
             t
         }
-        Ok((t, Origin::Existing)) => t,
-        Err(e) => {
-            eprintln!("parachute serve: {e}");
-            return (Code::Failure, false);
-        }
+        (t, Origin::Existing) => t,
     };
-    let nonce = match crate::token::random_hex(16) {
-        Ok(n) => n,
-        Err(e) => {
-            eprintln!("parachute serve: {e}");
-            return (Code::Failure, false);
-        }
-    };
+    let nonce = crate::token::random_hex(16)?;
     let instance = HubInstance::new(std::process::id(), port, nonce, time::OffsetDateTime::now_utc());
-    if let Err(e) = instance.write(&home.hub_instance()) {
-        eprintln!("parachute serve: cannot write {}: {e}", home.hub_instance().display());
-        return (Code::Failure, false);
-    }
+    instance
+        .write(&home.hub_instance())
+        .map_err(|source| ServeError::Instance { path: home.hub_instance(), source })?;
 
     opts.ctx.hub_port = port;
     let state_file = home.supervised_state();
@@ -413,9 +423,9 @@ async fn serve(mut opts: ServeOptions) -> (Code, bool) {
     }
     reap(&supervisor);
     remove_instance(&instance, &home);
-    let code = if report.clean && !api_failed {
+    let outcome = if report.clean && !api_failed {
         say("stopped cleanly.");
-        Code::Success
+        Outcome::Clean
     } else {
         if !report.killed.is_empty() {
             say(&format!(
@@ -424,16 +434,16 @@ async fn serve(mut opts: ServeOptions) -> (Code, bool) {
                 report.killed.join(", ")
             ));
         }
-        Code::UncleanShutdown
+        Outcome::Unclean
     };
-    (code, false)
+    Ok(outcome)
 }
 
-fn force_exit(supervisor: &Supervisor, instance: &HubInstance, home: &Home) -> (Code, bool) {
+fn force_exit(supervisor: &Supervisor, instance: &HubInstance, home: &Home) -> Result<Outcome, ServeError> {
     supervisor.kill_all_now();
     say("second signal: SIGKILLed every module's process group; exiting now.");
     remove_instance(instance, home);
-    (Code::UncleanShutdown, true)
+    Ok(Outcome::Forced)
 }
 
 /// Removes `hub-instance.json` if it still names this instance.

@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::Instant;
 
-use super::attribution::{Attribution, HolderFacts, attribute, in_any_group, module_marker};
+use super::attribution::{Attribution, attribute, module_marker};
 use super::budget::{BudgetConfig, CrashBudget, Verdict};
 use super::diagnostics::{self as diag, line};
 use super::logbuf::LogRing;
@@ -38,6 +38,7 @@ use super::registry::{Cmd, Ctx, Live, Module, Stopped};
 use super::state::{ModuleState, ModuleStatus, StartError, StartErrorKind};
 use super::transitions::allowed;
 use super::{ReclaimPolicy, SpawnRequest, SupervisorConfig, probe};
+use crate::port_holder::{PortHolder, on_port_async};
 
 /// How long to wait for a dead child's output pumps to reach EOF. A pipe still held by a
 /// process that escaped the group would otherwise hold up stop and crash handling.
@@ -334,8 +335,8 @@ impl Actor {
         }
         if let Some(port) = req.port {
             let ours = self.ctx.live_leaders();
-            let holders = probe::port_holders_async(port).await;
-            if let Some(h) = holders.iter().find(|h| !in_any_group(h, &ours)) {
+            let holders = on_port_async(port).await;
+            if let Some(h) = holders.iter().find(|h| !h.in_any_group(&ours)) {
                 return self.fail(diag::port_squatter(self.short(), port, h.pid, h.cmdline.as_deref()));
             }
         }
@@ -563,13 +564,13 @@ impl Actor {
     /// Crash-path port check: who holds the port now that our group is gone? `own_group`
     /// are the group's members as read before the leader was reaped.
     async fn reclaim(&mut self, port: u16, own_group: &[ProcessIdentity]) -> Reclaim {
-        let holders = probe::port_holders_async(port).await;
+        let holders = on_port_async(port).await;
         if holders.is_empty() {
             return Reclaim::Continue;
         }
         let siblings = self.ctx.live_leaders();
         let marker = self.req.as_ref().and_then(|r| module_marker(&r.argv, r.cwd.as_deref()));
-        let judged: Vec<(HolderFacts, Attribution)> = holders
+        let judged: Vec<(PortHolder, Attribution)> = holders
             .into_iter()
             .map(|h| {
                 let a = attribute(&h, own_group, &siblings, marker.as_deref());
@@ -599,7 +600,7 @@ impl Actor {
     /// it if the very same process still holds it. Signals go by identity (pid + start
     /// time through a pidfd), so a pid recycled meanwhile is never hit. The identity is the
     /// one the attribution was made on, not re-read here: a re-read could name a newcomer.
-    async fn adopt_kill(&self, h: &HolderFacts, port: u16) {
+    async fn adopt_kill(&self, h: &PortHolder, port: u16) {
         let Some(id) = h.identity() else { return };
         if !matches!(signal_identity(&id, Signal::Term, false), Ok(Signalled::Process | Signalled::Group)) {
             return;

@@ -14,11 +14,14 @@
 //!    `vault`), and an unreadable command line is never attributable: a process that cannot
 //!    be proven ours is never signalled.
 //!
-//! The broad mode (`"parachute"` as the needle) is for `migrate --to-supervised`'s sweep.
+//! The facts come from [`PortHolder`]; the command-line rule is the crate's one
+//! [`names_any`].
 
 use std::path::Path;
 
 use parachute_process::ProcessIdentity;
+
+use crate::port_holder::{PortHolder, names_any};
 
 /// `argv[0]` basenames that say nothing about which module runs (hub#601).
 pub const GENERIC_RUNTIMES: &[&str] = &[
@@ -39,61 +42,6 @@ pub fn module_marker(argv: &[String], cwd: Option<&Path>) -> Option<String> {
         Some(a0) if !a0.is_empty() && !is_generic_runtime(a0) => Some(a0.clone()),
         _ => cwd.map(|c| c.to_string_lossy().into_owned()).filter(|c| !c.is_empty()),
     }
-}
-
-/// Which needle to look for in a command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Needle<'a> {
-    /// Anything mentioning `parachute` (the migrate sweep).
-    Broad,
-    /// This module's marker; `None` matches nothing.
-    Module(Option<&'a str>),
-}
-
-/// Whether `cmdline` names the module. `hint` is an extra needle (e.g. a start command).
-/// An unreadable command line (`None`) never matches.
-pub fn cmdline_attributable(cmdline: Option<&str>, needle: Needle<'_>, hint: Option<&str>) -> bool {
-    let Some(cmdline) = cmdline else { return false };
-    let hay = cmdline.to_lowercase();
-    let base = match needle {
-        Needle::Broad => Some("parachute"),
-        Needle::Module(m) => m,
-    };
-    [base, hint]
-        .into_iter()
-        .flatten()
-        .map(str::to_lowercase)
-        .filter(|n| !n.is_empty())
-        .any(|n| hay.contains(&n))
-}
-
-/// What `/proc` says about a port holder.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct HolderFacts {
-    /// The holder's pid.
-    pub pid: u32,
-    /// Its process group, if `/proc/<pid>/stat` was readable.
-    pub pgid: Option<u32>,
-    /// Its start time in clock ticks, from the same `/proc/<pid>/stat` read as `pgid`: the
-    /// identity the facts belong to, so a signal can never reach a later owner of the pid.
-    pub start_ticks: Option<u64>,
-    /// Its parent chain (parent first), as far as it could be read.
-    pub ancestors: Vec<u32>,
-    /// Its command line (arguments joined by spaces), if readable and non-empty.
-    pub cmdline: Option<String>,
-}
-
-impl HolderFacts {
-    /// The identity these facts were read from (`None` when the stat was unreadable).
-    pub fn identity(&self) -> Option<ProcessIdentity> {
-        self.start_ticks.map(|start_ticks| ProcessIdentity { pid: self.pid, start_ticks })
-    }
-}
-
-/// Whether the holder belongs to one of `leaders` (live children; each leads its own
-/// group, so its pid is also its pgid): same group, or a descendant.
-pub fn in_any_group(h: &HolderFacts, leaders: &[u32]) -> bool {
-    leaders.iter().any(|&l| l == h.pid || h.pgid == Some(l) || h.ancestors.contains(&l))
 }
 
 /// The crash-path verdict on one holder.
@@ -117,7 +65,7 @@ pub enum Attribution {
 /// reaped its pid may be recycled by a stranger that leads its own group, whose pgid then
 /// equals the dead child's pid (R5 again, one level up).
 pub fn attribute(
-    h: &HolderFacts,
+    h: &PortHolder,
     own_group: &[ProcessIdentity],
     siblings: &[u32],
     marker: Option<&str>,
@@ -125,10 +73,12 @@ pub fn attribute(
     if h.identity().is_some_and(|id| own_group.contains(&id)) {
         return Attribution::OwnGroup;
     }
-    if in_any_group(h, siblings) {
+    if h.in_any_group(siblings) {
         return Attribution::Sibling;
     }
-    if cmdline_attributable(h.cmdline.as_deref(), Needle::Module(marker), None) {
+    if let (Some(cmd), Some(marker)) = (&h.cmdline, marker)
+        && names_any(cmd, [marker])
+    {
         return Attribution::Marker;
     }
     Attribution::Foreign
@@ -142,8 +92,8 @@ mod tests {
         v.iter().map(|s| s.to_string()).collect()
     }
 
-    fn holder(pid: u32, pgid: u32, cmd: Option<&str>) -> HolderFacts {
-        HolderFacts {
+    fn holder(pid: u32, pgid: u32, cmd: Option<&str>) -> PortHolder {
+        PortHolder {
             pid,
             pgid: Some(pgid),
             start_ticks: Some(u64::from(pid) * 10),
@@ -209,10 +159,10 @@ mod tests {
             Attribution::Foreign
         );
         // Its worker in that recycled group: same pgid number, still a stranger.
-        let worker = HolderFacts { start_ticks: Some(99_999), ..holder(4001, 4000, Some("nginx: worker")) };
+        let worker = PortHolder { start_ticks: Some(99_999), ..holder(4001, 4000, Some("nginx: worker")) };
         assert_eq!(attribute(&worker, &own_group(), &[], Some("parachute-vault")), Attribution::Foreign);
         // Facts without a start time cannot be matched to a member: never ours.
-        let unread = HolderFacts { start_ticks: None, ..holder(4001, 4000, None) };
+        let unread = PortHolder { start_ticks: None, ..holder(4001, 4000, None) };
         assert_eq!(attribute(&unread, &own_group(), &[], None), Attribution::Foreign);
     }
 
@@ -220,13 +170,6 @@ mod tests {
     fn a_holder_in_the_dead_childs_group_is_ours() {
         let gc = holder(4001, 4000, None);
         assert_eq!(attribute(&gc, &own_group(), &[], None), Attribution::OwnGroup);
-    }
-
-    #[test]
-    fn broad_mode_matches_any_parachute_cmdline() {
-        // Scenario 88.
-        assert!(cmdline_attributable(Some("/usr/bin/Parachute-Scribe serve"), Needle::Broad, None));
-        assert!(!cmdline_attributable(Some("nginx: master"), Needle::Broad, None));
     }
 
     #[test]
@@ -242,7 +185,7 @@ mod tests {
         let h = holder(1921, 1921, Some("parachute-scribe serve"));
         assert_eq!(attribute(&h, &[], &[], Some("parachute-vault")), Attribution::Foreign);
         // A live supervised sibling is never a candidate, even if the marker matched.
-        let sib = HolderFacts { ancestors: vec![700, 1], ..holder(701, 701, Some("parachute-vault")) };
+        let sib = PortHolder { ancestors: vec![700, 1], ..holder(701, 701, Some("parachute-vault")) };
         assert_eq!(attribute(&sib, &[], &[700], Some("parachute-vault")), Attribution::Sibling);
     }
 
@@ -251,7 +194,6 @@ mod tests {
         // Scenarios 16/91.
         let h = holder(1921, 1921, None);
         assert_eq!(attribute(&h, &[], &[], Some("parachute-vault")), Attribution::Foreign);
-        assert!(!cmdline_attributable(None, Needle::Broad, Some("x")));
     }
 
     #[test]
@@ -266,32 +208,8 @@ mod tests {
 
     #[test]
     fn no_marker_matches_nothing() {
-        assert!(!cmdline_attributable(Some("anything parachute"), Needle::Module(None), None));
-        assert!(!cmdline_attributable(Some("anything"), Needle::Module(Some("")), None));
-    }
-
-    #[test]
-    fn the_hint_is_an_extra_needle() {
-        // Scenario 92.
-        let cmd = Some("node /srv/custom-entry.js");
-        assert!(!cmdline_attributable(cmd, Needle::Module(Some("parachute-vault")), None));
-        assert!(cmdline_attributable(cmd, Needle::Module(Some("parachute-vault")), Some("CUSTOM-ENTRY")));
-    }
-
-    #[test]
-    fn group_membership_and_descent() {
-        let leaders = [100, 200];
-        assert!(in_any_group(&holder(100, 100, None), &leaders));
-        assert!(in_any_group(&holder(150, 200, None), &leaders), "same group");
-        let escaped = HolderFacts {
-            pid: 300,
-            pgid: Some(300),
-            start_ticks: None,
-            ancestors: vec![250, 200, 1],
-            cmdline: None,
-        };
-        assert!(in_any_group(&escaped, &leaders), "descendant that left the group");
-        assert!(!in_any_group(&holder(300, 300, None), &leaders));
-        assert!(!in_any_group(&HolderFacts { pid: 5, ..Default::default() }, &leaders));
+        let h = holder(9, 9, Some("anything parachute"));
+        assert_eq!(attribute(&h, &[], &[], None), Attribution::Foreign);
+        assert_eq!(attribute(&h, &[], &[], Some("")), Attribution::Foreign);
     }
 }

@@ -12,46 +12,11 @@ use std::time::Duration;
 use parachute_process::{ProcessIdentity, procfs};
 use tokio::time::Instant;
 
-use super::attribution::{HolderFacts, in_any_group};
-
-/// Parent hops followed when collecting a holder's ancestry.
-const MAX_HOPS: usize = 64;
-
-/// What `/proc` says about `pid` (pgid, start time, ancestry, command line).
-pub fn holder_facts(pid: u32) -> HolderFacts {
-    let st = procfs::stat(pid);
-    let mut ancestors = Vec::new();
-    let mut cur = st.as_ref().map(|s| s.ppid);
-    while let Some(p) = cur.filter(|&p| p > 1 && ancestors.len() < MAX_HOPS && !ancestors.contains(&p)) {
-        ancestors.push(p);
-        cur = procfs::stat(p).map(|s| s.ppid);
-    }
-    HolderFacts {
-        pid,
-        pgid: st.as_ref().map(|s| s.pgid),
-        start_ticks: st.as_ref().map(|s| s.start_ticks),
-        ancestors,
-        cmdline: procfs::cmdline(pid),
-    }
-}
-
-/// Every distinct process holding a LISTEN socket on `port`, with its facts, lowest pid
-/// first (stable messages).
-pub fn port_holders(port: u16) -> Vec<HolderFacts> {
-    let mut pids: Vec<u32> = procfs::listeners(port).into_iter().map(|l| l.pid).collect();
-    pids.sort_unstable();
-    pids.dedup();
-    pids.into_iter().map(holder_facts).collect()
-}
-
-/// [`port_holders`] on the blocking pool.
-pub async fn port_holders_async(port: u16) -> Vec<HolderFacts> {
-    tokio::task::spawn_blocking(move || port_holders(port)).await.unwrap_or_default()
-}
+use crate::port_holder::{on_port, on_port_async};
 
 /// Whether a process in `leader`'s group (or a descendant) listens on `port`.
 pub async fn owned_listener(port: u16, leader: u32) -> bool {
-    tokio::task::spawn_blocking(move || port_holders(port).iter().any(|h| in_any_group(h, &[leader])))
+    tokio::task::spawn_blocking(move || on_port(port).iter().any(|h| h.in_any_group(&[leader])))
         .await
         .unwrap_or(false)
 }
@@ -81,8 +46,7 @@ pub async fn watch_port(port: u16, pid: u32, window: Duration, poll: Duration) -
 /// Whether process `id` still holds `port` at `deadline` (returns early once it does not).
 pub async fn holds_until(id: &ProcessIdentity, port: u16, deadline: Instant, poll: Duration) -> bool {
     loop {
-        let still =
-            procfs::is_same_process(id) && port_holders_async(port).await.iter().any(|h| h.pid == id.pid);
+        let still = procfs::is_same_process(id) && on_port_async(port).await.iter().any(|h| h.pid == id.pid);
         if !still {
             return false;
         }
@@ -97,27 +61,17 @@ pub async fn holds_until(id: &ProcessIdentity, port: u16, deadline: Instant, pol
 mod tests {
     use super::*;
 
-    #[test]
-    fn facts_of_this_process() {
-        let me = std::process::id();
-        let f = holder_facts(me);
-        assert_eq!(f.pid, me);
-        assert!(f.pgid.is_some());
-        assert!(f.cmdline.is_some());
-        assert!(!f.ancestors.contains(&me));
-    }
-
     #[tokio::test]
     async fn a_listener_in_this_process_is_found_and_owned_by_our_group() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
-        let holders = port_holders_async(port).await;
+        let holders = on_port_async(port).await;
         assert_eq!(holders.iter().map(|h| h.pid).collect::<Vec<_>>(), [std::process::id()]);
         // Our own group leader (the test harness's group) owns it; an unrelated pid does not.
         let pgid = holders[0].pgid.unwrap();
         assert!(owned_listener(port, pgid).await);
         assert!(!owned_listener(port, 1).await || pgid == 1);
         drop(l);
-        assert!(port_holders_async(port).await.is_empty());
+        assert!(on_port_async(port).await.is_empty());
     }
 }
