@@ -34,7 +34,6 @@ use super::env_file::{self, EnvFileError};
 use super::home::Home;
 use super::names::{self, ModuleName, NameError};
 use super::services::ServiceRow;
-use crate::supervisor::SpawnRequest;
 
 /// What the hub knows that shapes every child: passed in, never read from the process.
 #[derive(Debug, Clone, Default)]
@@ -85,6 +84,22 @@ impl std::fmt::Display for SkipReason {
             }
         }
     }
+}
+
+/// What to run for one module: what [`resolve`] builds for every path (boot, API start,
+/// restart) and the supervisor runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpawnRequest {
+    /// The module's key (`vault`, or a third-party row name).
+    pub short: String,
+    /// argv; `argv[0]` is resolved against the child's own PATH and cwd.
+    pub argv: Vec<String>,
+    /// Working directory (the row's `installDir`), if any.
+    pub cwd: Option<PathBuf>,
+    /// The child's complete environment (nothing else is inherited).
+    pub env: Vec<(String, String)>,
+    /// The declared port (from services.json); `None` skips squatter and readiness checks.
+    pub port: Option<u16>,
 }
 
 /// The outcome of [`resolve`].

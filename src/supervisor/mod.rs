@@ -45,6 +45,7 @@ pub mod state;
 pub mod statefile;
 pub mod transitions;
 
+pub use crate::model::modules::SpawnRequest;
 pub use logbuf::{LogEvent, LogFollower, LogLine, LogSnapshot};
 pub use output::OutputSink;
 pub use state::{ModuleState, ModuleStatus, StartError, StartErrorKind};
@@ -75,22 +76,6 @@ pub const MANAGER_PROTOCOL_VARS: &[&str] = &[
     "LISTEN_FDNAMES",
     "JOURNAL_STREAM",
 ];
-
-/// What to run for one module. Built by exactly one function
-/// (`model::modules::spawn_request`) for every path: boot, API start, restart.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SpawnRequest {
-    /// The module's key (`vault`, or a third-party row name).
-    pub short: String,
-    /// argv; `argv[0]` is resolved against the child's own PATH and cwd.
-    pub argv: Vec<String>,
-    /// Working directory (the row's `installDir`), if any.
-    pub cwd: Option<PathBuf>,
-    /// The child's complete environment (nothing else is inherited).
-    pub env: Vec<(String, String)>,
-    /// The declared port (from services.json); `None` skips squatter and readiness checks.
-    pub port: Option<u16>,
-}
 
 /// What to do with a port holder found on the crash path that attribution says is ours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
