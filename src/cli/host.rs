@@ -126,6 +126,27 @@ pub fn user_home(env: &HostEnv) -> Option<PathBuf> {
     user_home_of(&invoker(env), env)
 }
 
+/// The home flag every module verb takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HomeArg {
+    /// The Parachute home (default: $PARACHUTE_HOME, else ~/.parachute).
+    #[arg(long, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+}
+
+/// Resolves the home from the flag and the environment snapshot.
+pub fn resolve_home(flag: &HomeArg, env: &HostEnv) -> Result<crate::model::home::Home, super::exit::Code> {
+    crate::model::home::Home::resolve(
+        flag.home.as_deref(),
+        env.get("PARACHUTE_HOME"),
+        user_home(env).as_deref(),
+    )
+    .map_err(|e| {
+        eprintln!("parachute: {e}");
+        super::exit::Code::Usage
+    })
+}
+
 /// The host facts [`crate::detect`] decides from, taken from the environment snapshot.
 pub fn facts(env: &HostEnv) -> crate::detect::HostFacts {
     let invoker = invoker(env);

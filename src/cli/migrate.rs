@@ -16,7 +16,7 @@ use serde_json::json;
 
 use super::HostEnv;
 use super::exit::Code;
-use super::modules::{HomeArg, resolve_home};
+use super::host::{HomeArg, resolve_home};
 use crate::cutover::explain::shell_quote;
 use crate::cutover::{self, Config, Event, Outcome, Report, Sink, TeardownOutcome, TeardownReport, Timeouts};
 use crate::model::home::Home;

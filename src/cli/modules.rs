@@ -7,23 +7,14 @@
 //! the hub process itself is the service manager's business (`parachute unit …`).
 
 use std::io::Write;
-use std::path::PathBuf;
 
 use crate::api::wire::{ErrorCode, FollowEvent, Health, Installed, ModuleList, ModuleReply};
 use crate::client::{ClientError, Hub, Op};
-use crate::model::home::Home;
 use crate::supervisor::{ModuleState, ModuleStatus, StartError, StartErrorKind};
 
 use super::HostEnv;
 use super::exit::Code;
-
-/// The home flag every module verb takes.
-#[derive(Debug, Clone, clap::Args)]
-pub struct HomeArg {
-    /// The Parachute home (default: $PARACHUTE_HOME, else ~/.parachute).
-    #[arg(long, value_name = "DIR")]
-    pub home: Option<PathBuf>,
-}
+use super::host::{HomeArg, resolve_home};
 
 /// Arguments of `start`, `stop` and `restart`.
 #[derive(Debug, clap::Args)]
@@ -83,15 +74,6 @@ pub struct LogsArgs {
     /// Print the JSON answer (with --follow: one NDJSON event per line).
     #[arg(long)]
     pub json: bool,
-}
-
-/// Resolves the home from the flag and the environment snapshot.
-pub fn resolve_home(flag: &HomeArg, env: &HostEnv) -> Result<Home, Code> {
-    Home::resolve(flag.home.as_deref(), env.get("PARACHUTE_HOME"), super::host::user_home(env).as_deref())
-        .map_err(|e| {
-            eprintln!("parachute: {e}");
-            Code::Usage
-        })
 }
 
 fn runtime() -> tokio::runtime::Runtime {

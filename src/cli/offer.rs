@@ -149,7 +149,7 @@ pub fn offer(
     let args = super::migrate::Args {
         to_supervised: true,
         teardown: false,
-        home: super::modules::HomeArg { home: Some(home.root().to_path_buf()) },
+        home: super::host::HomeArg { home: Some(home.root().to_path_buf()) },
         port: None,
         exec: None,
         dry_run: false,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::HostEnv;
 use super::exit::Code;
-use super::modules::{HomeArg, resolve_home};
+use super::host::{HomeArg, resolve_home};
 use crate::model::modules::HubContext;
 use crate::serve::bind::BindError;
 use crate::serve::{self, Outcome, ServeError, ServeOptions};

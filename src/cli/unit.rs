@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use super::HostEnv;
 use super::exit::{self, Code};
 use super::host::{self, ScopeArg};
-use super::modules::{HomeArg, resolve_home};
+use super::host::{HomeArg, resolve_home};
 use crate::detect::{self, Backend};
 use crate::text;
 
