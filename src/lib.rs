@@ -20,18 +20,18 @@
 //! `clippy.toml`).
 #![warn(missing_docs)]
 
-pub mod api;
+pub(crate) mod api;
 pub mod cli;
-pub mod client;
+pub(crate) mod client;
 pub mod cutover;
 pub mod detect;
 pub mod hooks;
 pub mod hub_unit;
 pub mod model;
-pub mod port_holder;
+pub(crate) mod port_holder;
 pub mod privsep;
-pub mod rfc3339;
-pub mod serve;
+pub(crate) mod rfc3339;
+pub(crate) mod serve;
 pub mod supervisor;
 pub mod text;
 pub mod token;

@@ -62,13 +62,8 @@ fn file_key(path: &std::path::Path) -> FileKey {
 pub enum Booted {
     /// `start` was called; this is the state it returned.
     Started(Box<ModuleState>),
-    /// Not started, and why.
-    Skipped {
-        /// The row name or short.
-        name: String,
-        /// A sentence fragment.
-        reason: String,
-    },
+    /// Not started (the reason is in the hub's log).
+    Skipped,
 }
 
 impl ModelResolver {
@@ -225,7 +220,7 @@ pub async fn boot(
             BootDecision::Skip { name, reason, .. } => {
                 // Debug-quoted: a hostile row name cannot forge a log line.
                 say(&format!("{name:?}: skipped — {reason}"));
-                out.push(Booted::Skipped { name, reason });
+                out.push(Booted::Skipped);
                 continue;
             }
         };
@@ -233,12 +228,12 @@ pub async fn boot(
             Ok(Resolution::Spawn { request, .. }) => request,
             Ok(Resolution::Skipped { reason, .. }) => {
                 say(&format!("{short}: skipped — {reason}"));
-                out.push(Booted::Skipped { name: short.to_string(), reason: reason.to_string() });
+                out.push(Booted::Skipped);
                 continue;
             }
             Err(e) => {
                 say(&format!("{short}: not started — {e}"));
-                out.push(Booted::Skipped { name: short.to_string(), reason: e.to_string() });
+                out.push(Booted::Skipped);
                 continue;
             }
         };
@@ -267,7 +262,7 @@ pub async fn boot(
     };
     let running = count(&|s| s.status == ModuleStatus::Running && s.start_error.is_none());
     let failed = count(&|s| s.status != ModuleStatus::Running || s.start_error.is_some());
-    let skipped = out.iter().filter(|b| matches!(b, Booted::Skipped { .. })).count();
+    let skipped = out.iter().filter(|b| matches!(b, Booted::Skipped)).count();
     if *phase.borrow() == Phase::Running {
         say(&format!("boot done: {running} running, {failed} with problems, {skipped} skipped."));
     } else {

@@ -67,6 +67,7 @@ impl LineSplitter {
     }
 
     /// Bytes of an unfinished line currently held.
+    #[cfg(test)]
     pub fn pending(&self) -> usize {
         self.buf.len()
     }

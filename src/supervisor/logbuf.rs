@@ -120,6 +120,7 @@ impl LogRing {
     }
 
     /// Bytes currently held.
+    #[cfg(test)]
     pub fn bytes(&self) -> usize {
         self.lock().bytes
     }

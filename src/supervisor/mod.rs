@@ -31,19 +31,19 @@
 //! ```
 
 mod actor;
-pub mod attribution;
-pub mod budget;
-pub mod diagnostics;
-pub mod lines;
-pub mod logbuf;
-pub mod output;
+pub(crate) mod attribution;
+pub(crate) mod budget;
+pub(crate) mod diagnostics;
+pub(crate) mod lines;
+pub(crate) mod logbuf;
+pub(crate) mod output;
 mod preflight;
 mod probe;
 mod pump;
 mod registry;
-pub mod state;
+pub(crate) mod state;
 pub mod statefile;
-pub mod transitions;
+pub(crate) mod transitions;
 
 pub use crate::model::modules::SpawnRequest;
 pub use logbuf::{LogEvent, LogFollower, LogLine, LogSnapshot};

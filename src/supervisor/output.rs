@@ -132,6 +132,7 @@ impl Output {
     }
 
     /// Lines dropped so far because the queue was full.
+    #[cfg(test)]
     pub fn dropped_total(&self) -> u64 {
         self.inner.as_ref().map_or(0, |i| i.dropped_total.load(Ordering::Relaxed))
     }

@@ -145,6 +145,19 @@ fn clean_env(cmd: &mut Command, home_dir: &Path) {
 struct Lines {
     lines: Mutex<Vec<String>>,
     cv: Condvar,
+    /// The pipe reached end of file: every line is in `lines`.
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl Lines {
+    /// Waits (at most `within`) for the pipe's end of file; a process's descendants may
+    /// still hold it open, hence the bound.
+    fn wait_closed(&self, within: Duration) {
+        let until = Instant::now() + within;
+        while !self.closed.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
 }
 
 fn collect(r: impl Read + Send + 'static, sink: Arc<Lines>) {
@@ -154,6 +167,8 @@ fn collect(r: impl Read + Send + 'static, sink: Arc<Lines>) {
             sink.lines.lock().unwrap().push(line);
             sink.cv.notify_all();
         }
+        sink.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        sink.cv.notify_all();
     });
 }
 
@@ -291,6 +306,9 @@ impl Serve {
         let start = Instant::now();
         loop {
             if let Some(st) = self.child.try_wait().unwrap() {
+                // The last lines may still be in the pipe: read them before anyone looks.
+                self.out.wait_closed(Duration::from_secs(2));
+                self.err.wait_closed(Duration::from_secs(2));
                 return st;
             }
             if start.elapsed() > deadline {
