@@ -68,11 +68,6 @@ impl Notifier {
         Notifier { active, watchdog }
     }
 
-    /// A notifier that never sends anything.
-    pub fn inert() -> Notifier {
-        Notifier { active: false, watchdog: None }
-    }
-
     /// Whether a manager listens.
     pub fn active(&self) -> bool {
         self.active
@@ -181,11 +176,6 @@ impl Readiness {
     pub fn begin(n: &Notifier) -> Readiness {
         n.extend_start();
         Readiness { sent: false, last_progress: tokio::time::Instant::now(), last_status: String::new() }
-    }
-
-    /// Whether `READY=1` has gone out.
-    pub fn sent(&self) -> bool {
-        self.sent
     }
 
     /// One tick of the serve loop with the modules' current states: status on change,
