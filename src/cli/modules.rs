@@ -324,7 +324,7 @@ pub fn render_status(health: &Health, list: &ModuleList) -> String {
         vec![["MODULE", "STATUS", "PID", "PORT", "RESTARTS", "NOTE"].map(str::to_owned)];
     for m in &list.modules {
         rows.push([
-            m.short.clone(),
+            crate::text::field(&m.short).into_owned(),
             m.status.as_str().to_owned(),
             m.pid.map(|p| p.to_string()).unwrap_or_else(dash),
             port_of(&m.short).map(|p| p.to_string()).unwrap_or_else(dash),
@@ -334,14 +334,17 @@ pub fn render_status(health: &Health, list: &ModuleList) -> String {
     }
     for i in list.installed.iter().filter(|i| !list.modules.iter().any(|m| m.short == i.short)) {
         rows.push([
-            i.short.clone(),
+            crate::text::field(&i.short).into_owned(),
             "-".to_owned(),
             dash(),
             i.port.map(|p| p.to_string()).unwrap_or_else(dash),
             dash(),
             match &i.skip_reason {
-                Some(r) => format!("not started: {r}"),
-                None => format!("in services.json, not supervised (`parachute start {}`)", i.short),
+                Some(r) => format!("not started: {}", crate::text::field(r)),
+                None => format!(
+                    "in services.json, not supervised (`parachute start {}`)",
+                    crate::text::field(&i.short)
+                ),
             },
         ]);
     }
@@ -438,7 +441,7 @@ pub fn run_logs(args: LogsArgs, env: &HostEnv) -> Code {
                 let _ = writeln!(out, "{}", for_reader(&l.text));
             }
             if reply.lines.is_empty() && reply.missed == 0 {
-                eprintln!("({} has printed nothing yet)", args.svc);
+                eprintln!("({} has printed nothing yet)", crate::text::field(&args.svc));
             }
             return Code::Success;
         }
@@ -534,6 +537,40 @@ mod tests {
             })
             .contains("pid 77")
         );
+    }
+
+    #[test]
+    fn the_status_table_escapes_names_and_command_lines_from_outside() {
+        let health = Health {
+            status: "ok".into(),
+            service: "parachute-hub".into(),
+            instance: "i".into(),
+            pid: 10,
+            port: 1939,
+            version: "0.1.0".into(),
+            started_at: "2025-01-01T00:00:00Z".into(),
+            modules: ModuleCounts { running: 0, total: 1 },
+        };
+        let mut squatted = err("port_squatter");
+        squatted.kind = StartErrorKind::PortSquatter {
+            port: 1940,
+            holder_pid: 77,
+            holder_cmdline: Some("bun \u{1b}]52;c;eA==\u{7}".into()),
+        };
+        let list = ModuleList {
+            modules: vec![ModuleState {
+                start_error: Some(squatted),
+                ..state("ev\u{1b}[2Jil", ModuleStatus::Crashed)
+            }],
+            installed: vec![Installed {
+                short: "x\ry".into(),
+                port: None,
+                skip_reason: Some("bad\u{202e}".into()),
+            }],
+        };
+        let table = render_status(&health, &list);
+        assert!(!table.chars().any(|c| c != '\n' && crate::text::is_unsafe_char(c)), "{table:?}");
+        assert!(table.contains("ev\\e[2Jil") && table.contains("x\\ry"), "{table}");
     }
 
     #[test]
