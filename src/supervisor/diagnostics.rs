@@ -19,19 +19,19 @@ pub fn missing_dependency(binary: &str) -> StartError {
     error(
         StartErrorKind::MissingDependency { binary: binary.to_owned() },
         format!(
-            "{binary} is required but was not found on PATH. Ask your system administrator, \
-             or check the Parachute docs."
+            "{} is required but was not found on PATH. Ask your system administrator, \
+             or check the Parachute docs.",
+            text::field(binary)
         ),
     )
 }
 
 /// `argv[0]` exists but lacks the execute bit (hub#634).
 pub fn non_executable(binary: &str, path: &Path) -> StartError {
-    let p = path.display();
-    error(
-        StartErrorKind::NonExecutable { binary: binary.to_owned(), path: p.to_string() },
-        format!("{binary} found at {p} but is not executable — run chmod +x {p}"),
-    )
+    let raw = path.display().to_string();
+    let (b, p) = (text::field(binary), text::field(&raw));
+    let description = format!("{b} found at {p} but is not executable — run chmod +x {p}");
+    error(StartErrorKind::NonExecutable { binary: binary.to_owned(), path: raw.clone() }, description)
 }
 
 /// The spawn itself failed for another reason (cwd gone, permission, resource limits); R31.
@@ -39,7 +39,7 @@ pub fn non_executable(binary: &str, path: &Path) -> StartError {
 pub fn spawn_failed(short: &str, detail: &str) -> StartError {
     error(
         StartErrorKind::SpawnFailed { os_error: detail.to_owned() },
-        format!("{short} could not be started: {detail}. Fix the cause and start it again."),
+        format!("{short} could not be started: {}. Fix the cause and start it again.", text::field(detail)),
     )
 }
 
@@ -70,7 +70,9 @@ pub fn started_but_unbound(short: &str, pid: u32, port: u16, window: Duration) -
     )
 }
 
-/// `[supervisor] …` lines (without the trailing newline).
+/// `[supervisor] …` lines (without the trailing newline). Descriptions and lines carry text
+/// from outside (binaries, paths, command lines, OS messages) only through
+/// [`crate::text::field`]; the structured fields keep it raw for programs.
 pub mod line {
     use std::time::Duration;
 
@@ -160,6 +162,9 @@ mod tests {
         let e = port_squatter("vault", 1940, 1921, Some(evil));
         for text in [
             e.description.clone(),
+            missing_dependency(evil).description,
+            non_executable(evil, Path::new(evil)).description,
+            spawn_failed("vault", evil).description,
             line::refuse_unrelated("vault", 1940, 1921, Some(evil)),
             line::adopting("vault", 1940, 1921, Some(evil)),
         ] {
