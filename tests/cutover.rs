@@ -7,10 +7,9 @@
 //! cleared and names a system bus that does not exist, so nothing can reach the host's
 //! managers.
 
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parachute_process::procfs;
 use serde_json::Value;
@@ -113,7 +112,7 @@ fn a_held_lock_is_reported_with_its_holder() {
     let _lock =
         parachute::cutover::lock::CutoverLock::acquire(&b.home().join("hub/run/migrate.lock"), &holder)
             .unwrap();
-    let out = migrate(None, &b, &["--to-supervised", "--scope", "user", "--json"], &[]);
+    let out = migrate(None, &b, &["--to-supervised", "--scope", "user", "--json", "--lock-wait", "1"], &[]);
     assert_eq!(out.status.code(), Some(10), "{}", show(&out));
     let v = json(&out);
     assert_eq!(v["outcome"], "locked");
@@ -187,38 +186,251 @@ fn teardown_stops_a_unit_whose_file_was_deleted_while_loaded() {
     assert_eq!(json(&t2)["outcome"], "nothing-installed", "{}", show(&t2));
 }
 
-#[test]
-fn crash_after_every_step_then_a_plain_rerun_converges() {
-    let Some(sbx) = Sandbox::start("cutover_crash") else { return };
-    for k in 1..=9u8 {
-        let mut b = LegacyBox::new();
-        let (hp, vp, sp) = (free_port(), free_port(), free_port());
-        let hub = b.hub(hp);
-        let alpha = b.module("parachute-alpha", vp);
-        let beta = b.module("parachute-beta", sp);
-        let bystander = b.unrelated_sleeper();
-        let crashed = to_supervised(&sbx, &b, &[("PARACHUTE_TEST_CRASH_AFTER_STEP", &k.to_string())]);
-        assert_eq!(crashed.status.signal(), Some(9), "step {k}: {}", show(&crashed));
-        let journal: Value =
-            serde_json::from_slice(&std::fs::read(b.home().join("hub/run/migrate-journal.json")).unwrap())
-                .unwrap();
-        let last = journal["steps"].as_array().unwrap().last().unwrap()["step"].clone();
-        assert_eq!(last, parachute::cutover::plan::StepKind::from_number(k).unwrap().name(), "{journal:#}");
+/// A legacy box for the kill tests: hub, a first-party-shaped module, and a third-party
+/// `python3 server.py` module run with cwd = installDir; plus a bystander that must survive.
+struct KillBox {
+    b: LegacyBox,
+    hub_port: u16,
+    module_ports: Vec<u16>,
+    legacy: Vec<parachute_process::ProcessIdentity>,
+    bystander: parachute_process::ProcessIdentity,
+}
 
-        let out = to_supervised(&sbx, &b, &[]);
-        assert_eq!(out.status.code(), Some(0), "re-run after a crash at step {k}: {}", show(&out));
-        let v = json(&out);
-        assert_eq!(v["outcome"], "migrated", "step {k}: {v:#}");
-        assert_supervised(&b, hp, &[vp, sp], &v);
-        assert!(!alive(&hub) && !alive(&alpha) && !alive(&beta), "step {k}: a legacy daemon survived");
-        assert!(alive(&bystander), "step {k}: an unrelated process was touched");
+fn kill_box() -> KillBox {
+    let mut b = LegacyBox::new();
+    let (hp, vp, tp) = (free_port(), free_port(), free_port());
+    let hub = b.hub(hp);
+    let alpha = b.module("parachute-alpha", vp);
+    let tiny = b.python_module("tinymod", tp, hp);
+    let bystander = b.unrelated_sleeper();
+    KillBox { b, hub_port: hp, module_ports: vec![vp, tp], legacy: vec![hub, alpha, tiny], bystander }
+}
 
-        let t = teardown(&sbx, &b);
-        assert_eq!(t.status.code(), Some(0), "step {k}: {}", show(&t));
-        wait_port_free(hp);
+/// The box is migrated: no legacy process, each module once under the hub, every port
+/// answering, the bystander untouched.
+fn assert_migrated_box(k: &KillBox, report: &Value, what: &str) {
+    assert_supervised(&k.b, k.hub_port, &k.module_ports, report);
+    for id in &k.legacy {
+        assert!(!alive(id), "{what}: legacy pid {} survived", id.pid);
+    }
+    assert!(alive(&k.bystander), "{what}: an unrelated process was touched");
+    for &p in std::iter::once(&k.hub_port).chain(&k.module_ports) {
+        assert!(std::net::TcpStream::connect(("127.0.0.1", p)).is_ok(), "{what}: port {p} does not answer");
     }
 }
 
+/// Removes the unit so the next iteration starts from a legacy box again.
+fn reset(sbx: &Sandbox, k: &KillBox) {
+    let t = teardown(sbx, &k.b);
+    assert_eq!(t.status.code(), Some(0), "{}", show(&t));
+    for &p in std::iter::once(&k.hub_port).chain(&k.module_ports) {
+        wait_port_free(p);
+    }
+}
+
+/// A small xorshift generator: the kill moments are random, and the seed is printed so a
+/// failure can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn from_clock() -> Rng {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        Rng(u64::from(t.subsec_nanos()) | 1)
+    }
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Starts `args`, SIGKILLs it `after`, and says whether it was still running then.
+fn kill_after(sbx: &Sandbox, b: &LegacyBox, args: &[&str], after: Duration) -> bool {
+    let mut child = spawn_migrate(Some(sbx), b, args, &[]);
+    std::thread::sleep(after);
+    let running = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    running
+}
+
+#[test]
+fn killed_at_any_moment_a_single_plain_rerun_converges() {
+    let Some(sbx) = Sandbox::start("cutover_kill") else { return };
+    let args = ["--to-supervised", "--scope", "user", "--json"];
+    // A clean run: its duration is the span the kills are spread over.
+    let k = kill_box();
+    let t0 = Instant::now();
+    let out = to_supervised(&sbx, &k.b, &[]);
+    let clean = t0.elapsed();
+    assert_eq!(outcome(&out), "migrated", "{}", show(&out));
+    assert_migrated_box(&k, &json(&out), "clean run");
+    reset(&sbx, &k);
+    drop(k);
+
+    const KILLS: u32 = 30;
+    let mut rng = Rng::from_clock();
+    let seed = rng.0;
+    let mut log = Vec::new();
+    for i in 0..KILLS {
+        // One moment in each of 30 equal slices of the clean run: uniform over its whole
+        // duration, not only at step boundaries.
+        let at = clean.mul_f64((f64::from(i) + rng.unit()) / f64::from(KILLS));
+        let k = kill_box();
+        let killed = kill_after(&sbx, &k.b, &args, at);
+        let what = format!("kill {i} at {at:?} of {clean:?} (seed {seed}, killed mid-run: {killed})");
+        let out = to_supervised(&sbx, &k.b, &[]);
+        assert_eq!(out.status.code(), Some(0), "{what}: {}", show(&out));
+        let v = json(&out);
+        let finished_before = std::fs::read(k.b.home().join("hub/run/migrate-journal.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .is_some_and(|j| !j["finished"].is_null());
+        match v["outcome"].as_str() {
+            Some("migrated") => {}
+            // Only when the killed run had already finished (or was killed after).
+            Some("already-migrated") if finished_before || !killed => {}
+            other => panic!("{what}: outcome {other:?}: {v:#}"),
+        }
+        assert_migrated_box(&k, &v, &what);
+        log.push(format!("{:?}→{}", at, v["outcome"].as_str().unwrap_or("?")));
+        reset(&sbx, &k);
+    }
+    eprintln!("cutover kills (seed {seed}, clean run {clean:?}): {}", log.join(", "));
+}
+
+#[test]
+fn teardown_killed_at_any_moment_then_a_rerun_leaves_no_unit_and_nothing_listening() {
+    let Some(sbx) = Sandbox::start("cutover_kill_teardown") else { return };
+    let mut rng = Rng::from_clock();
+    let seed = rng.0;
+    let mut clean = None;
+    const KILLS: u32 = 10;
+    for i in 0..=KILLS {
+        let k = kill_box();
+        let out = to_supervised(&sbx, &k.b, &[]);
+        assert_eq!(outcome(&out), "migrated", "{}", show(&out));
+        let args = ["--teardown", "--scope", "user", "--json"];
+        let what;
+        match clean {
+            None => {
+                // The first, clean teardown measures the span.
+                let t0 = Instant::now();
+                let t = teardown(&sbx, &k.b);
+                clean = Some(t0.elapsed());
+                assert_eq!(json(&t)["outcome"], "removed", "{}", show(&t));
+                what = "clean teardown".to_owned();
+            }
+            Some(span) => {
+                let at = span.mul_f64((f64::from(i - 1) + rng.unit()) / f64::from(KILLS));
+                let killed = kill_after(&sbx, &k.b, &args, at);
+                what = format!(
+                    "teardown kill {i} at {at:?} of {span:?} (seed {seed}, killed mid-run: {killed})"
+                );
+                let t = teardown(&sbx, &k.b);
+                assert_eq!(t.status.code(), Some(0), "{what}: {}", show(&t));
+                let o = json(&t)["outcome"].as_str().unwrap_or_default().to_owned();
+                assert!(o == "removed" || o == "nothing-installed", "{what}: {}", show(&t));
+            }
+        }
+        assert!(!sbx.unit_dir().join("parachute-hub.service").exists(), "{what}: the unit file is left");
+        for &p in std::iter::once(&k.hub_port).chain(&k.module_ports) {
+            wait_for(&format!("{what}: port {p} free"), Duration::from_secs(5), || {
+                holders(p).is_empty().then_some(())
+            });
+        }
+    }
+}
+
+#[test]
+fn a_third_party_module_run_as_python3_server_py_migrates_with_no_manual_step_c1() {
+    // Declared first so it is dropped last: the sandbox stops the hub before the home goes.
+    let mut b = LegacyBox::new();
+    let Some(sbx) = Sandbox::start("cutover_python") else { return };
+    let (hp, tp) = (free_port(), free_port());
+    let hub = b.hub(hp);
+    let tiny = b.python_module("tinymod", tp, hp);
+    let out = to_supervised(&sbx, &b, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let v = json(&out);
+    assert_eq!(v["outcome"], "migrated", "{v:#}");
+    assert!(v["steps_done"].to_string().contains(&format!("stopped tinymod (pid {})", tiny.pid)), "{v:#}");
+    assert!(!alive(&hub) && !alive(&tiny));
+    assert_supervised(&b, hp, &[tp], &v);
+    assert_eq!(v["final_state"]["unit"]["scope"], "user", "{v:#}");
+    // The test's system bus is dead: no linger, and the report says so with the fix.
+    assert_eq!(v["starts_at_boot"], false, "{v:#}");
+    assert!(v["messages"].to_string().contains("loginctl enable-linger"), "{v:#}");
+}
+
+#[test]
+fn a_module_that_exits_at_once_under_the_hub_fails_the_cutover_naming_it() {
+    // Declared first so it is dropped last: the sandbox stops the hub before the home goes.
+    let mut b = LegacyBox::new();
+    let Some(sbx) = Sandbox::start("cutover_module_fails") else { return };
+    let (hp, ap, cp) = (free_port(), free_port(), free_port());
+    b.hub(hp);
+    b.module("parachute-alpha", ap);
+    b.module("parachute-crashy", cp);
+    // Under the hub, crashy exits at once, every time.
+    b.supervised_flags("parachute-crashy", cp, &["--exit-after-ms", "0", "--exit-code", "3"]);
+    let t0 = Instant::now();
+    let out = to_supervised(&sbx, &b, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let v = json(&out);
+    assert_eq!(v["outcome"], "module-failed", "{v:#}");
+    let msg = v["messages"].to_string();
+    assert!(msg.contains("parachute-crashy is crashed") || msg.contains("crashy is crashed"), "{msg}");
+    assert!(!msg.contains("alpha is"), "only the failing module is named: {msg}");
+    assert!(t0.elapsed() < Duration::from_secs(40), "a crashed module is reported, not waited out");
+    assert!(v["next"].as_str().unwrap().contains("--to-supervised"), "{v:#}");
+}
+
+#[test]
+fn postinstall_upgrade_waits_for_a_running_cutover_and_never_interleaves() {
+    // Declared first so it is dropped last: the sandbox stops the hub before the home goes.
+    let mut b = LegacyBox::new();
+    let Some(sbx) = Sandbox::start("cutover_postinstall_lock") else { return };
+    let (hp, ap) = (free_port(), free_port());
+    b.hub(hp);
+    b.module("parachute-alpha", ap);
+    let out = to_supervised(&sbx, &b, &[]);
+    assert_eq!(outcome(&out), "migrated", "{}", show(&out));
+    let unit = sbx.unit_dir().join("parachute-hub.service");
+    // Make the unit out of date, so an upgrade would rewrite and restart it.
+    let text = std::fs::read_to_string(&unit).unwrap();
+    std::fs::write(&unit, text.replace("Description=", "Description=old ")).unwrap();
+    let before = std::fs::read(&unit).unwrap();
+    // A cutover holds the lock (this process, as a cutover would).
+    let held = parachute::cutover::lock::CutoverLock::acquire(
+        &b.home().join("hub/run/migrate.lock"),
+        &parachute::cutover::lock::Holder::current("migrate --to-supervised"),
+    )
+    .unwrap();
+    let mut cmd = crate::support::isolated("bash");
+    cmd.arg(script()).arg("exec").arg(sbx.dir()).arg("--").arg(parachute_bin());
+    cmd.args(["postinstall", "--upgrade", "--scope", "user", "--json", "--home"]).arg(b.home());
+    cmd.arg("--exec").arg(parachute_bin());
+    cmd.env("HOME", b.root());
+    let child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        std::fs::read(&unit).unwrap(),
+        before,
+        "postinstall touched the unit while the cutover held the lock"
+    );
+    drop(held);
+    let out = wait_output(child, Duration::from_secs(90));
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_ne!(
+        std::fs::read(&unit).unwrap(),
+        before,
+        "postinstall proceeded once the lock was free: {}",
+        show(&out)
+    );
+}
 /// Preflight found a holder it may not stop: exit 7, nothing stopped, nothing written.
 fn assert_port_stuck_and_untouched(
     sbx: &Sandbox,
@@ -233,10 +445,8 @@ fn assert_port_stuck_and_untouched(
         assert!(alive(id), "pid {} was touched", id.pid);
     }
     assert!(!sbx.unit_dir().join("parachute-hub.service").exists(), "preflight wrote a unit");
-    let journal: Value =
-        serde_json::from_slice(&std::fs::read(b.home().join("hub/run/migrate-journal.json")).unwrap())
-            .unwrap();
-    assert_eq!(journal["steps"].as_array().unwrap().len(), 1, "only detect is journaled: {journal:#}");
+    assert!(!b.home().join("hub/run/migrate-journal.json").exists(), "a failed preflight wrote a journal");
+    assert!(!b.home().join("hub/run/migrate.lock").exists(), "a failed preflight left a lock file");
     let msg = v["messages"].to_string();
     assert!(
         msg.contains("nothing was stopped")
@@ -259,7 +469,11 @@ fn unrelated_process_on_a_module_port_aborts_preflight_and_stops_nothing() {
     let squatter = b.squatter(sp);
     let out = to_supervised(&sbx, &b, &[]);
     assert_port_stuck_and_untouched(&sbx, &b, &out, &[&hub, &alpha, &squatter]);
-    assert!(json(&out)["messages"].to_string().contains(&format!("pid {}", squatter.pid)));
+    let msg = json(&out)["messages"].to_string();
+    assert!(
+        msg.contains(&format!("pid {}", squatter.pid)) && msg.contains("unrelated-server"),
+        "named: {msg}"
+    );
 }
 
 #[test]
@@ -327,7 +541,7 @@ fn two_cutovers_started_together_exactly_one_proceeds() {
     let (hp, vp) = (free_port(), free_port());
     b.hub(hp);
     b.module("parachute-alpha", vp);
-    let args = ["--to-supervised", "--scope", "user", "--json"];
+    let args = ["--to-supervised", "--scope", "user", "--json", "--lock-wait", "0"];
     let children: Vec<Child> = (0..2).map(|_| spawn_migrate(Some(&sbx), &b, &args, &[])).collect();
     let pids: Vec<u32> = children.iter().map(Child::id).collect();
     let outs: Vec<Output> = children.into_iter().map(|c| wait_output(c, Duration::from_secs(90))).collect();

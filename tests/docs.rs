@@ -182,6 +182,7 @@ fn all_outcomes() -> Vec<Outcome> {
         Outcome::PortStuck,
         Outcome::StartFailed,
         Outcome::VerifyTimeout,
+        Outcome::ModuleFailed,
         Outcome::Locked,
         Outcome::Unverifiable,
     ];
@@ -194,6 +195,7 @@ fn all_outcomes() -> Vec<Outcome> {
             | Outcome::PortStuck
             | Outcome::StartFailed
             | Outcome::VerifyTimeout
+            | Outcome::ModuleFailed
             | Outcome::Locked
             | Outcome::Unverifiable => {}
         }

@@ -45,7 +45,7 @@ async fn with_process_facts_unavailable_the_cutover_stops_before_touching_anythi
         port: hp,
         exec,
         dry_run: false,
-        crash_after: None,
+        lock_wait: Duration::ZERO,
         timeouts: Timeouts { stop_grace: Duration::from_secs(2), ..Timeouts::default() },
         rerun: "parachute migrate --to-supervised".into(),
         facts: Arc::new(NoFacts::new("process facts injected as unavailable by the test")),

@@ -93,6 +93,9 @@ pub struct PreremoveArgs {
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a hook waits for a running cutover (or `parachute unit` verb) of the home.
+const LOCK_WAIT: Duration = crate::cutover::lock::DEFAULT_WAIT;
+
 fn scopes(arg: Option<ScopeArg>) -> Vec<Scope> {
     match arg {
         Some(ScopeArg::User) => vec![Scope::User],
@@ -180,6 +183,7 @@ pub fn postinstall(args: PostinstallArgs, env: &HostEnv) -> Code {
     let mut lines: Vec<(String, bool)> = Vec::new();
     let mut reports = Vec::new();
     let mut installed_somewhere = false;
+    let mut locked_out = false;
     if up.is_empty() {
         let what = if args.upgrade { "no hub unit to refresh" } else { "nothing to do on a fresh install" };
         lines.push((no_manager_line(&down, what), false));
@@ -207,6 +211,19 @@ pub fn postinstall(args: PostinstallArgs, env: &HostEnv) -> Code {
                 }
                 continue;
             }
+            // One writer of the hub unit at a time: wait for a cutover of the home the
+            // unit serves (or a `parachute unit` verb) to finish before touching the unit.
+            let _lock = match crate::cutover::lock::served_home(b)
+                .map(|h| crate::cutover::lock::for_unit_writer(&h, "postinstall --upgrade", LOCK_WAIT))
+            {
+                Some(Err(e)) => {
+                    lines.push((format!("left the hub unit ({} scope) alone: {e}", b.scope()), true));
+                    locked_out = true;
+                    continue;
+                }
+                Some(Ok(l)) => l,
+                None => None,
+            };
             let r = rt.block_on(hooks::refresh(b, &opts));
             if r.outcome == RefreshOutcome::NotInstalled {
                 continue;
@@ -241,8 +258,11 @@ pub fn postinstall(args: PostinstallArgs, env: &HostEnv) -> Code {
             lines.push((b.hint(), false));
         }
     }
-    let code =
-        if reports.iter().any(hooks::RefreshReport::broke_the_hub) { Code::Failure } else { Code::Success };
+    let code = if locked_out || reports.iter().any(hooks::RefreshReport::broke_the_hub) {
+        Code::Failure
+    } else {
+        Code::Success
+    };
     report(
         verb,
         args.json,

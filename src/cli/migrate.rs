@@ -4,8 +4,9 @@
 //! This file decides what the library cannot: the hub port (`--port`, else the legacy
 //! `hub/run/hub.port`, else 1939), the binary baked into the unit (`--exec`, else this
 //! executable's canonical path), which service manager to talk to (the only place that
-//! builds bus connections for this verb), and the test fault point
-//! `PARACHUTE_TEST_CRASH_AFTER_STEP`, read from the [`HostEnv`] snapshot and passed down.
+//! builds bus connections for this verb). Nothing here (or anywhere in the shipped binary)
+//! reacts to a test-only variable: the tests inject faults by killing the real process
+//! from outside.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -33,11 +34,13 @@ after a crash continues from the last one that still holds):
 
 Exit codes:
   0   migrated, or already migrated; teardown done or nothing installed
-  1   start-failed: the service manager did not start the hub unit (teardown: removal failed)
+  1   start-failed: the service manager did not start the hub unit (teardown: removal failed);
+      module-failed: the hub runs, but a module crashed or is not supervised (each is named)
   2   bad usage or bad input (a malformed hub/run/hub.port, a missing --exec)
   4   no-manager: no service manager (systemd, launchd) is reachable
   5   unverifiable: a process or port fact could not be established (another user's process, no /proc); nothing was changed
-  6   verify-timeout: the unit started but the hub or a module was not verified in time
+  6   verify-timeout: the unit started but the hub or a module was not verified in time (each
+      module not running with its port bound is named, with its start error)
   7   port-stuck: a declared port is held by a process the cutover may not stop
   9   write-failed: the unit could not be written, or --exec does not run
   10  locked: another cutover or teardown is running on this home
@@ -85,13 +88,17 @@ pub struct Args {
     /// when given here, for a home that someone else owns or can write).
     #[arg(long, value_name = "USER", conflicts_with = "teardown")]
     pub user: Option<String>,
+    /// How long to wait for another writer of the hub unit (a cutover, a package hook, a
+    /// `parachute unit` verb) to finish before giving up with `locked`, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = crate::cutover::lock::DEFAULT_WAIT.as_secs())]
+    pub lock_wait: u64,
 }
 
 /// The exit code of a cutover outcome.
 pub fn exit_code(o: Outcome) -> Code {
     match o {
         Outcome::AlreadyMigrated | Outcome::Migrated => Code::Success,
-        Outcome::StartFailed => Code::Failure,
+        Outcome::StartFailed | Outcome::ModuleFailed => Code::Failure,
         Outcome::NoManager => Code::NoManager,
         Outcome::VerifyTimeout => Code::Timeout,
         Outcome::PortStuck => Code::PortHeld,
@@ -123,13 +130,21 @@ pub fn run(args: Args, env: &HostEnv) -> Code {
         .expect("a tokio runtime can be built");
     let scope = super::host::scope(args.scope);
     if args.teardown {
-        return rt.block_on(async { teardown(&home, &backend(env, scope).await, args.json).await });
+        let wait = Duration::from_secs(args.lock_wait);
+        return rt.block_on(async { teardown(&home, &backend(env, scope).await, wait, args.json).await });
     }
     let cfg = match config(&args, env, home, scope) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    rt.block_on(async { cutover_run(&cfg, &backend(env, scope).await, args.json).await })
+    rt.block_on(async {
+        let b = backend(env, scope).await;
+        let facts = super::host::facts(env);
+        cutover_run(&cfg, &b, args.json, |b| async move {
+            crate::detect::ensure_boot_start(b, &facts, CONNECT_TIMEOUT).await
+        })
+        .await
+    })
 }
 
 fn config(args: &Args, env: &HostEnv, home: Home, scope: Scope) -> Result<Config, Code> {
@@ -157,18 +172,6 @@ fn config(args: &Args, env: &HostEnv, home: Home, scope: Scope) -> Result<Config
         eprintln!("parachute migrate: warning: {w}");
     }
     let exec = exec.path;
-    let crash_after = match env.get("PARACHUTE_TEST_CRASH_AFTER_STEP") {
-        None | Some("") => None,
-        Some(v) => match v.parse::<u8>() {
-            Ok(n) if (1..=9).contains(&n) => Some(n),
-            _ => {
-                eprintln!(
-                    "parachute migrate: PARACHUTE_TEST_CRASH_AFTER_STEP must be a step number 1..9, got {v:?}."
-                );
-                return Err(Code::Usage);
-            }
-        },
-    };
     let mut rerun =
         format!("parachute migrate --to-supervised --home {}", shell_quote(&home.root().to_string_lossy()));
     if let Some(p) = args.port {
@@ -194,8 +197,8 @@ fn config(args: &Args, env: &HostEnv, home: Home, scope: Scope) -> Result<Config
         port,
         exec,
         dry_run: args.dry_run,
-        crash_after,
         timeouts: Timeouts::default(),
+        lock_wait: Duration::from_secs(args.lock_wait),
         rerun,
         facts: parachute_process::facts::host(),
     })
@@ -261,14 +264,38 @@ impl Sink for Plain {
     }
 }
 
-async fn cutover_run<M: ServiceManager>(cfg: &Config, manager: &M, json_out: bool) -> Code {
-    let report = if json_out {
+async fn cutover_run<'a, F>(
+    cfg: &Config,
+    manager: &'a crate::detect::Backend,
+    json_out: bool,
+    boot: impl FnOnce(&'a crate::detect::Backend) -> F,
+) -> Code
+where
+    F: std::future::Future<Output = Option<String>>,
+{
+    let mut report = if json_out {
         cutover::migrate(cfg, manager, &mut cutover::report::Quiet).await
     } else if std::io::stdout().is_terminal() {
         cutover::migrate(cfg, manager, &mut Tty).await
     } else {
         cutover::migrate(cfg, manager, &mut Plain).await
     };
+    if report.outcome.is_success() && !report.dry_run {
+        // A user unit starts at boot only while its manager lingers (upstream hub#494).
+        match boot(manager).await {
+            None => {
+                report.starts_at_boot = Some(true);
+                report.messages.push("It starts at boot, before anyone logs in.".to_owned());
+            }
+            Some(why) => {
+                report.starts_at_boot = Some(false);
+                report.messages.push(format!(
+                    "Note: the hub will not start at boot until the user logs in: {}",
+                    why.trim_end()
+                ));
+            }
+        }
+    }
     let code = exit_code(report.outcome);
     if json_out {
         print_json(&report, code);
@@ -287,6 +314,7 @@ fn print_json(r: &Report, code: Code) {
         "final_state": r.final_state,
         "messages": r.messages,
         "next": r.next,
+        "starts_at_boot": r.starts_at_boot,
     });
     println!("{}", serde_json::to_string_pretty(&v).expect("a report serializes"));
 }
@@ -304,11 +332,11 @@ fn print_human(r: &Report) {
     }
 }
 
-async fn teardown<M: ServiceManager>(home: &Home, manager: &M, json_out: bool) -> Code {
+async fn teardown<M: ServiceManager>(home: &Home, manager: &M, wait: Duration, json_out: bool) -> Code {
     let report: TeardownReport = if json_out {
-        cutover::teardown(home, manager, &mut cutover::report::Quiet).await
+        cutover::teardown_within(home, manager, wait, &mut cutover::report::Quiet).await
     } else {
-        cutover::teardown(home, manager, &mut Plain).await
+        cutover::teardown_within(home, manager, wait, &mut Plain).await
     };
     let code = match report.outcome {
         TeardownOutcome::Removed | TeardownOutcome::NothingInstalled => Code::Success,
@@ -343,12 +371,23 @@ mod tests {
     #[test]
     fn every_outcome_has_a_distinct_exit_code() {
         use Outcome::*;
-        let failures = [NoManager, WriteFailed, PortStuck, StartFailed, VerifyTimeout, Locked, Unverifiable];
+        let failures = [
+            NoManager,
+            WriteFailed,
+            PortStuck,
+            StartFailed,
+            VerifyTimeout,
+            Locked,
+            Unverifiable,
+            ModuleFailed,
+        ];
         let mut codes: Vec<u8> = failures.iter().map(|o| exit_code(*o) as u8).collect();
         assert!(codes.iter().all(|c| *c != 0));
         codes.sort_unstable();
         codes.dedup();
-        assert_eq!(codes.len(), failures.len());
+        // start-failed and module-failed share 1 ("the operation ran and failed").
+        assert_eq!(codes.len(), failures.len() - 1);
+        assert_eq!(exit_code(ModuleFailed), exit_code(StartFailed));
         assert_eq!(exit_code(Migrated) as u8, 0);
         assert_eq!(exit_code(AlreadyMigrated) as u8, 0);
         for o in failures {

@@ -156,6 +156,7 @@ pub fn offer(
         json: false,
         scope: None,
         user: None,
+        lock_wait: crate::cutover::lock::DEFAULT_WAIT.as_secs(),
     };
     match super::migrate::run(args, env) {
         Code::Success => Offer::Migrated,

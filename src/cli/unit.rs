@@ -31,7 +31,8 @@ const EXIT_HELP: &str = "\
 Exit codes: 0 done (or already so; `diff`: in sync); 1 the manager ran the operation and it \
 failed (the unit's last log lines are printed), or `diff` found a difference; 2 bad flags or a \
 value that cannot go into a unit; 4 no service manager here (the reason is printed); 5 \
-permission denied (use sudo for --scope system); 6 the manager did not answer in time.";
+permission denied (use sudo for --scope system); 6 the manager did not answer in time; 10 another \
+writer of the hub unit (a cutover, a package hook) held the home's lock longer than 120 s (it is named).";
 
 /// The `unit` verbs.
 #[derive(Debug, clap::Subcommand)]
@@ -134,6 +135,30 @@ pub fn run(verb: Verb, env: &HostEnv) -> Code {
         match spec_for(&args, env, scope, name, matches!(verb, Verb::Install(_))) {
             Ok(s) => Some(s),
             Err(c) => return c,
+        }
+    } else {
+        None
+    };
+    // One writer of the hub unit at a time (a cutover, a package hook, another verb).
+    let writes = matches!(
+        verb,
+        Verb::Install(_) | Verb::Start(_) | Verb::Stop(_) | Verb::Restart(_) | Verb::Remove(_)
+    );
+    let _lock = if writes {
+        let home = match resolve_home(&args.home, env) {
+            Ok(h) => h,
+            Err(c) => return c,
+        };
+        match crate::cutover::lock::for_unit_writer(
+            &home,
+            &format!("unit {name}"),
+            crate::cutover::lock::DEFAULT_WAIT,
+        ) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("parachute unit {name}: {e}");
+                return Code::Locked;
+            }
         }
     } else {
         None

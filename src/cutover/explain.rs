@@ -23,8 +23,16 @@ pub fn explain(
             }
         ));
         lines.extend(failure.iter().cloned());
-        let next = (outcome == Outcome::Migrated).then(|| rerun.replace(" --dry-run", ""));
-        return (lines, next);
+        let next = match outcome {
+            Outcome::Migrated => rerun.replace(" --dry-run", ""),
+            Outcome::AlreadyMigrated => return (lines, None),
+            _ => {
+                lines.push("Fix the cause above, then check again with:".to_owned());
+                lines.push(format!("  {rerun}"));
+                rerun
+            }
+        };
+        return (lines, Some(next));
     }
     match outcome {
         Outcome::AlreadyMigrated => {
@@ -38,7 +46,7 @@ pub fn explain(
         Outcome::Migrated => {
             lines.push("✓ Migrated to the supervised model.".to_owned());
             lines.push(format!(
-                "The hub now runs under the service manager ({}): it starts at boot/login and is restarted if it fails.",
+                "The hub now runs under the service manager ({}): the unit is enabled and restarted if it fails.",
                 state.unit.manager
             ));
             lines.push("Modules are the hub's supervised children, started from services.json.".to_owned());
@@ -69,6 +77,9 @@ pub fn explain(
         }
         Outcome::VerifyTimeout => {
             "The cutover stopped: the hub unit started but was not verified in time.".to_owned()
+        }
+        Outcome::ModuleFailed => {
+            "The cutover stopped: the hub unit runs, but not every module came up under it.".to_owned()
         }
         Outcome::Locked => "The cutover did not start: another cutover or teardown is running.".to_owned(),
         Outcome::Unverifiable => {
@@ -106,7 +117,7 @@ pub fn explain(
             lines.push("Stop the process(es) named above yourself (the cutover never stops what it cannot attribute), then continue with:".to_owned());
             rerun
         }
-        Outcome::StartFailed | Outcome::VerifyTimeout => {
+        Outcome::StartFailed | Outcome::VerifyTimeout | Outcome::ModuleFailed => {
             lines.push(format!(
                 "See the hub's log ({}), fix the cause, then continue with (it stops the unit and starts it again):",
                 cfg.spec.log_path.display()

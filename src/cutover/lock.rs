@@ -1,5 +1,15 @@
-//! The cutover lock, `<home>/hub/run/migrate.lock`: two cutovers, or a cutover and a
-//! teardown, never interleave on one home (upstream W25 had no lock at all).
+//! The hub-unit lock, `<home>/hub/run/migrate.lock`: one lock for every writer of the hub
+//! unit of a home — `migrate --to-supervised`, `migrate --teardown`, `postinstall`,
+//! `preremove` and every `parachute unit` verb that changes the unit — so none of them
+//! interleaves with another (upstream W25 had no lock at all, and a package upgrade could
+//! restart the unit in the middle of a cutover). A second writer waits a bounded time
+//! ([`CutoverLock::acquire_within`]), then gives up naming the holder: pid, command, and
+//! since when.
+//!
+//! A holder may delete the file while it holds the lock (a run that wrote nothing else
+//! leaves no trace: [`CutoverLock::remove_on_release`]; a purge). That is safe because a
+//! taker checks, once it holds the lock, that the path still names the file it locked, and
+//! starts over when it does not: two processes can never hold "the" lock on two inodes.
 //!
 //! It is an advisory `flock` (via `fs4`) on an open file description, so the kernel drops
 //! it when the holder exits for any reason, SIGKILL included: a crashed cutover never
@@ -26,6 +36,13 @@ use serde::{Deserialize, Serialize};
 /// How often, and how far apart, a loser re-reads the holder's record (500 ms in all).
 const HOLDER_READ_TRIES: u32 = 50;
 const HOLDER_READ_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// How long a writer of the hub unit waits for another by default: longer than a cutover
+/// normally takes (seconds), bounded so a wedged holder is reported, not waited out.
+pub const DEFAULT_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// How often a waiting writer tries again.
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Who holds the lock, as the holder recorded it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,7 +85,7 @@ impl std::fmt::Display for Holder {
 pub enum LockError {
     /// Another process holds it.
     #[error(
-        "another cutover or teardown is running on this home: {}. Wait for it to finish, then run this again (the lock is {}).",
+        "another writer of the hub unit is running on this home: {}. Wait for it to finish, then run this again (the lock is {}).",
         holder.as_ref().map_or_else(|| "a process that has not recorded itself yet".to_owned(), |h| h.to_string()),
         path.display()
     )]
@@ -89,11 +106,56 @@ pub enum LockError {
     },
 }
 
+/// Takes `home`'s hub-unit lock for a writer that keeps no state there (`postinstall`,
+/// `preremove`, a `parachute unit` verb): waits up to `wait`, and leaves no file behind.
+/// `Ok(None)` when the home does not exist: no cutover can be running on it.
+pub fn for_unit_writer(
+    home: &crate::model::home::Home,
+    verb: &str,
+    wait: std::time::Duration,
+) -> Result<Option<CutoverLock>, LockError> {
+    if !home.root().is_dir() {
+        return Ok(None);
+    }
+    // As root on a user's home, the lock file is that user's (released as root: only the
+    // taking needs the owner's identity).
+    let as_owner = crate::privsep::act_as_owner(home.root())
+        .map_err(|e| LockError::Io { path: home.cutover_lock(), source: io::Error::other(e.to_string()) })?;
+    let mut lock = CutoverLock::acquire_within(&home.cutover_lock(), &Holder::current(verb), wait)?;
+    drop(as_owner);
+    lock.remove_on_release();
+    Ok(Some(lock))
+}
+
+/// The home the hub unit installed in `m`'s scope serves (from its `--home` or
+/// `PARACHUTE_HOME`), when there is a readable one.
+pub fn served_home<M: parachute_manager::ServiceManager>(m: &M) -> Option<crate::model::home::Home> {
+    let unit = m.read_installed(&parachute_manager::UnitId::hub()).ok().flatten()?;
+    crate::hooks::installed::InstalledHub::new(unit).home().ok()
+}
+
 /// A held lock; released when dropped (or when the process dies).
 #[derive(Debug)]
 pub struct CutoverLock {
     file: File,
     path: PathBuf,
+    /// Directories this taker created for the lock file, deepest first.
+    created_dirs: Vec<PathBuf>,
+    remove: bool,
+}
+
+/// The missing ancestors of `dir` (deepest first), before `create_dir_all` makes them.
+fn missing_dirs(dir: &Path) -> Vec<PathBuf> {
+    dir.ancestors().take_while(|d| !d.as_os_str().is_empty() && !d.exists()).map(Path::to_path_buf).collect()
+}
+
+/// Whether `path` still names the open `file` (the lock was not deleted or replaced).
+fn still_named(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::symlink_metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 /// Opens (creating it `0644` if missing) the lock file without following a symlink at its
@@ -142,52 +204,91 @@ fn open_lock_file(path: &Path) -> io::Result<File> {
 impl CutoverLock {
     /// Takes the lock without waiting, recording `holder`.
     pub fn acquire(path: &Path, holder: &Holder) -> Result<CutoverLock, LockError> {
+        Self::acquire_within(path, holder, std::time::Duration::ZERO)
+    }
+
+    /// Takes the lock, waiting up to `wait` for a holder to finish; then fails naming it.
+    pub fn acquire_within(
+        path: &Path,
+        holder: &Holder,
+        wait: std::time::Duration,
+    ) -> Result<CutoverLock, LockError> {
         let io_err = |source| LockError::Io { path: path.to_path_buf(), source };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io_err)?;
-        }
-        let mut file = open_lock_file(path).map_err(io_err)?;
-        match fs4::FileExt::try_lock(&file) {
-            Ok(()) => {}
-            Err(fs4::TryLockError::WouldBlock) => {
-                // The holder writes its record right after it takes the lock; give that
-                // write a moment rather than report an anonymous holder.
-                let mut holder = None;
-                for _ in 0..HOLDER_READ_TRIES {
-                    let mut text = String::new();
-                    let _ = file.rewind().and_then(|()| file.read_to_string(&mut text));
-                    holder = serde_json::from_str(text.trim()).ok();
-                    if holder.is_some() {
-                        break;
-                    }
-                    std::thread::sleep(HOLDER_READ_PAUSE);
-                }
-                return Err(LockError::Held { path: path.to_path_buf(), holder });
+        let deadline = std::time::Instant::now() + wait;
+        let created_dirs = path.parent().map(missing_dirs).unwrap_or_default();
+        loop {
+            // Again on every try: a holder that removed the lock may have removed its
+            // directory too.
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(io_err)?;
             }
-            Err(fs4::TryLockError::Error(e)) => return Err(io_err(e)),
+            let mut file = open_lock_file(path).map_err(io_err)?;
+            match fs4::FileExt::try_lock(&file) {
+                Ok(()) => {}
+                Err(fs4::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(RETRY_PAUSE);
+                    continue;
+                }
+                Err(fs4::TryLockError::WouldBlock) => {
+                    // The holder writes its record right after it takes the lock; give that
+                    // write a moment rather than report an anonymous holder.
+                    let mut holder = None;
+                    for _ in 0..HOLDER_READ_TRIES {
+                        let mut text = String::new();
+                        let _ = file.rewind().and_then(|()| file.read_to_string(&mut text));
+                        holder = serde_json::from_str(text.trim()).ok();
+                        if holder.is_some() {
+                            break;
+                        }
+                        std::thread::sleep(HOLDER_READ_PAUSE);
+                    }
+                    return Err(LockError::Held { path: path.to_path_buf(), holder });
+                }
+                Err(fs4::TryLockError::Error(e)) => return Err(io_err(e)),
+            }
+            if !still_named(&file, path) {
+                // Deleted (or replaced) by its previous holder after we opened it.
+                continue;
+            }
+            let mut line = serde_json::to_vec(holder).expect("a holder always serializes");
+            line.push(b'\n');
+            (|| {
+                file.set_len(0)?;
+                file.rewind()?;
+                file.write_all(&line)?;
+                file.sync_data()
+            })()
+            .map_err(io_err)?;
+            return Ok(CutoverLock { file, path: path.to_path_buf(), created_dirs, remove: false });
         }
-        let mut line = serde_json::to_vec(holder).expect("a holder always serializes");
-        line.push(b'\n');
-        (|| {
-            file.set_len(0)?;
-            file.rewind()?;
-            file.write_all(&line)?;
-            file.sync_data()
-        })()
-        .map_err(io_err)?;
-        Ok(CutoverLock { file, path: path.to_path_buf() })
     }
 
     /// The lock file's path.
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Deletes the lock file (and the directories taken for it) on release: for a run
+    /// that wrote nothing else, so it leaves no trace.
+    pub fn remove_on_release(&mut self) {
+        self.remove = true;
+    }
 }
 
 impl Drop for CutoverLock {
     fn drop(&mut self) {
-        // Clear the record while still holding the lock, so nobody reads a stale holder.
-        let _ = self.file.set_len(0);
+        // Clear the record (or the file) while still holding the lock, so nobody reads a
+        // stale holder; a taker that opened the deleted file notices and starts over.
+        if self.remove {
+            let _ = std::fs::remove_file(&self.path);
+            for d in &self.created_dirs {
+                if std::fs::remove_dir(d).is_err() {
+                    break;
+                }
+            }
+        } else {
+            let _ = self.file.set_len(0);
+        }
         let _ = fs4::FileExt::unlock(&self.file);
     }
 }
@@ -223,6 +324,70 @@ mod tests {
         drop(first);
         let again = CutoverLock::acquire(&p, &holder("migrate --teardown")).unwrap();
         assert_eq!(again.path(), p);
+    }
+
+    #[test]
+    fn a_waiting_taker_gets_the_lock_when_it_is_released_or_names_the_holder() {
+        use std::time::{Duration, Instant};
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("migrate.lock");
+        let first = CutoverLock::acquire(&p, &holder("migrate --to-supervised")).unwrap();
+        let t0 = Instant::now();
+        let err =
+            CutoverLock::acquire_within(&p, &holder("postinstall"), Duration::from_millis(300)).unwrap_err();
+        assert!(t0.elapsed() >= Duration::from_millis(300), "it waited");
+        assert!(err.to_string().contains("migrate --to-supervised"), "{err}");
+        let p2 = p.clone();
+        let waiter = std::thread::spawn(move || {
+            CutoverLock::acquire_within(&p2, &holder("postinstall"), Duration::from_secs(10))
+                .map(|_| Instant::now())
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        let released = Instant::now();
+        drop(first);
+        let got = waiter.join().unwrap().expect("the waiter takes the lock once it is free");
+        assert!(got >= released);
+    }
+
+    #[test]
+    fn a_lock_removed_by_its_holder_is_never_held_twice() {
+        use std::time::Duration;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("hub/run/migrate.lock");
+        let mut first = CutoverLock::acquire(&p, &holder("migrate --to-supervised")).unwrap();
+        first.remove_on_release();
+        let p2 = p.clone();
+        let waiter = std::thread::spawn(move || {
+            let l =
+                CutoverLock::acquire_within(&p2, &holder("postinstall"), Duration::from_secs(10)).unwrap();
+            // The waiter holds the file the path names now, not the deleted one.
+            assert!(still_named(&l.file, &p2));
+            l
+        });
+        std::thread::sleep(Duration::from_millis(150));
+        drop(first);
+        let second = waiter.join().unwrap();
+        assert!(matches!(
+            CutoverLock::acquire(&p, &holder("x")),
+            Err(LockError::Held { holder: Some(h), .. }) if h.verb == "postinstall"
+        ));
+        drop(second);
+    }
+
+    #[test]
+    fn a_run_that_wrote_nothing_leaves_no_lock_file_or_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("hub/run/migrate.lock");
+        let mut l = CutoverLock::acquire(&p, &holder("x")).unwrap();
+        l.remove_on_release();
+        drop(l);
+        assert!(!dir.path().join("hub").exists());
+        std::fs::create_dir_all(dir.path().join("hub/run")).unwrap();
+        std::fs::write(dir.path().join("hub/run/hub.pid"), "1").unwrap();
+        let mut l = CutoverLock::acquire(&p, &holder("x")).unwrap();
+        l.remove_on_release();
+        drop(l);
+        assert!(!p.exists() && dir.path().join("hub/run/hub.pid").exists());
     }
 
     #[test]

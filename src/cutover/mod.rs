@@ -6,8 +6,33 @@
 //! function of the journal and of what this run has observed; [`run`] applies the one step
 //! it names, journals it ([`journal`], atomic writes) and asks again. A crash at any point
 //! leaves a journal saying which steps completed, and a plain re-run continues from there;
-//! each journaled step is trusted only while its effect still holds. A [`lock`] keeps two
-//! cutovers, or a cutover and a teardown, from interleaving.
+//! each journaled step is trusted only while its effect still holds, and a box that is
+//! already supervised-healthy with no legacy daemon is finished (verified) whatever the
+//! journal holds. A [`lock`] keeps every writer of the hub unit (cutover, teardown,
+//! package hooks, `parachute unit`) from interleaving.
+//!
+//! # The state space
+//!
+//! A kill can land at any instant, so a re-run meets any journal position (none, steps
+//! 1–9, finished, other parameters) × any observed box. [`plan::plan`] decides from both:
+//!
+//! | observed now | next step |
+//! |---|---|
+//! | no manager | `no-manager`, nothing done |
+//! | a legacy daemon alive (whatever else) | 2 preflight, then 3–9 (3 stops a unit left running) |
+//! | daemons gone, no unit file | 3, then 4–9 |
+//! | daemons gone, unit written and stopped | the first unjournaled step after 3, through 9 (7 right before 8) |
+//! | daemons gone, unit active not healthy, start journaled | 9 (a bounded wait for the starting hub) |
+//! | daemons gone, unit active/enabled not healthy, start not journaled | 3 (stops it), then 4–9 |
+//! | supervised-healthy, no legacy daemon | `already-migrated` (fresh journal), else 5 if unjournaled, then 9 |
+//!
+//! Every row either ends (nothing can or need be done) or runs a step whose success moves
+//! the box down the table: daemons are only ever stopped, a unit is only started after the
+//! ports are checked, and a healthy hub is never stopped, swept or blocked by its own
+//! ports. `plan.rs` tests walk every journal position × every row
+//! (`state_space_every_state_has_a_next_step_that_makes_progress`); the acceptance test
+//! SIGKILLs real cutovers at 30 moments spread uniformly over a clean run and re-runs each
+//! once. `docs/migrate.md` has the long form.
 //!
 //! ```text
 //!            ┌──────────┐ manager unreachable ───────────────────────────► no-manager
@@ -31,10 +56,12 @@
 //!                 ▼
 //!          7 VERIFY FREE (repeated on every run until the start) ────────► port-stuck
 //!                 ▼
-//!          8 START: last port check, install + enable + start ─► start-failed / verify-timeout
+//!          8 START: satisfied if already healthy; else a last port check (the unit's
+//!            own tree excepted), install + enable + start ─► start-failed / verify-timeout
 //!                 ▼
-//!          9 VERIFY: /health from MainPID's instance, every module running
-//!                 │   or reporting its start error, under one deadline ───► verify-timeout
+//!          9 VERIFY: /health from MainPID's instance, every module running with
+//!                 │  its port bound by its own tree, under one deadline ─► verify-timeout
+//!                 │  a module crashed / stopped / unsupervised ─────────► module-failed
 //!                 ▼
 //!              migrated
 //! ```
@@ -68,7 +95,7 @@ use crate::model::home::Home;
 pub use plan::Outcome;
 pub use report::{Event, Report, Sink, TeardownOutcome, TeardownReport};
 pub use run::migrate;
-pub use teardown::teardown;
+pub use teardown::{teardown, teardown_within};
 
 /// Waits of the cutover. Each is one shared budget, not a per-item timeout.
 #[derive(Debug, Clone, Copy)]
@@ -113,10 +140,10 @@ pub struct Config {
     pub spec: UnitSpec,
     /// Print the plan; change nothing.
     pub dry_run: bool,
-    /// Test-only fault point: SIGKILL this process right after step N is journaled.
-    pub crash_after: Option<u8>,
     /// Budgets.
     pub timeouts: Timeouts,
+    /// How long to wait for another writer of the hub unit to release the lock.
+    pub lock_wait: Duration,
     /// The command that re-runs this cutover (for messages).
     pub rerun: String,
     /// Where process and port facts come from (`parachute_process::facts::host()`; a test

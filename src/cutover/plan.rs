@@ -62,7 +62,7 @@ impl StepKind {
         StepKind::Verify,
     ];
 
-    /// The step's 1-based number (as in `PARACHUTE_TEST_CRASH_AFTER_STEP`).
+    /// The step's 1-based number (as printed: `[4/9]`).
     pub fn number(self) -> u8 {
         self as u8 + 1
     }
@@ -121,6 +121,8 @@ pub enum Outcome {
     StartFailed,
     /// The unit started, but the hub or a module did not come up in time.
     VerifyTimeout,
+    /// The hub came up, but a module crashed or could not be started under it.
+    ModuleFailed,
     /// Another cutover or teardown holds the lock.
     Locked,
     /// A fact about a legacy process or a declared port could not be established; nothing
@@ -139,6 +141,7 @@ impl Outcome {
             Outcome::PortStuck => "port-stuck",
             Outcome::StartFailed => "start-failed",
             Outcome::VerifyTimeout => "verify-timeout",
+            Outcome::ModuleFailed => "module-failed",
             Outcome::Locked => "locked",
             Outcome::Unverifiable => "unverifiable",
         }
@@ -167,6 +170,8 @@ pub enum FailureKind {
     Timeout,
     /// A process or port fact could not be established (see `parachute_process::facts`).
     FactsUnavailable,
+    /// A module under the supervised hub crashed or is not supervised.
+    ModuleFailed,
 }
 
 /// The hub unit as step 1 saw it.
@@ -294,6 +299,7 @@ fn failure(step: StepKind, kind: FailureKind) -> Step {
         (_, FailureKind::StartFailed) => Outcome::StartFailed,
         (_, FailureKind::Timeout) => Outcome::VerifyTimeout,
         (_, FailureKind::FactsUnavailable) => Outcome::Unverifiable,
+        (_, FailureKind::ModuleFailed) => Outcome::ModuleFailed,
     };
     let journal = match step {
         // The unit was (maybe) started but is not healthy: a re-run must stop it and start
@@ -316,12 +322,12 @@ fn still_holds(step: StepKind, progress: &Progress, d: &Detection) -> bool {
         StepKind::Preflight => progress.done.contains(&StepKind::StopLegacy) && d.legacy_alive.is_empty(),
         // A unit an earlier attempt left active but unhealthy (or enabled and restarting
         // after a failed start) must be stopped by step 3 before the ports are swept,
-        // unless a journaled start is waiting for verification.
+        // unless a journaled start is running and waiting for verification.
         StepKind::WriteUnit => {
             d.unit.file
                 && ((!d.unit.active && !d.unit.enabled)
                     || healthy
-                    || progress.done.contains(&StepKind::Start))
+                    || (d.unit.active && progress.done.contains(&StepKind::Start)))
         }
         StepKind::StopLegacy => d.legacy_alive.is_empty(),
         StepKind::DisableStale | StepKind::Sweep => true,
@@ -329,6 +335,46 @@ fn still_holds(step: StepKind, progress: &Progress, d: &Detection) -> bool {
         StepKind::VerifyFree | StepKind::Start => d.unit.active,
         StepKind::Verify => healthy,
     }
+}
+
+/// The steps this run makes, in order, decided from the journal and step 1's snapshot
+/// alone (the module doc of [`super`] tabulates the cases); `Err` when nothing is to be
+/// done.
+///
+/// Two rules, applied in this order:
+///
+/// 1. **The goal already holds.** The unit's hub is supervised-healthy (manager main pid,
+///    `hub-instance.json` and `/health` agree) and no legacy daemon is alive. A fresh run
+///    (no journal, a finished one, or one for other parameters) has nothing to do:
+///    `already-migrated`. An interrupted attempt (killed during or after its start, say)
+///    only has to finish its bookkeeping: disable stale units if that was not journaled,
+///    then verify — never stop, sweep or re-check ports the healthy hub itself holds.
+/// 2. **Otherwise** the first step that is not both journaled and still holding, and every
+///    later one. A step whose effect no longer holds (a unit stopped by hand, a daemon
+///    restarted) is thereby redone, and so is everything after it: every step is safe to
+///    repeat, and once this run changes something the snapshot says nothing about what
+///    the later steps would find.
+fn route(progress: &Progress, d: &Detection) -> Result<Vec<StepKind>, Outcome> {
+    let fresh = progress.is_fresh();
+    if d.supervised_healthy() && d.legacy_alive.is_empty() {
+        if fresh {
+            return Err(Outcome::AlreadyMigrated);
+        }
+        let mut steps = Vec::new();
+        if !progress.done.contains(&StepKind::DisableStale) {
+            steps.push(StepKind::DisableStale);
+        }
+        steps.push(StepKind::Verify);
+        return Ok(steps);
+    }
+    let first = StepKind::ALL
+        .into_iter()
+        .skip(1)
+        .find(|s| fresh || !progress.done.contains(s) || !still_holds(*s, progress, d));
+    Ok(match first {
+        Some(f) => StepKind::ALL.into_iter().filter(|s| *s >= f).collect(),
+        None => Vec::new(),
+    })
 }
 
 /// The next step.
@@ -340,22 +386,17 @@ pub fn plan(progress: &Progress, observed: &Observed) -> Step {
     if !d.manager_available {
         return Step::Finish { outcome: Outcome::NoManager, journal: JournalAction::Keep };
     }
-    let fresh = progress.is_fresh();
-    if fresh && d.supervised_healthy() && d.legacy_alive.is_empty() {
-        return Step::Finish { outcome: Outcome::AlreadyMigrated, journal: JournalAction::Keep };
+    let steps = match route(progress, d) {
+        Ok(steps) => steps,
+        Err(outcome) => return Step::Finish { outcome, journal: JournalAction::Keep },
+    };
+    // The steps this run already made are a prefix of the route: the journal records of
+    // earlier steps do not change, and later ones are dropped when a step is recorded.
+    let last_ran = observed.ran.iter().copied().filter(|s| *s != StepKind::Detect).max();
+    match steps.into_iter().find(|s| !observed.ran.contains(s) && last_ran.is_none_or(|l| *s > l)) {
+        Some(next) => Step::Run(next),
+        None => Step::Finish { outcome: Outcome::Migrated, journal: JournalAction::MarkFinished },
     }
-    let mut changed_something = false;
-    for step in StepKind::ALL.into_iter().skip(1) {
-        if observed.ran.contains(&step) {
-            changed_something = true;
-            continue;
-        }
-        let journaled = !fresh && progress.done.contains(&step);
-        if changed_something || !journaled || !still_holds(step, progress, d) {
-            return Step::Run(step);
-        }
-    }
-    Step::Finish { outcome: Outcome::Migrated, journal: JournalAction::MarkFinished }
 }
 
 /// The steps a run would apply from here if each succeeded, and how it would end: what
@@ -556,9 +597,37 @@ mod tests {
                 run(Preflight),
             ),
             (
-                "everything done and healthy: migrated",
+                "everything journaled and healthy: verify once more, then migrated",
                 journal(upto(Verify)),
                 after_detect(healthy()),
+                run(Verify),
+            ),
+            (
+                "killed during the start, the unit came up healthy: verify, never re-check its ports",
+                journal(upto(VerifyFree)),
+                after_detect(healthy()),
+                run(Verify),
+            ),
+            (
+                "healthy after an attempt killed before step 5: disable stale units, then verify",
+                journal(upto(StopLegacy)),
+                after_detect(healthy()),
+                run(DisableStale),
+            ),
+            (
+                "healthy path: after step 5 comes verify",
+                journal(upto(StopLegacy)),
+                Observed { detection: Some(healthy()), ran: steps(&[Detect, DisableStale]), failed: None },
+                run(Verify),
+            ),
+            (
+                "healthy path: verified, so migrated",
+                journal(upto(StopLegacy)),
+                Observed {
+                    detection: Some(healthy()),
+                    ran: steps(&[Detect, DisableStale, Verify]),
+                    failed: None,
+                },
                 finish(Outcome::Migrated, JournalAction::MarkFinished),
             ),
             (
@@ -600,7 +669,7 @@ mod tests {
             // Free ports only count immediately before the start: check again.
             (VerifyFree, down_after_stop.clone(), run(VerifyFree)),
             (Start, starting, run(Verify)),
-            (Verify, healthy(), finish(Outcome::Migrated, JournalAction::MarkFinished)),
+            (Verify, healthy(), run(Verify)),
         ];
         for (k, d, want) in cases {
             let got = plan(&journal(upto(k)), &after_detect(d));
@@ -649,6 +718,7 @@ mod tests {
             (Start, FailureKind::ManagerUnavailable, Outcome::StartFailed, JournalAction::ForgetFrom(Start)),
             (Start, FailureKind::Timeout, Outcome::VerifyTimeout, JournalAction::ForgetFrom(Start)),
             (Verify, FailureKind::Timeout, Outcome::VerifyTimeout, JournalAction::ForgetFrom(Start)),
+            (Verify, FailureKind::ModuleFailed, Outcome::ModuleFailed, JournalAction::ForgetFrom(Start)),
         ];
         for (step, kind, outcome, action) in cases {
             let o = Observed { detection: Some(legacy()), ran: steps(&[Detect]), failed: Some((step, kind)) };
@@ -675,6 +745,80 @@ mod tests {
         let flapping = UnitObservation { file: true, enabled: true, active: false, main_pid: None };
         let d = Detection { unit: flapping, legacy_alive: vec![], ..legacy() };
         assert_eq!(plan(&journal(done), &after_detect(d)), run(WriteUnit));
+    }
+
+    /// Every journal position (none, each step, finished, other parameters) × every kind of
+    /// box a kill can leave behind: the run that follows has a next step, ends where the
+    /// operator asked (assuming each step it makes succeeds), and never makes a step that
+    /// would undo or fight what is observed.
+    #[test]
+    fn state_space_every_state_has_a_next_step_that_makes_progress() {
+        let mut journals: Vec<(String, Progress)> = vec![("no journal".into(), Progress::default())];
+        for k in StepKind::ALL {
+            journals.push((format!("journal up to {}", k.name()), journal(upto(k))));
+        }
+        journals.push((
+            "finished journal".into(),
+            Progress { done: upto(Verify), finished: true, same_params: true },
+        ));
+        journals.push((
+            "journal for other parameters".into(),
+            Progress { done: upto(Start), finished: false, same_params: false },
+        ));
+        let stopped = Detection { legacy_alive: vec![], ..legacy() };
+        let flapping = UnitObservation { file: true, enabled: true, active: false, main_pid: None };
+        let boxes: Vec<(&str, Detection)> = vec![
+            ("legacy daemons, no unit", legacy()),
+            ("legacy daemons, unit written", Detection { unit: unit(true, false), ..legacy() }),
+            ("legacy stopped, no unit", stopped.clone()),
+            (
+                "legacy stopped, unit written and stopped",
+                Detection { unit: unit(true, false), ..stopped.clone() },
+            ),
+            (
+                "legacy stopped, unit active but not healthy yet",
+                Detection { unit: unit(true, true), ..stopped.clone() },
+            ),
+            ("legacy stopped, unit enabled and flapping", Detection { unit: flapping, ..stopped.clone() }),
+            ("supervised-healthy", healthy()),
+            (
+                "healthy unit and a legacy daemon",
+                Detection { legacy_alive: vec!["vault".into()], ..healthy() },
+            ),
+        ];
+        for (jw, p) in &journals {
+            for (bw, d) in &boxes {
+                let (rest, outcome) = remaining(p, &after_detect(d.clone()));
+                let what = format!("{jw} × {bw}: {rest:?} → {outcome:?}");
+                let goal = d.supervised_healthy() && d.legacy_alive.is_empty();
+                if goal {
+                    assert!(
+                        rest.iter().all(|s| matches!(s, DisableStale | Verify)),
+                        "a healthy box is only verified: {what}"
+                    );
+                    if p.is_fresh() {
+                        assert_eq!(outcome, Outcome::AlreadyMigrated, "{what}");
+                    } else {
+                        assert_eq!((rest.last(), outcome), (Some(&Verify), Outcome::Migrated), "{what}");
+                    }
+                    continue;
+                }
+                assert_eq!(outcome, Outcome::Migrated, "{what}");
+                assert_eq!(rest.last(), Some(&Verify), "{what}");
+                let pos = |k: StepKind| rest.iter().position(|s| *s == k);
+                if !d.legacy_alive.is_empty() {
+                    // Nothing is stopped on the strength of an old check.
+                    assert!(pos(Preflight) < pos(StopLegacy) && pos(Preflight).is_some(), "{what}");
+                }
+                if (d.unit.active || d.unit.enabled) && !rest.is_empty() && rest[0] != Verify {
+                    // A unit left running (not healthy) is stopped by step 3 before the sweep.
+                    assert!(pos(WriteUnit).is_some() && pos(WriteUnit) < pos(Sweep), "{what}");
+                }
+                if pos(Start).is_some() {
+                    assert!(pos(VerifyFree).is_some(), "ports are checked before every start: {what}");
+                }
+            }
+        }
     }
 
     #[test]

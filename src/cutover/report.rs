@@ -101,6 +101,10 @@ pub struct ModuleLine {
     pub status: String,
     /// Its pid.
     pub pid: Option<u32>,
+    /// Its declared port.
+    pub port: Option<u16>,
+    /// Its port is bound by its own process tree.
+    pub listening: bool,
     /// Its structured start error, as one line.
     pub start_error: Option<String>,
 }
@@ -135,6 +139,10 @@ pub struct Report {
     pub messages: Vec<String>,
     /// The one command that continues from here, when there is one.
     pub next: Option<String>,
+    /// Whether the hub unit starts at boot without a login (`None`: not asked, because
+    /// the cutover did not succeed or was a dry run). Set by the caller, which can reach
+    /// logind.
+    pub starts_at_boot: Option<bool>,
 }
 
 impl FinalState {

@@ -1,9 +1,8 @@
 //! The executor: asks [`plan`] for the next step, applies exactly that step, journals it,
 //! and asks again, until the plan says the cutover is finished.
 //!
-//! This file is the loop and its bookkeeping: the lock, the journal (load, record, the
-//! test fault point right after a record), progress events, the dry run and the final
-//! report. The steps' effects (manager calls, `/proc`, signals, HTTP probes) are in
+//! This file is the loop and its bookkeeping: the lock, the journal (load, record),
+//! progress events, the dry run and the final report. The steps' effects (manager calls, `/proc`, signals, HTTP probes) are in
 //! `steps.rs`; each reports one summary line on success or a [`StepFailure`] (a
 //! [`FailureKind`] for the plan plus the lines that explain it), and the plan alone turns
 //! failures into outcomes.
@@ -60,6 +59,7 @@ pub async fn migrate<M: ServiceManager>(cfg: &Config, manager: &M, sink: &mut dy
         failure: Vec::new(),
         manager_error: None,
         modules: Vec::new(),
+        wrote: false,
     };
     ex.run().await
 }
@@ -76,6 +76,8 @@ pub(super) struct Executor<'a, M> {
     pub(super) failure: Vec<String>,
     pub(super) manager_error: Option<String>,
     pub(super) modules: Vec<ModuleLine>,
+    /// Whether this run has written a state file (the journal, or moved a bad one aside).
+    pub(super) wrote: bool,
 }
 
 /// What one look at the box found.
@@ -86,11 +88,11 @@ pub(super) struct Snapshot {
 
 impl<M: ServiceManager> Executor<'_, M> {
     async fn run(&mut self) -> Report {
-        let _lock = if self.cfg.dry_run {
+        let mut lock = if self.cfg.dry_run {
             None
         } else {
             let holder = LockHolder::current("migrate --to-supervised");
-            match CutoverLock::acquire(&self.cfg.home.cutover_lock(), &holder) {
+            match CutoverLock::acquire_within(&self.cfg.home.cutover_lock(), &holder, self.cfg.lock_wait) {
                 Ok(l) => Some(l),
                 Err(e @ LockError::Held { .. }) => {
                     self.failure.push(e.to_string());
@@ -102,6 +104,18 @@ impl<M: ServiceManager> Executor<'_, M> {
                 }
             }
         };
+        let report = self.run_locked().await;
+        if !self.wrote
+            && let Some(l) = lock.as_mut()
+        {
+            // Nothing else was written (a failed preflight, already migrated, no manager):
+            // leave no lock file either.
+            l.remove_on_release();
+        }
+        report
+    }
+
+    async fn run_locked(&mut self) -> Report {
         if let Err(line) = self.load_journal() {
             self.failure.push(line);
             return self.finish(Outcome::WriteFailed, JournalAction::Keep).await;
@@ -212,6 +226,7 @@ impl<M: ServiceManager> Executor<'_, M> {
                 self.journal = j;
             }
             Ok(Loaded::Corrupt { moved_to, reason }) => {
+                self.wrote |= !self.cfg.dry_run;
                 let line = if self.cfg.dry_run {
                     format!(
                         "The cutover journal {} is malformed ({reason}); a real run moves it aside and starts over.",
@@ -230,7 +245,7 @@ impl<M: ServiceManager> Executor<'_, M> {
         Ok(())
     }
 
-    /// Journals a completed step (and crashes there when the test fault point says so).
+    /// Journals a completed step.
     fn record(&mut self, k: StepKind, summary: String) {
         let progress = self.journal.progress(self.cfg.port, &self.cfg.exec);
         if k == StepKind::Detect && progress.is_fresh() {
@@ -245,15 +260,15 @@ impl<M: ServiceManager> Executor<'_, M> {
             self.journal.stopped = stopped;
         }
         self.journal.complete(k, summary, rfc3339::now());
+        if matches!(k, StepKind::Detect | StepKind::Preflight) {
+            // Read-only steps leave no trace on their own: they are saved with the first
+            // step that changes something, so a failed preflight writes nothing.
+            return;
+        }
+        self.wrote = true;
         if let Err(e) = self.journal.save(&self.cfg.home.cutover_journal()) {
             self.observed.failed = Some((k, FailureKind::WriteFailed));
             self.failure.push(e.to_string());
-            return;
-        }
-        if self.cfg.crash_after == Some(k.number()) {
-            // Test-only fault point: die exactly as a power cut or `kill -9` would, right
-            // after the journal write, with no destructor, flush or lock release.
-            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
         }
     }
 
@@ -353,8 +368,11 @@ impl<M: ServiceManager> Executor<'_, M> {
                     true
                 }
             };
-            if changed && let Err(e) = self.journal.save(&path) {
-                self.failure.push(e.to_string());
+            if changed {
+                self.wrote = true;
+                if let Err(e) = self.journal.save(&path) {
+                    self.failure.push(e.to_string());
+                }
             }
         }
         if outcome == Outcome::NoManager && self.failure.is_empty() {
@@ -371,6 +389,7 @@ impl<M: ServiceManager> Executor<'_, M> {
             final_state,
             messages,
             next,
+            starts_at_boot: None,
         }
     }
 
@@ -382,7 +401,14 @@ impl<M: ServiceManager> Executor<'_, M> {
         let running: Vec<String> = snap.detection.legacy_alive.clone();
         stopped.retain(|s| !running.contains(s));
         let unit = match &snap.unit {
-            Ok(u) => UnitState::observed(self.manager.kind(), u),
+            Ok(u) => {
+                let mut st = UnitState::observed(self.manager.kind(), u);
+                if st.scope.is_none() && (u.file.is_some() || u.active || u.loaded) {
+                    // The unit is there, in the scope this run manages.
+                    st.scope = Some(self.manager.scope().to_string());
+                }
+                st
+            }
             Err(e) => UnitState {
                 manager: self.manager.kind().to_owned(),
                 file: Some(self.manager.unit_path(&UnitId::hub())).filter(|p| p.exists()),

@@ -74,7 +74,9 @@ mod tests {
             module: Some(ModuleName::parse(name).unwrap()),
             port: 1,
             pidfile: PathBuf::new(),
-            markers: vec![],
+            names: vec![],
+            install_dir: None,
+            hub_port: 1939,
         }
     }
 

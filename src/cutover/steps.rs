@@ -284,7 +284,11 @@ impl<M: ServiceManager> Executor<'_, M> {
         let mut notes = Vec::new();
         let mut ours = Vec::new();
         for h in &holders {
-            if h.attribution.is_ours() {
+            if h.attribution == Attribution::Supervised {
+                // The running hub unit's own tree (a resumed run whose unit is up): the
+                // manager owns it; step 3 stops it through the manager when it must go.
+                notes.push(format!("left pid {} on port {} to the hub unit that runs it", h.pid, h.port));
+            } else if h.attribution.is_sweepable() {
                 let _ = signal_identity(&h.identity, Signal::Term, false);
                 ours.push(h.identity);
                 notes.push(format!(
@@ -309,17 +313,26 @@ impl<M: ServiceManager> Executor<'_, M> {
         if notes.is_empty() { "no orphan on any declared port".to_owned() } else { notes.join("; ") }
     }
 
-    /// Ports still held after the deadline, described.
-    pub(super) async fn wait_ports_free(&self, within: Duration) -> Vec<String> {
+    /// Ports still held after the deadline, described. With `allow_supervised`, a port held
+    /// only by the running hub unit's own process tree counts as free: the manager starts
+    /// (or keeps) that tree, and it must never block its own start.
+    pub(super) async fn wait_ports_free(&self, within: Duration, allow_supervised: bool) -> Vec<String> {
         let deadline = Instant::now() + within;
         let mut seen = BTreeSet::new();
         let ports: Vec<&Target> = self.targets.iter().filter(|t| seen.insert(t.port)).collect();
         loop {
-            let busy: Vec<&Target> = ports
+            let mut busy: Vec<&Target> = ports
                 .iter()
                 .copied()
                 .filter(|t| legacy::port_in_use(self.cfg.facts.as_ref(), t.port))
                 .collect();
+            if allow_supervised && !busy.is_empty() {
+                let known = self.known().await;
+                busy.retain(|t| {
+                    let hs = legacy::holders(t, &known);
+                    hs.is_empty() || hs.iter().any(|h| h.attribution != Attribution::Supervised)
+                });
+            }
             if busy.is_empty() {
                 return Vec::new();
             }
@@ -356,7 +369,7 @@ impl<M: ServiceManager> Executor<'_, M> {
     }
 
     pub(super) async fn verify_free(&mut self) -> StepResult {
-        let busy = self.wait_ports_free(self.cfg.timeouts.port_free).await;
+        let busy = self.wait_ports_free(self.cfg.timeouts.port_free, false).await;
         if busy.is_empty() {
             let ports: BTreeSet<u16> = self.targets.iter().map(|t| t.port).collect();
             Ok(format!(
@@ -369,9 +382,18 @@ impl<M: ServiceManager> Executor<'_, M> {
     }
 
     pub(super) async fn start(&mut self) -> StepResult {
+        // A unit already up and healthy (an earlier run was killed during its start) is
+        // the goal itself: nothing to start, and its ports are its own.
+        let snap = self.snapshot().await;
+        if snap.detection.supervised_healthy() {
+            return Ok(format!(
+                "the hub unit was already running and healthy (main pid {})",
+                snap.detection.unit.main_pid.unwrap_or(0)
+            ));
+        }
         // The last look, immediately before the start (W21: a port freed earlier may have
         // been taken again since).
-        let busy = self.wait_ports_free(Duration::ZERO).await;
+        let busy = self.wait_ports_free(Duration::ZERO, true).await;
         if !busy.is_empty() {
             return Err(StepFailure { kind: FailureKind::PortBlocked, lines: busy });
         }
@@ -403,43 +425,22 @@ impl<M: ServiceManager> Executor<'_, M> {
                 match crate::client::Hub::connect(&self.cfg.home).await {
                     Ok(hub) => match hub.modules().await {
                         Ok(list) => {
-                            self.modules = list
-                                .modules
-                                .iter()
-                                .map(|m| ModuleLine {
-                                    short: m.short.clone(),
-                                    status: m.status.as_str().to_owned(),
-                                    pid: m.pid,
-                                    start_error: m.start_error.as_ref().map(ToString::to_string),
-                                })
-                                .collect();
-                            // Declared but not supervised: the hub found nothing to run.
-                            for i in list
-                                .installed
-                                .iter()
-                                .filter(|i| !list.modules.iter().any(|m| m.short == i.short))
-                            {
-                                self.modules.push(ModuleLine {
-                                    short: i.short.clone(),
-                                    status: "not-supervised".to_owned(),
-                                    pid: None,
-                                    start_error: Some(
-                                        "the hub has no start command for it (see its log)".to_owned(),
-                                    ),
-                                });
+                            let check = check_modules(&list, &self.targets);
+                            self.modules = check.lines;
+                            if !check.failed.is_empty() {
+                                // Crashed or never supervised: that does not change without
+                                // an operator, so waiting would only delay the news.
+                                let mut lines = vec![format!(
+                                    "The supervised hub answers, but {} of its modules did not come up:",
+                                    check.failed.len()
+                                )];
+                                lines.extend(check.failed.iter().map(|l| format!("  {l}")));
+                                return Err(StepFailure { kind: FailureKind::ModuleFailed, lines });
                             }
-                            let pending: Vec<_> = list
-                                .modules
-                                .iter()
-                                .filter(|m| {
-                                    matches!(m.status, ModuleStatus::Starting | ModuleStatus::Restarting)
-                                })
-                                .map(|m| format!("{} is {}", m.short, m.status.as_str()))
-                                .collect();
-                            if pending.is_empty() {
+                            if check.pending.is_empty() {
                                 return Ok(self.modules_summary(snap.detection.unit.main_pid));
                             }
-                            last = pending.join(", ");
+                            last = check.pending.join("; ");
                         }
                         Err(e) => last = e.to_string(),
                     },
@@ -473,7 +474,7 @@ impl<M: ServiceManager> Executor<'_, M> {
                     ),
                 ));
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -494,6 +495,84 @@ impl<M: ServiceManager> Executor<'_, M> {
         }
         parts.join("; ")
     }
+}
+
+/// What step 9 made of the hub's module list.
+struct ModuleCheck {
+    /// One line per module, for the report.
+    lines: Vec<ModuleLine>,
+    /// Modules that will not come up without an operator (crashed, stopped, unsupervised).
+    failed: Vec<String>,
+    /// Modules still on their way (starting, restarting, running but not listening yet).
+    pending: Vec<String>,
+}
+
+/// Checks every module the hub lists: it must be `running`, and its declared port must be
+/// bound by its own process tree (the pid the hub reports, or a descendant).
+fn check_modules(list: &crate::api::wire::ModuleList, targets: &[Target]) -> ModuleCheck {
+    let mut out = ModuleCheck { lines: Vec::new(), failed: Vec::new(), pending: Vec::new() };
+    let err_text =
+        |m: &crate::supervisor::ModuleState| m.start_error.as_ref().map(|e| legacy::sanitize(&e.to_string()));
+    let port_of = |short: &str| {
+        list.installed
+            .iter()
+            .find(|i| i.short == short)
+            .and_then(|i| i.port)
+            .or_else(|| targets.iter().find(|t| t.name == short).map(|t| t.port))
+    };
+    for m in &list.modules {
+        let port = port_of(&m.short);
+        let listening = match (port, m.pid) {
+            (Some(p), Some(pid)) => {
+                procfs::listeners(p).iter().any(|l| l.pid == pid || procfs::is_descendant(l.pid, pid))
+            }
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        let start_error = err_text(m);
+        let why = start_error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default();
+        let name = legacy::sanitize(&m.short);
+        match m.status {
+            ModuleStatus::Crashed | ModuleStatus::Stopped => {
+                out.failed.push(format!("{name} is {}{why}", m.status.as_str()));
+            }
+            ModuleStatus::Starting | ModuleStatus::Restarting => {
+                out.pending.push(format!("{name} is {}{why}", m.status.as_str()));
+            }
+            ModuleStatus::Running if !listening => out.pending.push(format!(
+                "{name} is running (pid {}) but its port {} is not bound by its process tree yet{why}",
+                m.pid.unwrap_or(0),
+                port.map(|p| p.to_string()).unwrap_or_default()
+            )),
+            ModuleStatus::Running => {}
+        }
+        out.lines.push(ModuleLine {
+            short: m.short.clone(),
+            status: m.status.as_str().to_owned(),
+            pid: m.pid,
+            port,
+            listening,
+            start_error,
+        });
+    }
+    // Declared but not supervised: the hub found nothing to run.
+    for i in list.installed.iter().filter(|i| !list.modules.iter().any(|m| m.short == i.short)) {
+        let why = i
+            .skip_reason
+            .as_deref()
+            .map(legacy::sanitize)
+            .unwrap_or_else(|| "the hub has no start command for it (see its log)".to_owned());
+        out.failed.push(format!("{} is not supervised ({why})", legacy::sanitize(&i.short)));
+        out.lines.push(ModuleLine {
+            short: i.short.clone(),
+            status: "not-supervised".to_owned(),
+            pid: None,
+            port: i.port,
+            listening: false,
+            start_error: Some(why),
+        });
+    }
+    out
 }
 
 fn write_failure(e: parachute_manager::Error) -> StepFailure {

@@ -19,8 +19,20 @@ use super::stale_units;
 use crate::model::home::Home;
 use crate::model::services::ServicesFile;
 
-/// Runs the teardown and reports.
+/// Runs the teardown and reports, waiting up to [`super::lock::DEFAULT_WAIT`] for another
+/// writer of the hub unit.
 pub async fn teardown<M: ServiceManager>(home: &Home, manager: &M, sink: &mut dyn Sink) -> TeardownReport {
+    teardown_within(home, manager, super::lock::DEFAULT_WAIT, sink).await
+}
+
+/// Runs the teardown and reports, waiting up to `lock_wait` for another writer of the hub
+/// unit.
+pub async fn teardown_within<M: ServiceManager>(
+    home: &Home,
+    manager: &M,
+    lock_wait: std::time::Duration,
+    sink: &mut dyn Sink,
+) -> TeardownReport {
     let holder = Holder::current("migrate --teardown");
     // As root on a user's home, the lock and the journal are that user's files.
     let _as_owner = match crate::privsep::act_as_owner(home.root()) {
@@ -34,7 +46,7 @@ pub async fn teardown<M: ServiceManager>(home: &Home, manager: &M, sink: &mut dy
             };
         }
     };
-    let _lock = match CutoverLock::acquire(&home.cutover_lock(), &holder) {
+    let _lock = match CutoverLock::acquire_within(&home.cutover_lock(), &holder, lock_wait) {
         Ok(l) => l,
         Err(e) => {
             let outcome = if matches!(e, LockError::Held { .. }) {

@@ -81,6 +81,75 @@ impl LegacyBox {
         self
     }
 
+    /// Declares a third-party module `name` the way upstream documents them: a generic
+    /// runtime and a relative script (`python3 server.py`, startCmd in
+    /// `<installDir>/.parachute/module.json`), run with cwd = installDir. Neither its row
+    /// name nor its install dir is in its command line. Starts nothing.
+    pub fn declare_python(&mut self, name: &str, port: u16) -> PathBuf {
+        let install = self.dir.path().join("modules").join(name);
+        std::fs::create_dir_all(install.join(".parachute")).unwrap();
+        std::fs::write(install.join("server.py"), PY_SERVER).unwrap();
+        std::fs::write(
+            install.join(".parachute/module.json"),
+            json!({"name": name, "startCmd": ["python3", "server.py"]}).to_string(),
+        )
+        .unwrap();
+        self.rows.push(json!({
+            "name": name, "port": port, "paths": [format!("/{name}")], "health": "/health",
+            "version": "1.0.0", "installDir": install.to_str().unwrap(),
+        }));
+        self.flush();
+        install
+    }
+
+    /// Declares a python module (see [`LegacyBox::declare_python`]) and starts it as the
+    /// legacy hub 0.6.2 did: detached, cwd = installDir, `PORT` and `PARACHUTE_HUB_ORIGIN`
+    /// in its environment, its pidfile written by its launcher.
+    pub fn python_module(&mut self, name: &str, port: u16, hub_port: u16) -> ProcessIdentity {
+        let install = self.declare_python(name, port);
+        let pidfile = self.pidfile(name);
+        std::fs::create_dir_all(pidfile.parent().unwrap()).unwrap();
+        let _ = std::fs::remove_file(&pidfile);
+        let status = Command::new("setsid")
+            .args(["--fork", "sh", "-c"])
+            .arg(format!("echo $$ > '{}'; exec python3 server.py", pidfile.display()))
+            .current_dir(&install)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("PORT", port.to_string())
+            .env("PARACHUTE_HUB_ORIGIN", format!("http://127.0.0.1:{hub_port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let pid: u32 = wait_for("the python module's pid", Duration::from_secs(10), || {
+            let pid: u32 = std::fs::read_to_string(&pidfile).ok()?.trim().parse().ok()?;
+            procfs::cmdline(pid).filter(|c| c.starts_with("python3")).map(|_| pid)
+        });
+        let id = procfs::identity(pid).unwrap();
+        self.started.push(id);
+        wait_for(&format!("python3 server.py to listen on {port}"), Duration::from_secs(10), || {
+            (!procfs::listeners(port).is_empty()).then_some(())
+        });
+        id
+    }
+
+    /// Replaces row `name`'s startCmd for the supervised hub only (the legacy daemon keeps
+    /// what it runs): `bin/<name> --port <port> <flags>`.
+    pub fn supervised_flags(&mut self, name: &str, port: u16, flags: &[&str]) {
+        let install = self.dir.path().join("modules").join(name);
+        let mut cmd =
+            vec![self.bin(name).to_string_lossy().into_owned(), "--port".to_owned(), port.to_string()];
+        cmd.extend(flags.iter().map(|f| (*f).to_owned()));
+        std::fs::write(
+            install.join(".parachute/module.json"),
+            json!({"name": name, "startCmd": cmd}).to_string(),
+        )
+        .unwrap();
+    }
+
     /// The legacy pidfile of row `name` (`<home>/<short>/run/<short>.pid`).
     pub fn pidfile(&self, name: &str) -> PathBuf {
         let short = parachute::model::names::short_name_for(name);
@@ -198,6 +267,19 @@ impl Drop for LegacyBox {
         }
     }
 }
+
+/// A module server in the shape of a real third-party module: answers every GET on
+/// `$PORT`, exits on SIGTERM.
+const PY_SERVER: &str = r#"import http.server, os
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"ok")
+    def log_message(self, *a):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#;
 
 /// Whether the very process `id` still runs.
 pub fn alive(id: &ProcessIdentity) -> bool {
