@@ -171,6 +171,11 @@ read -r -d '' INNER <<'INNER_EOF' || true
 set -euo pipefail
 d=$1 mcg=$2 jcg=$3 systemd_bin=$4 journald_bin=$5 persistent=$6
 shift 6
+# On a real host /run is a mount of its own. Where it is not (a microVM whose root holds
+# /run), systemd 252 mounts a fresh tmpfs over it for units with API file-system options
+# (ProtectControlGroups=, ProtectProc=, ...), and the journal's sockets vanish from their
+# view: make it one, in this namespace only.
+mountpoint -q /run || mount --bind /run /run
 # Private /run/systemd (sd_booted() marker + journald sockets) and /run/log.
 mount -t tmpfs -o mode=0755 sandbox-run-systemd /run/systemd
 mkdir -p /run/systemd/system /run/systemd/journal /run/systemd/journald.conf.d

@@ -71,6 +71,8 @@ pub fn hub_unit_spec(
         run_as_user: run_as_user.map(str::to_owned),
         readiness: HUB_READINESS,
         hardened: true,
+        // The hub names every module's lines in the journal (`journalctl -t <module>`).
+        log_to_journal: true,
     }
 }
 

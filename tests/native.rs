@@ -126,7 +126,7 @@ async fn the_start_job_waits_for_every_module_and_a_module_cannot_report_ready()
 async fn a_stopped_hub_is_restarted_for_the_watchdog_and_its_modules_die() {
     let Some(sb) = Sandbox::start("notify_watchdog") else { return };
     let (module_port, hub_port) = (free_port(), free_port());
-    let home = home_with(&sb, &[("vault", module_port, fixture(module_port, &[]))]);
+    let home = home_with(&sb, &[("alpha", module_port, fixture(module_port, &[]))]);
     let watchdog = 2;
     let spec = UnitSpec {
         readiness: Readiness::Notify { start_timeout_sec: 30, watchdog_sec: Some(watchdog) },
@@ -270,4 +270,84 @@ fn probes_follow_the_modules_and_liveness_does_not() {
     assert_eq!(v["ready"], false);
     let (code, body) = hub.http("GET", "/livez", None);
     assert_eq!(code, 200, "{body}");
+}
+
+fn journal(sb: &Sandbox, filter: &[&str]) -> String {
+    let mut args = vec![
+        "journalctl",
+        "-D",
+        sb.var("SYSTEMD_SANDBOX_JOURNAL_DIR"),
+        "--user-unit",
+        "parachute-hub.service",
+        "--no-pager",
+    ];
+    args.extend(filter);
+    String::from_utf8_lossy(&in_sandbox(sb, &args).stdout).into_owned()
+}
+
+/// Under a user unit every module's lines reach the sandbox's journal under the module's
+/// own identifier (`journalctl -u parachute-hub -t alpha` shows alpha alone, stderr at
+/// priority err), supervisor events carry PARACHUTE_MODULE/PARACHUTE_EVENT, and the ring
+/// buffer behind `parachute logs` still has every line.
+#[tokio::test]
+async fn each_module_has_its_own_identifier_in_the_journal() {
+    let Some(sb) = Sandbox::start("journal_identity") else { return };
+    let (alpha, beta, flaky, hub_port) = (free_port(), free_port(), free_port(), free_port());
+    let home = home_with(
+        &sb,
+        &[
+            (
+                "alpha",
+                alpha,
+                fixture(alpha, &["--lines", "50", "--line-text", "alpha-says", "--stderr-lines", "3"]),
+            ),
+            ("beta", beta, fixture(beta, &["--lines", "40", "--line-text", "beta-says"])),
+            ("flaky", flaky, fixture(flaky, &["--exit-after-ms", "2500", "--exit-code", "1"])),
+        ],
+    );
+    let spec = hub_spec(&sb, &home, hub_port);
+    assert!(spec.log_to_journal);
+    let mgr = manager(&sb).await;
+    mgr.install(&spec, AfterInstall::Start).await.expect("install and start the hub unit");
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let alpha_lines = loop {
+        let text = journal(&sb, &["-t", "alpha", "-o", "cat"]);
+        if text.lines().filter(|l| l.starts_with("alpha-says")).count() == 50 {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "alpha's 50 lines never reached the journal:\n{}",
+            journal(&sb, &["-o", "short"])
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!alpha_lines.contains("beta-says"), "{alpha_lines}");
+    assert!(!alpha_lines.contains("[alpha]"), "journal entries are named, not prefixed: {alpha_lines}");
+    let beta_lines = journal(&sb, &["-t", "beta", "-o", "cat"]);
+    assert_eq!(beta_lines.lines().filter(|l| l.starts_with("beta-says")).count(), 40, "{beta_lines}");
+    assert!(!beta_lines.contains("alpha-says"));
+    let errs = journal(&sb, &["-t", "alpha", "-p", "err", "-o", "cat"]);
+    assert!(
+        errs.lines().count() == 3 && errs.lines().all(|l| l.starts_with("err alpha-says")),
+        "only the 3 stderr lines at priority err: {errs}"
+    );
+
+    // A supervisor event about a module (flaky crashes) is an entry with structured fields.
+    let event = wait_for("flaky's crash event", Duration::from_secs(15), || {
+        let text = journal(&sb, &["PARACHUTE_MODULE=flaky", "-o", "json"]);
+        text.lines().find(|l| l.contains("PARACHUTE_EVENT")).map(str::to_owned)
+    });
+    let event: serde_json::Value = serde_json::from_str(&event).unwrap();
+    assert_eq!(event["PARACHUTE_EVENT"], "supervisor", "{event}");
+    assert_eq!(event["SYSLOG_IDENTIFIER"], "parachute", "{event}");
+    assert!(event["MESSAGE"].as_str().unwrap().contains("flaky"), "{event}");
+
+    let token = std::fs::read_to_string(home.operator_token()).unwrap();
+    let (code, body) =
+        crate::support::hub::http(hub_port, "GET", "/api/modules/alpha/logs", Some(token.trim()));
+    assert_eq!(code, 200);
+    assert_eq!(body.matches("[alpha] alpha-says").count(), 50, "the ring buffer keeps every line: {body}");
+    mgr.teardown(&spec.id).await.unwrap();
 }

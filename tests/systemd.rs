@@ -117,7 +117,18 @@ fn unit_install_status_remove_json_against_a_sandbox() {
     wait_for("the hub to listen", Duration::from_secs(10), || {
         std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).ok()
     });
-    assert!(home.join("hub/logs/hub.log").exists(), "StandardOutput=append: writes the hub log");
+    // The hub logs to the journal (StandardOutput=journal), the sandbox's own.
+    wait_for("the hub's listening line in the journal", Duration::from_secs(10), || {
+        let out = crate::support::isolated("bash")
+            .arg(script())
+            .args(["exec"])
+            .arg(sb.dir())
+            .args(["--", "journalctl", "-D", sb.var("SYSTEMD_SANDBOX_JOURNAL_DIR")])
+            .args(["--user-unit", "parachute-hub.service", "-o", "cat", "--no-pager"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains("[hub] listening on").then_some(())
+    });
 
     let v = json_of(&unit_in(&sb, &install));
     assert_eq!(v["change"], "already-in-place");
@@ -205,6 +216,7 @@ async fn detection_picks_systemd_when_booted_and_the_bus_answers() {
         run_as_user: None,
         readiness: parachute_manager::Readiness::Exec,
         hardened: false,
+        log_to_journal: false,
     };
     assert_eq!(backend.install(&spec, AfterInstall::Start).await.unwrap(), Change::Changed);
     wait_for("the fixture to listen", Duration::from_secs(10), || {

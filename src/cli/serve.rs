@@ -122,6 +122,7 @@ pub fn run(args: Args, env: &HostEnv) -> Code {
             watchdog_usec: env.get("WATCHDOG_USEC").map(str::to_owned),
             watchdog_pid: env.get("WATCHDOG_PID").map(str::to_owned),
         },
+        journal_stream: env.get("JOURNAL_STREAM").map(str::to_owned),
     });
     match outcome {
         Ok(Outcome::Clean) => Code::Success,

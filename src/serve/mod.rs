@@ -25,6 +25,7 @@ pub mod limits;
 pub mod notify;
 
 use std::io::Write;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,6 +73,9 @@ pub struct ServeOptions {
     /// What the service manager passed for readiness and the watchdog (empty outside
     /// systemd).
     pub notify: notify::NotifyEnv,
+    /// `JOURNAL_STREAM`: when it names the hub's stderr or stdout, the output is the
+    /// journal and every module's lines go there under the module's own identifier.
+    pub journal_stream: Option<String>,
 }
 
 /// How a hub that got as far as serving ended.
@@ -319,7 +323,11 @@ async fn serve(mut opts: ServeOptions) -> Result<Outcome, ServeError> {
     for report in crate::supervisor::adopt_leftovers(&state_file, config.kill_timeout).await {
         say(&report.to_string());
     }
-    let supervisor = Supervisor::new(config, OutputSink::Stdout);
+    let to_journal = [std::io::stderr().as_fd(), std::io::stdout().as_fd()]
+        .into_iter()
+        .any(|fd| crate::supervisor::journal::is_journal_stream(opts.journal_stream.as_deref(), fd));
+    let sink = if to_journal { OutputSink::Journal(Default::default()) } else { OutputSink::Stdout };
+    let supervisor = Supervisor::new(config, sink);
     let resolver = Arc::new(boot::ModelResolver::new(home.clone(), opts.ctx.clone()));
     let (phase_tx, phase_rx) = watch::channel(Phase::Running);
     let beat = Arc::new(api::probes::LoopBeat::default());

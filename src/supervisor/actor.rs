@@ -123,6 +123,8 @@ impl Actor {
             ring,
             output: ctx.output.clone(),
             max_line: ctx.config.max_line_bytes,
+            journal: ctx.output.module_journal(short),
+            stream: None,
         };
         let closed = ctx.closing.load(Ordering::SeqCst);
         let actor = Actor {
@@ -362,8 +364,8 @@ impl Actor {
         let pid = child.pid();
         let start_ticks = procfs::stat(pid).map_or(0, |s| s.start_ticks);
         let pumps = vec![
-            tokio::spawn(pump(spawned.stdout, self.sink.clone())),
-            tokio::spawn(pump(spawned.stderr, self.sink.clone())),
+            tokio::spawn(pump(spawned.stdout, self.sink.stdout())),
+            tokio::spawn(pump(spawned.stderr, self.sink.stderr())),
         ];
         self.module.set_live(Some(Live { handle: child.handle(), start_ticks }));
         self.spawn_seq += 1;

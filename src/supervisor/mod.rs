@@ -34,6 +34,7 @@ mod actor;
 pub(crate) mod attribution;
 pub(crate) mod budget;
 pub(crate) mod diagnostics;
+pub(crate) mod journal;
 pub(crate) mod lines;
 pub(crate) mod logbuf;
 pub(crate) mod output;

@@ -37,6 +37,9 @@ pub enum OutputSink {
     Writer(Box<dyn AsyncWrite + Send + Unpin>),
     /// Nowhere (the ring buffers still get every line).
     Discard,
+    /// The supervisor's stdout, which is the systemd journal: each module's lines go to
+    /// journald on streams of its own, under its own identifier (see `journal`).
+    Journal(super::journal::JournalSockets),
 }
 
 impl std::fmt::Debug for OutputSink {
@@ -45,6 +48,7 @@ impl std::fmt::Debug for OutputSink {
             OutputSink::Stdout => "Stdout",
             OutputSink::Writer(_) => "Writer(..)",
             OutputSink::Discard => "Discard",
+            OutputSink::Journal(_) => "Journal",
         })
     }
 }
@@ -69,15 +73,56 @@ struct Inner {
 #[derive(Clone)]
 pub struct Output {
     inner: Option<Arc<Inner>>,
+    journal: Option<Arc<JournalSink>>,
+}
+
+/// The journal sink's per-module plumbing.
+struct JournalSink {
+    sockets: super::journal::JournalSockets,
+    events: Option<super::journal::EventSender>,
+    cap: usize,
+}
+
+/// A module's own journal streams (stdout at info, stderr at err) and the event sender.
+#[derive(Clone)]
+pub struct ModuleJournal {
+    /// Unprefixed stdout lines.
+    pub out: Output,
+    /// Unprefixed stderr lines.
+    pub err: Output,
+    short: String,
+    events: Arc<JournalSink>,
+}
+
+impl ModuleJournal {
+    /// Sends a supervisor event about the module with its structured fields; `false` when
+    /// there is no event socket (the caller writes the line to the output instead).
+    pub fn event(&self, kind: super::journal::EventKind, text: &str) -> bool {
+        match &self.events.events {
+            Some(e) => {
+                e.send(&self.short, kind, text);
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 impl Output {
     /// Starts the writer task (inside a tokio runtime) with a queue of `cap` lines.
     pub fn start(sink: OutputSink, cap: usize) -> Output {
+        let mut journal = None;
         let writer: Box<dyn AsyncWrite + Send + Unpin> = match sink {
-            OutputSink::Discard => return Output { inner: None },
+            OutputSink::Discard => return Output { inner: None, journal: None },
             OutputSink::Stdout => Box::new(tokio::io::stdout()),
             OutputSink::Writer(w) => w,
+            OutputSink::Journal(sockets) => {
+                let events = super::journal::EventSender::new(&sockets)
+                    .map_err(|e| tracing::warn!("no journal event socket ({e}); events go to stdout"))
+                    .ok();
+                journal = Some(Arc::new(JournalSink { sockets, events, cap }));
+                Box::new(tokio::io::stdout())
+            }
         };
         let cap = cap.max(2);
         let (tx, rx) = mpsc::channel(cap);
@@ -92,7 +137,32 @@ impl Output {
         // 64 KiB: tokio's stdout hands every buffer flush to a blocking thread, so fewer,
         // larger writes are what keeps a chatty module from outrunning the sink.
         tokio::spawn(write_loop(rx, Arc::clone(&inner), BufWriter::with_capacity(64 * 1024, writer), cap));
-        Output { inner: Some(inner) }
+        Output { inner: Some(inner), journal }
+    }
+
+    /// With the journal sink: `short`'s own journal streams (inside a tokio runtime).
+    /// `None` for the other sinks, or when journald refused the connection (the module's
+    /// lines then go to the shared output, prefixed, and a warning says why).
+    pub fn module_journal(&self, short: &str) -> Option<ModuleJournal> {
+        use super::journal::{Priority, open_stream};
+        let j = self.journal.as_ref()?;
+        let open = |p: Priority| -> std::io::Result<Output> {
+            let s = open_stream(&j.sockets, short, p)?;
+            s.set_nonblocking(true)?;
+            let s = tokio::net::UnixStream::from_std(s)?;
+            Ok(Output::start(OutputSink::Writer(Box::new(s)), j.cap))
+        };
+        match (open(Priority::Info), open(Priority::Err)) {
+            (Ok(out), Ok(err)) => {
+                Some(ModuleJournal { out, err, short: short.to_owned(), events: Arc::clone(j) })
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(
+                    "cannot open journal streams for {short} ({e}); its lines go to the hub's own output"
+                );
+                None
+            }
+        }
     }
 
     /// Queues one complete line (ending in `\n`), or drops and counts it if the queue is

@@ -13,9 +13,10 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use std::borrow::Cow;
 
+use super::journal::EventKind;
 use super::lines::{LineSplitter, append_line, format_line};
 use super::logbuf::LogRing;
-use super::output::Output;
+use super::output::{ModuleJournal, Output};
 
 /// Where a module's lines go.
 #[derive(Clone)]
@@ -28,14 +29,32 @@ pub struct LineSink {
     pub output: Output,
     /// Cut lines longer than this.
     pub max_line: usize,
+    /// The module's own journal streams, when the output is the journal.
+    pub journal: Option<ModuleJournal>,
+    /// The journal stream of the stream this pump reads (set by [`LineSink::stdout`] and
+    /// [`LineSink::stderr`]); its lines go there unprefixed instead of to `output`.
+    pub stream: Option<Output>,
 }
 
 impl LineSink {
-    /// A `[supervisor] …` line (no module prefix) into the ring and the output (R29).
+    /// A `[supervisor] …` line (no module prefix) into the ring and the output (R29); to
+    /// the journal as an entry with the module and event fields when that is the output.
     pub fn event(&self, text: &str) {
         let line = format_line(b"", text.as_bytes(), false);
         self.ring.push(line.clone());
-        self.output.line(line);
+        if !self.journal.as_ref().is_some_and(|j| j.event(EventKind::Supervisor, text)) {
+            self.output.line(line);
+        }
+    }
+
+    /// The sink for the child's stdout.
+    pub fn stdout(&self) -> LineSink {
+        LineSink { stream: self.journal.as_ref().map(|j| j.out.clone()), ..self.clone() }
+    }
+
+    /// The sink for the child's stderr.
+    pub fn stderr(&self) -> LineSink {
+        LineSink { stream: self.journal.as_ref().map(|j| j.err.clone()), ..self.clone() }
     }
 }
 
@@ -91,8 +110,13 @@ pub async fn pump(mut stream: impl AsyncRead + Unpin, sink: LineSink) {
             sink.ring.push_many(lines.iter().cloned());
             let mut overrides = escaped.drain(..).peekable();
             for (i, line) in lines.into_iter().enumerate() {
-                match overrides.next_if(|(at, _)| *at == i) {
-                    Some((_, safe)) => sink.output.line(safe),
+                let line = match overrides.next_if(|(at, _)| *at == i) {
+                    Some((_, safe)) => safe,
+                    None => line,
+                };
+                match &sink.stream {
+                    // The journal entry is named after the module: no prefix.
+                    Some(stream) => stream.line(line.slice(sink.prefix.len()..)),
                     None => sink.output.line(line),
                 }
             }
@@ -102,7 +126,7 @@ pub async fn pump(mut stream: impl AsyncRead + Unpin, sink: LineSink) {
         }
         // Throttle a chatty child to the sink's pace (through its own pipe) rather than
         // dropping its lines; returns at once when the sink is stalled.
-        sink.output.make_room().await;
+        sink.stream.as_ref().unwrap_or(&sink.output).make_room().await;
     }
 }
 
@@ -121,6 +145,8 @@ mod tests {
             ring: Arc::clone(&ring),
             output: Output::start(OutputSink::Discard, 8),
             max_line: 1024,
+            journal: None,
+            stream: None,
         };
         let (mut w, r) = tokio::io::duplex(64);
         let task = tokio::spawn(pump(r, sink));

@@ -134,6 +134,7 @@ mod tests {
             run_as_user: None,
             readiness: parachute_manager::Readiness::Exec,
             hardened: false,
+            log_to_journal: false,
         };
         let why = "/run/systemd/system does not exist (not booted with systemd; a container?)";
         let m = NoManager::new(Scope::User, why);

@@ -250,6 +250,7 @@ mod tests {
             run_as_user: Some("op".into()),
             readiness: parachute_manager::Readiness::Exec,
             hardened: false,
+            log_to_journal: false,
         }
     }
 

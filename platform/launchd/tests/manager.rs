@@ -95,6 +95,7 @@ impl Harness {
             run_as_user: None,
             readiness: parachute_manager::Readiness::Exec,
             hardened: false,
+            log_to_journal: false,
         }
     }
 }

@@ -31,6 +31,7 @@ fn hub_spec() -> UnitSpec {
         run_as_user: Some("op".into()),
         readiness: parachute_manager::Readiness::Exec,
         hardened: false,
+        log_to_journal: false,
     }
 }
 
@@ -46,6 +47,7 @@ fn bare_spec() -> UnitSpec {
         run_as_user: None,
         readiness: parachute_manager::Readiness::Exec,
         hardened: false,
+        log_to_journal: false,
     }
 }
 
@@ -284,6 +286,7 @@ fn arb_spec() -> impl Strategy<Value = UnitSpec> {
                 run_as_user: Some("_parachute".into()),
                 readiness: parachute_manager::Readiness::Exec,
                 hardened: false,
+                log_to_journal: false,
             }
         })
 }

@@ -173,6 +173,9 @@ pub struct UnitSpec {
     /// arbitrary runtimes can live with (systemd: the hardening profile for the scope and
     /// the manager's version; launchd has none to apply).
     pub hardened: bool,
+    /// Send stdout and stderr to the manager's journal rather than to `log_path` (systemd);
+    /// a manager without a journal (launchd) still writes `log_path`.
+    pub log_to_journal: bool,
 }
 
 /// What `install` does after writing the unit.

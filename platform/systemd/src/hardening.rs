@@ -8,13 +8,16 @@
 //!   `RestrictNamespaces=` on user, mount, pid and net namespaces (bwrap, headless Chrome),
 //!   `PrivateNetwork=yes` and `IPAddressDeny=` (modules talk to the network), `ProcSubset=pid`
 //!   (node's `os.cpus()` reads /proc/cpuinfo), `DevicePolicy=` (a GPU-backed module), and
-//!   `SystemCallFilter=~@privileged @resources` (`cp -a` and tar chown their files, `nice`),
+//!   `SystemCallFilter=~@privileged` (`cp -a`, rsync and tar chown their files),
 //!   and `ProtectKernelTunables=yes`: 252 fails the unit with 226/NAMESPACE on a kernel
 //!   without /proc/kallsyms (microVM kernels such as Firecracker's; measured).
 //! * System scope only: under a non-root user manager `ProtectClock=`,
 //!   `ProtectKernelModules=`, `ProtectKernelLogs=`, `PrivateDevices=` and an empty
 //!   `CapabilityBoundingSet=` make the unit fail with 218/CAPABILITIES; `PrivateUsers=`
 //!   failed with 226/NAMESPACE in the sandbox.
+//! * `SystemCallFilter=~@resources` is in: `nice`, `taskset`, `ionice` and NUMA placement
+//!   get EPERM, while raising `RLIMIT_NOFILE` still works (glibc's setrlimit is the
+//!   `prlimit64` system call, which @resources does not hold).
 //! * The namespacing keys (`ProtectSystem=`, `ProtectHome=`, `PrivateTmp=`,
 //!   `PrivateMounts=`, `ProtectProc=`, `ProtectHostname=`) are rendered in both scopes: a non-root user manager
 //!   on 252 accepts them but does not apply them without `PrivateUsers=` (systemd.exec(5));
@@ -70,6 +73,7 @@ const PROFILE: &[Directive] = &[
     d("RestrictRealtime", "yes", 231, Scopes::Both),
     d("SystemCallArchitectures", "native", 209, Scopes::Both),
     d("SystemCallFilter", "@system-service", 236, Scopes::Both),
+    d("SystemCallFilter", "~@resources", 236, Scopes::Both),
     d("SystemCallErrorNumber", "EPERM", 209, Scopes::Both),
     d("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6 AF_NETLINK", 211, Scopes::Both),
     d("UMask", "0077", 204, Scopes::Both),

@@ -110,25 +110,28 @@ pub fn render_unit_for(spec: &UnitSpec, scope: Scope, version: ManagerVersion) -
     // The supervisor stops its own children in order; systemd only signals the main process
     // first and sweeps the rest of the cgroup after the stop timeout.
     line("KillMode=mixed");
-    let log = escape_specifiers(path_str(&spec.log_path, "log_path", &unit)?);
-    match scope {
+    if spec.log_to_journal || scope == Scope::System {
+        // The system manager would open an `append:` file as root, before dropping to
+        // `User=`, following whatever symlink the home's owner put there: never a path in a
+        // home (issue F1). A user unit asks for the journal itself (the hub does).
+        line("StandardOutput=journal");
+        line("StandardError=journal");
+        // journald's per-unit rate limit would let one chatty module silence every other
+        // (they share the hub's unit); the hub throttles each module to the journal's pace
+        // instead, and journald's own size limits bound the disk.
+        line("LogRateLimitIntervalSec=0");
+    } else {
         // The user manager opens `append:` files as the user: the log can stay in the home.
-        Scope::User => {
-            line(&format!("StandardOutput=append:{log}"));
-            line(&format!("StandardError=append:{log}"));
-        }
-        // The system manager would open it as root, before dropping to `User=`, following
-        // whatever symlink the home's owner put there: never a path in a home (issue F1).
-        Scope::System => {
-            line("StandardOutput=journal");
-            line("StandardError=journal");
-        }
+        let log = escape_specifiers(path_str(&spec.log_path, "log_path", &unit)?);
+        line(&format!("StandardOutput=append:{log}"));
+        line(&format!("StandardError=append:{log}"));
     }
     if spec.hardened {
         // ProtectSystem=strict and ProtectHome=read-only: only the home of the account the
         // unit runs as, its working directory and the log directory stay writable.
         let mut rw = vec!["%h".to_owned()];
-        for dir in spec.working_dir.as_deref().into_iter().chain(spec.log_path.parent()) {
+        let log_dir = spec.log_path.parent().filter(|_| !spec.log_to_journal);
+        for dir in spec.working_dir.as_deref().into_iter().chain(log_dir) {
             let d = escape_specifiers(path_str(dir, "writable path", &unit)?);
             if !rw.contains(&d) {
                 rw.push(d);
@@ -138,7 +141,8 @@ pub fn render_unit_for(spec: &UnitSpec, scope: Scope, version: ManagerVersion) -
         let rw: Vec<String> = rw.iter().map(|d| format!("-{d}")).collect();
         line(&format!("ReadWritePaths={}", rw.join(" ")));
         let in_tmp = |p: &Path| p.starts_with("/tmp") || p.starts_with("/var/tmp");
-        let private_tmp = !spec.working_dir.as_deref().is_some_and(in_tmp) && !in_tmp(&spec.log_path);
+        let private_tmp = !spec.working_dir.as_deref().is_some_and(in_tmp)
+            && (spec.log_to_journal || !in_tmp(&spec.log_path));
         for directive in hardening::directives(scope, version, private_tmp) {
             line(&directive);
         }
@@ -342,6 +346,7 @@ mod tests {
             run_as_user: Some("op".into()),
             readiness: parachute_manager::Readiness::Exec,
             hardened: false,
+            log_to_journal: false,
         }
     }
 

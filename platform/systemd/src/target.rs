@@ -110,6 +110,15 @@ pub(crate) struct Target {
     subscribed: tokio::sync::OnceCell<()>,
 }
 
+/// Where a unit's output goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogSource {
+    /// An `append:` file.
+    File(PathBuf),
+    /// The journal.
+    Journal,
+}
+
 impl Target {
     pub fn new(conn: Connection, scope: Scope, unit_dir: PathBuf, t: Timeouts) -> Target {
         Target { conn, scope, unit_dir, t, subscribed: tokio::sync::OnceCell::new() }
@@ -303,20 +312,57 @@ impl Target {
         }
     }
 
-    /// Where the unit appends its output: our own `StandardOutput=append:` line, read back
-    /// from the unit file.
-    pub fn log_path(&self, name: &str, props: Option<&Props>) -> Option<PathBuf> {
+    /// Where the unit's output goes, read back from our own unit file: an
+    /// `StandardOutput=append:` file, or the journal.
+    pub fn log_source(&self, name: &str, props: Option<&Props>) -> Option<LogSource> {
         let file = props
             .filter(|p| !p.fragment_path.is_empty())
             .map(|p| PathBuf::from(&p.fragment_path))
             .unwrap_or_else(|| self.file(name));
         let bytes = std::fs::read(&file).ok()?;
-        crate::read::read_unit(&file, &bytes).ok()?.log_path
+        // No `append:` file: the journal (systemd's default for services, and what our
+        // journal units say).
+        Some(match crate::read::read_unit(&file, &bytes).ok()?.log_path {
+            Some(path) => LogSource::File(path),
+            None => LogSource::Journal,
+        })
+    }
+
+    /// The last lines of the unit's output and where they come from, for an error.
+    pub async fn log_tail(&self, name: &str, props: Option<&Props>) -> Option<(String, Vec<String>)> {
+        match self.log_source(name, props)? {
+            LogSource::File(path) => Some((path.display().to_string(), parachute_fsx::tail_lines(&path, 20))),
+            LogSource::Journal => {
+                // journalctl is the journal's reader; linking libsystemd for 20 lines is not
+                // worth a C dependency. Bounded in time, best effort.
+                let unit_flag = match self.scope {
+                    Scope::User => "--user-unit",
+                    Scope::System => "--unit",
+                };
+                let run = tokio::process::Command::new("journalctl")
+                    .args([unit_flag, name, "-n", "20", "-o", "cat", "--no-pager", "-q"])
+                    .stdin(std::process::Stdio::null())
+                    .kill_on_drop(true)
+                    .output();
+                let lines = match tokio::time::timeout(Duration::from_secs(5), run).await {
+                    Ok(Ok(out)) => String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect(),
+                    _ => Vec::new(),
+                };
+                let prefix = if self.scope == Scope::User { "--user " } else { "" };
+                Some((format!("`journalctl {prefix}-u {name}`"), lines))
+            }
+        }
     }
 
     /// The error for a unit that is not running after a start: its state, how its main
-    /// process ended, and the tail of its log.
-    pub fn not_running(&self, name: &str, verb: &str, p: &Props, log: Option<&Path>) -> Error {
+    /// process ended, and the tail of its log (`log`: where, and the lines).
+    pub fn not_running(
+        &self,
+        name: &str,
+        verb: &str,
+        p: &Props,
+        log: Option<(String, Vec<String>)>,
+    ) -> Error {
         let ended = match p.exec_main_code {
             1 if p.exec_main_status == 203 => {
                 " systemd could not execute the program (status 203/EXEC): check that argv[0] exists and is executable."
@@ -326,12 +372,11 @@ impl Target {
             2 | 3 => format!(" Its main process was killed by signal {}.", p.exec_main_status),
             _ => String::new(),
         };
-        let tail = log.map(|l| parachute_fsx::tail_lines(l, 20)).unwrap_or_default();
         // The lines themselves travel in `log_tail` only, so callers print them once.
-        let log_hint = match log {
-            Some(l) if tail.is_empty() => format!(" Its log {} is empty.", l.display()),
-            Some(l) => format!(" Its log is {}.", l.display()),
-            None => String::new(),
+        let (log_hint, tail) = match log {
+            Some((l, tail)) if tail.is_empty() => (format!(" Its log {l} is empty."), tail),
+            Some((l, tail)) => (format!(" Its log is {l}."), tail),
+            None => (String::new(), Vec::new()),
         };
         Error::new(
             ErrorKind::JobFailed,
@@ -351,12 +396,12 @@ impl Target {
     pub async fn verify_running(&self, name: &str, verb: &str, settle: Duration) -> Result<(), Error> {
         let p = self.props(name).await?;
         if !(p.active() && p.main_pid > 0) {
-            return Err(self.not_running(name, verb, &p, self.log_path(name, Some(&p)).as_deref()));
+            return Err(self.not_running(name, verb, &p, self.log_tail(name, Some(&p)).await));
         }
         tokio::time::sleep(settle).await;
         let q = self.props(name).await?;
         if !(q.active() && q.main_pid == p.main_pid && q.n_restarts == p.n_restarts) {
-            return Err(self.not_running(name, verb, &q, self.log_path(name, Some(&q)).as_deref()));
+            return Err(self.not_running(name, verb, &q, self.log_tail(name, Some(&q)).await));
         }
         Ok(())
     }
@@ -365,7 +410,7 @@ impl Target {
     pub async fn job_failed(&self, name: &str, verb: &str, result: &str) -> Error {
         match self.props(name).await {
             Ok(p) => {
-                let mut e = self.not_running(name, verb, &p, self.log_path(name, Some(&p)).as_deref());
+                let mut e = self.not_running(name, verb, &p, self.log_tail(name, Some(&p)).await);
                 e.message = format!("The {verb} job for {name} ended with '{result}'. {}", e.message);
                 e
             }

@@ -52,6 +52,7 @@ fn hub() -> UnitSpec {
         run_as_user: Some("op".into()),
         readiness: parachute_manager::Readiness::Notify { start_timeout_sec: 60, watchdog_sec: Some(20) },
         hardened: true,
+        log_to_journal: true,
     }
 }
 
@@ -98,6 +99,7 @@ fn hostile_values_unit_matches_golden() {
         run_as_user: None,
         readiness: parachute_manager::Readiness::Exec,
         hardened: false,
+        log_to_journal: false,
     };
     check("parachute-hostile.user.service", &render_unit(&spec, Scope::User).unwrap());
 }

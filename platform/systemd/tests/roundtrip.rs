@@ -103,6 +103,7 @@ fn rendered_values_round_trip_through_systemd() {
                 run_as_user: None,
                 readiness: parachute_manager::Readiness::Exec,
                 hardened: false,
+                log_to_journal: false,
             };
             let mut keys = HashSet::new();
             let representable = !argv.iter().any(|a| has_control(a))

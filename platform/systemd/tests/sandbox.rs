@@ -39,6 +39,7 @@ fn spec(sb: &Sandbox, id: &str, argv: &[&str]) -> UnitSpec {
         run_as_user: None,
         readiness: parachute_manager::Readiness::Exec,
         hardened: false,
+        log_to_journal: false,
     }
 }
 
