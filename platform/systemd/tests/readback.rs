@@ -35,8 +35,9 @@ fn spec() -> impl Strategy<Value = UnitSpec> {
         component(false),
         prop::option::of("[a-z_][a-z0-9_.-]{0,8}"),
         any::<bool>(),
+        any::<bool>(),
     )
-        .prop_map(|(exe, args, env, wd, log, user, notify)| {
+        .prop_map(|(exe, args, env, wd, log, user, notify, journal)| {
             let mut seen = std::collections::HashSet::new();
             UnitSpec {
                 id: UnitId::new("rt").unwrap(),
@@ -53,6 +54,7 @@ fn spec() -> impl Strategy<Value = UnitSpec> {
                     Readiness::Exec
                 },
                 hardened: notify,
+                log_to_journal: journal,
             }
         })
 }
@@ -79,8 +81,8 @@ proptest! {
             prop_assert_eq!(&back.argv, &spec.argv);
             prop_assert_eq!(&back.env, &spec.env);
             prop_assert_eq!(&back.working_dir, &spec.working_dir);
-            // A system unit sends its output to the journal; a user unit appends to the log.
-            let log = if scope == Scope::User { Some(&spec.log_path) } else { None };
+            // A system unit, or one asking for it, logs to the journal: no file to read back.
+            let log = (scope == Scope::User && !spec.log_to_journal).then_some(&spec.log_path);
             prop_assert_eq!(back.log_path.as_ref(), log);
             let user = if scope == Scope::System { spec.run_as_user.clone() } else { None };
             prop_assert_eq!(back.run_as_user, user);
@@ -100,9 +102,7 @@ fn the_golden_units_read_back() {
             "{name}"
         );
         assert_eq!(u.env_var("PARACHUTE_HOME"), Some("/home/op/.parachute"));
-        let log =
-            Some(PathBuf::from("/home/op/.parachute/hub/logs/hub.log")).filter(|_| name.contains("user"));
-        assert_eq!(u.log_path, log, "{name}");
+        assert_eq!(u.log_path, None, "{name}: the hub logs to the journal");
         assert_eq!(u.run_as_user.is_some(), name.contains("system"), "{name}");
     }
 }
