@@ -57,6 +57,9 @@ pub enum ExitCode {
     Disabled,
     /// 122: the plist has bad ownership or permissions.
     BadOwnership,
+    /// 125: `Domain does not support specified action` (a `gui/<uid>` verb with no GUI
+    /// login: an SSH session, a headless Mac).
+    DomainUnsupported,
     /// Any other code.
     Other(i32),
 }
@@ -75,6 +78,7 @@ impl ExitCode {
             113 => ExitCode::ServiceNotFound,
             119 => ExitCode::Disabled,
             122 => ExitCode::BadOwnership,
+            125 => ExitCode::DomainUnsupported,
             n => ExitCode::Other(n),
         }
     }
@@ -92,6 +96,7 @@ impl ExitCode {
             ExitCode::ServiceNotFound => 113,
             ExitCode::Disabled => 119,
             ExitCode::BadOwnership => 122,
+            ExitCode::DomainUnsupported => 125,
             ExitCode::Other(n) => n,
         }
     }
@@ -109,6 +114,7 @@ impl ExitCode {
             ExitCode::ServiceNotFound => "service not found in domain",
             ExitCode::Disabled => "service is disabled",
             ExitCode::BadOwnership => "bad ownership or permissions",
+            ExitCode::DomainUnsupported => "domain does not support the action",
             ExitCode::Other(_) => "unrecognised error",
         }
     }

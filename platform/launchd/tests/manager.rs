@@ -441,6 +441,22 @@ async fn keepalive_restarts_after_kill() {
     }
 }
 
+/// With nobody logged in at the GUI (SSH, a headless Mac) `gui/<uid>` does not exist: the
+/// probe says so, and an agent verb fails as "no manager here", naming the fix.
+#[tokio::test]
+async fn no_gui_login_means_no_gui_domain() {
+    let h = Harness::new();
+    let m = h.manager(Scope::User);
+    assert!(m.gui_domain_exists().await.unwrap(), "a logged-in user has the domain");
+    h.ok(&["__headless", &UID.to_string()]);
+    assert!(!m.gui_domain_exists().await.unwrap());
+    assert_eq!(h.ctl(&["print", &format!("gui/{UID}")]).0, 112);
+    let spec = h.spec("nogui", &["/bin/sleep", "300"]);
+    let err = m.install(&spec, AfterInstall::Start).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::ManagerUnavailable, "{err}");
+    assert!(err.message.contains("LaunchDaemon (system scope)"), "{err}");
+}
+
 /// launchd does not create the directory of `StandardOutPath`; a job whose log directory is
 /// missing never runs (exit 78, EX_CONFIG). Install creates it.
 #[tokio::test]

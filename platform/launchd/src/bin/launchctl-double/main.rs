@@ -110,6 +110,11 @@ fn run(store: &Store, args: &[String]) -> Res {
         };
         return Err(Fail(code, format!("{prefix}: {code}: {}", strerror(code))));
     }
+    if !verb.starts_with("__")
+        && let Some(absent) = absent_domain(store, &rest)?
+    {
+        return Err(no_domain(verb, &absent));
+    }
     match (verb.as_str(), rest.as_slice()) {
         ("bootstrap", [domain, plists @ ..]) if !plists.is_empty() => {
             let domain = parse_domain(domain).ok_or_else(|| usage("Unrecognized target specifier."))?;
@@ -215,13 +220,40 @@ fn run(store: &Store, args: &[String]) -> Res {
         }
         ("__login", [uid, dir]) => login(store, uid, Path::new(dir)),
         ("__logout", [uid]) => logout(store, &format!("gui/{uid}")),
+        ("__headless", [uid]) => {
+            store.with(|st| st.absent_domains.push(format!("gui/{uid}"))).map_err(io_fail)?;
+            Ok(String::new())
+        }
         ("__shutdown", []) => shutdown(store),
         (
             "bootstrap" | "bootout" | "enable" | "disable" | "kickstart" | "kill" | "print"
-            | "print-disabled" | "__fault" | "__config" | "__login" | "__logout" | "__shutdown",
+            | "print-disabled" | "__fault" | "__config" | "__login" | "__logout" | "__headless"
+            | "__shutdown",
             _,
         ) => Err(usage(&format!("Bad arguments for {verb}."))),
         _ => Err(usage(&format!("Unrecognized subcommand: {verb}"))),
+    }
+}
+
+/// The first argument naming a `gui/<uid>` domain (or a service in it) that does not exist.
+fn absent_domain(store: &Store, args: &[&str]) -> Result<Option<String>, Fail> {
+    let absent = store.with(|st| st.absent_domains.clone()).map_err(io_fail)?;
+    Ok(args.iter().find_map(|a| {
+        let domain = parse_service(a).map(|(d, _)| d).or_else(|| parse_domain(a))?;
+        absent.contains(&domain).then_some(domain)
+    }))
+}
+
+/// What launchctl answers about a `gui/<uid>` domain that does not exist: `print` exits 112
+/// ("Could not find domain for user gui: 501"), changing verbs exit 125 ("Bootstrap failed:
+/// 125: Domain does not support specified action"). Sources in README.md.
+fn no_domain(verb: &str, domain: &str) -> Fail {
+    let uid = domain.trim_start_matches("gui/");
+    match verb {
+        "print" | "print-disabled" => Fail(112, format!("Could not find domain for user gui: {uid}")),
+        "bootstrap" => Fail(125, "Bootstrap failed: 125: Domain does not support specified action".into()),
+        "bootout" => Fail(125, "Boot-out failed: 125: Domain does not support specified action".into()),
+        _ => Fail(125, format!("Could not {verb} service: 125: Domain does not support specified action")),
     }
 }
 

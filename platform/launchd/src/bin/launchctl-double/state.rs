@@ -72,6 +72,10 @@ pub struct State {
     pub services: BTreeMap<String, Service>,
     /// `<domain>/<label>` → unix ms until which bootstrap still fails with 5.
     pub ghosts: BTreeMap<String, u64>,
+    /// `gui/<uid>` domains that do not exist (`__headless <uid>`: nobody is logged in at the
+    /// GUI, as over SSH or on a headless Mac).
+    #[serde(default)]
+    pub absent_domains: Vec<String>,
 }
 
 impl State {
