@@ -21,6 +21,7 @@
 #![warn(missing_docs)]
 
 pub(crate) mod api;
+pub mod boot_budget;
 pub mod cli;
 pub(crate) mod client;
 pub mod cutover;

@@ -79,3 +79,36 @@ async fn with_process_facts_unavailable_the_cutover_stops_before_touching_anythi
     assert!(b.home().join("hub/run/hub.port").exists());
     assert!(!b.home().join("hub/run/migrate-journal.json").exists(), "no journal was written");
 }
+
+/// launchd restarts a `KeepAlive` job forever; the hub keeps its own ceiling. With a budget
+/// of 2 starts in 300 s and two recent starts recorded, the third start says so in the log
+/// and exits 0 (which `KeepAlive = { SuccessfulExit = false }` does not restart); an
+/// operator's `parachute unit start` clears the record; a malformed budget is a usage error.
+#[test]
+fn the_hub_stops_a_crash_loop_itself_and_unit_start_clears_it() {
+    use std::process::Stdio;
+    let h = crate::support::hub::TestHome::new();
+    let record = h.home().join("hub/run/boots.json");
+    std::fs::create_dir_all(record.parent().unwrap()).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    std::fs::write(&record, format!("[{}, {}]", now - 20, now - 10)).unwrap();
+    let serve = |budget: &str| {
+        let mut cmd = crate::support::parachute();
+        cmd.args(["serve", "--port", &free_port().to_string(), "--home"]).arg(h.home());
+        cmd.env("HOME", h.scratch("user-home")).env("PARACHUTE_BOOT_BUDGET", budget);
+        let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        crate::support::hub::wait_output(child, Duration::from_secs(20))
+    };
+    let out = serve("2/300");
+    assert_eq!(out.status.code(), Some(0), "{}", crate::support::show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("[hub] crash loop: 3 starts in the last 300s, over the budget of 2"), "{err}");
+    assert!(err.contains("parachute unit start"), "{err}");
+
+    let bad = serve("five");
+    assert_eq!(bad.status.code(), Some(2), "{}", crate::support::show(&bad));
+
+    // `unit start` clears the record before it asks the manager (there is none here).
+    let _ = h.cli(&["unit", "start", "--scope", "user"]);
+    assert!(!record.exists(), "unit start forgets the recorded starts");
+}

@@ -105,6 +105,27 @@ pub fn run(args: Args, env: &HostEnv) -> Code {
             .filter_map(|(k, v)| Some((k.to_str()?.to_owned(), v.to_str()?.to_owned())))
             .collect(),
     };
+    // The unit's crash-loop ceiling (launchd has none of its own; see boot_budget).
+    if let Some(raw) = env.get(crate::boot_budget::ENV) {
+        let budget = match crate::boot_budget::Budget::parse(raw) {
+            Ok(b) => b,
+            Err(msg) => {
+                eprintln!("parachute serve: {msg}.");
+                return Code::Usage;
+            }
+        };
+        match crate::boot_budget::record(&home, budget, std::time::SystemTime::now()) {
+            Ok(crate::boot_budget::Verdict::Within { .. }) => {}
+            Ok(crate::boot_budget::Verdict::Exceeded { starts }) => {
+                serve::say(&crate::boot_budget::exceeded_message(budget, starts));
+                return Code::Success;
+            }
+            Err(e) => serve::say(&format!(
+                "could not record this start in {} ({e}); the crash-loop ceiling is off for this start.",
+                crate::boot_budget::path(&home).display()
+            )),
+        }
+    }
     let outcome = serve::run(ServeOptions {
         home,
         port,

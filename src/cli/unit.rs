@@ -177,6 +177,16 @@ pub fn run(verb: Verb, env: &HostEnv) -> Code {
             Err(e) => out.error(&e),
         };
     }
+    // An operator's start gets a fresh crash-loop budget (crate::boot_budget).
+    if matches!(verb, Verb::Start(_) | Verb::Restart(_) | Verb::Install(_))
+        && let Ok(home) = resolve_home(&args.home, env)
+        && let Err(e) = crate::boot_budget::clear(&home)
+    {
+        eprintln!(
+            "parachute unit {name}: could not clear {}: {e}",
+            crate::boot_budget::path(&home).display()
+        );
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

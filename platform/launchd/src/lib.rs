@@ -22,4 +22,4 @@ pub mod render;
 
 pub use launchctl::{ExitCode, Launchctl, LaunchctlError, Output, PRODUCTION_LAUNCHCTL, PrintInfo};
 pub use manager::{LaunchdDirs, LaunchdManager, Timing};
-pub use render::{parse_plist, read_plist, render_plist};
+pub use render::{BOOT_BUDGET_ENV, parse_plist, read_plist, render_plist};

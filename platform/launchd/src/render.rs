@@ -23,6 +23,12 @@ use parachute_manager::{Error, ErrorKind, InstalledUnit, Scope, UnitSpec};
 use plist::{Dictionary, Value, XmlWriteOptions};
 use std::path::Path;
 
+/// The environment variable that carries a spec's `CrashLoop` to the program as
+/// `<burst>/<interval_sec>`: launchd restarts a `KeepAlive` job without limit, so the hub
+/// counts its own recent starts and, past the budget, exits 0, which `KeepAlive = {
+/// SuccessfulExit = false }` does not restart (`parachute::boot_budget`).
+pub const BOOT_BUDGET_ENV: &str = "PARACHUTE_BOOT_BUDGET";
+
 /// The launchd label for a spec (`computer.parachute.<id>`).
 fn label_of(spec: &UnitSpec) -> String {
     spec.id.launchd_label()
@@ -32,8 +38,9 @@ fn label_of(spec: &UnitSpec) -> String {
 /// ([`Scope::System`]) plist: XML, tab-indented, ending in a newline.
 ///
 /// Keys, in order: `Label`, `ProgramArguments`, `EnvironmentVariables` (only when the
-/// environment is non-empty), `WorkingDirectory` (when set), `RunAtLoad` and `KeepAlive`
-/// (both true), `ThrottleInterval` (from `crash_loop.throttle_sec`), `StandardOutPath` and
+/// environment is non-empty; with a `crash_loop`, plus [`BOOT_BUDGET_ENV`]), `WorkingDirectory`
+/// (when set), `RunAtLoad` (true), `KeepAlive` (true, or `{ SuccessfulExit = false }` with a
+/// `crash_loop`), `ThrottleInterval` (from `crash_loop.throttle_sec`), `StandardOutPath` and
 /// `StandardErrorPath` (both the log path), and `UserName` (daemons with a `run_as_user`).
 pub fn render_plist(spec: &UnitSpec, scope: Scope) -> Result<Vec<u8>, Error> {
     validate(spec)?;
@@ -43,18 +50,32 @@ pub fn render_plist(spec: &UnitSpec, scope: Scope) -> Result<Vec<u8>, Error> {
         "ProgramArguments".into(),
         Value::Array(spec.argv.iter().cloned().map(Value::String).collect()),
     );
-    if !spec.env.is_empty() {
-        let mut env = Dictionary::new();
-        for (k, v) in &spec.env {
-            env.insert(k.clone(), Value::String(v.clone()));
-        }
+    let mut env = Dictionary::new();
+    for (k, v) in &spec.env {
+        env.insert(k.clone(), Value::String(v.clone()));
+    }
+    // launchd has no start limit: the program keeps its own (see `BOOT_BUDGET_ENV`).
+    if let Some(crash) = spec.crash_loop
+        && !env.contains_key(BOOT_BUDGET_ENV)
+    {
+        env.insert(BOOT_BUDGET_ENV.into(), Value::String(format!("{}/{}", crash.burst, crash.interval_sec)));
+    }
+    if !env.is_empty() {
         dict.insert("EnvironmentVariables".into(), Value::Dictionary(env));
     }
     if let Some(dir) = &spec.working_dir {
         dict.insert("WorkingDirectory".into(), Value::String(utf8(spec, "working_dir", dir)?.to_owned()));
     }
     dict.insert("RunAtLoad".into(), Value::Boolean(true));
-    dict.insert("KeepAlive".into(), Value::Boolean(true));
+    if spec.crash_loop.is_some() {
+        // Restarted after a failure only: a clean exit (the program's own crash-loop
+        // ceiling, or a requested stop) stays down.
+        let mut keep = Dictionary::new();
+        keep.insert("SuccessfulExit".into(), Value::Boolean(false));
+        dict.insert("KeepAlive".into(), Value::Dictionary(keep));
+    } else {
+        dict.insert("KeepAlive".into(), Value::Boolean(true));
+    }
     if let Some(crash) = spec.crash_loop {
         dict.insert("ThrottleInterval".into(), Value::Integer(i64::from(crash.throttle_sec).into()));
     }

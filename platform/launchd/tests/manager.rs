@@ -420,6 +420,35 @@ async fn a_changed_definition_is_reloaded_and_drift_sees_file_and_loaded_state()
     assert_eq!(m.drift(&a).await.unwrap(), Drift::InSync);
 }
 
+/// The hub's plist says `KeepAlive = { SuccessfulExit = false }`: a failure is restarted,
+/// a clean exit (the hub's own crash-loop ceiling) is not (launchd.plist(5)).
+#[test]
+fn a_clean_exit_stays_down_and_a_failure_is_restarted() {
+    let h = Harness::new();
+    std::fs::create_dir_all(h.agents()).unwrap();
+    let boot = |short: &str, code: i32| {
+        let spec = h.spec(short, &["/bin/sh", "-c", &format!("exit {code}")]);
+        let plist = h.agents().join(format!("computer.parachute.{short}.plist"));
+        std::fs::write(&plist, parachute_launchd::render_plist(&spec, Scope::User).unwrap()).unwrap();
+        h.ok(&["bootstrap", &format!("gui/{UID}"), plist.to_str().unwrap()]);
+    };
+    boot("clean", 0);
+    boot("failing", 3);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let runs = |short: &str| h.print(&svc(short)).and_then(|i| i.runs).unwrap_or(0);
+    while runs("failing") < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the failing job was not restarted: {:?}",
+            h.print(&svc("failing"))
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let clean = h.print(&svc("clean")).expect("still loaded");
+    assert_eq!((clean.runs, clean.last_exit_code), (Some(1), Some(0)), "{clean:?}");
+    assert!(!clean.is_running());
+}
+
 #[tokio::test]
 async fn keepalive_restarts_after_kill() {
     let h = Harness::new();

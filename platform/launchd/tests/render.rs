@@ -22,7 +22,9 @@ fn hub_spec() -> UnitSpec {
             ("PORT".into(), "1939".into()),
             (
                 "PATH".into(),
-                "/Users/op/.bun/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin:/opt/homebrew/bin".into(),
+                // The shape `parachute::hub_unit::hub_path` gives every backend (~/.local/bin last).
+                "/Users/op/.bun/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/Users/op/.local/bin"
+                    .into(),
             ),
         ],
         working_dir: Some(PathBuf::from(home)),
@@ -192,16 +194,22 @@ fn expected_json(spec: &UnitSpec, scope: Scope) -> serde_json::Value {
     let mut m = serde_json::Map::new();
     m.insert("Label".into(), format!("computer.parachute.{}", spec.id).into());
     m.insert("ProgramArguments".into(), spec.argv.clone().into());
-    if !spec.env.is_empty() {
-        let env: serde_json::Map<String, serde_json::Value> =
-            spec.env.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
+    let mut env: serde_json::Map<String, serde_json::Value> =
+        spec.env.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
+    if let Some(c) = spec.crash_loop {
+        env.entry("PARACHUTE_BOOT_BUDGET").or_insert(format!("{}/{}", c.burst, c.interval_sec).into());
+    }
+    if !env.is_empty() {
         m.insert("EnvironmentVariables".into(), env.into());
     }
     if let Some(d) = &spec.working_dir {
         m.insert("WorkingDirectory".into(), d.to_str().unwrap().into());
     }
     m.insert("RunAtLoad".into(), true.into());
-    m.insert("KeepAlive".into(), true.into());
+    m.insert(
+        "KeepAlive".into(),
+        if spec.crash_loop.is_some() { serde_json::json!({ "SuccessfulExit": false }) } else { true.into() },
+    );
     if let Some(c) = spec.crash_loop {
         m.insert("ThrottleInterval".into(), c.throttle_sec.into());
     }

@@ -72,7 +72,7 @@ pub fn supervise(store: &Store, target: &str) -> i32 {
                 } else if respawn_after_exit {
                     respawn_after_exit = false;
                     next_spawn = Some(now);
-                } else if svc.keep_alive {
+                } else if svc.keep_alive && (svc.restart_on_success || status.code() != Some(0)) {
                     let throttle = Duration::from_millis(svc.throttle_ms);
                     let at = last_spawn.map_or(now, |t| (t + throttle).max(now));
                     next_spawn = Some(at);

@@ -17,7 +17,9 @@
 //! once its process is gone, `not running` until the delay ends.
 //!
 //! Not modelled: `UserName` switching (daemons run as the caller), `KeepAlive`
-//! dictionaries (treated as `true`), sessions types, and plist ownership checks.
+//! dictionary keys other than `SuccessfulExit` (treated as `true`), session types, and
+//! plist ownership checks. Every code and output modelled is listed with its source in
+//! `platform/launchd/README.md`.
 //!
 //! State lives in the directory named by `LAUNCHCTL_DOUBLE_STATE`. Hidden verbs drive the
 //! simulation from tests: `__fault <verb> <code>` (the next `<verb>` fails with `<code>`),
@@ -341,8 +343,15 @@ fn read_job(domain: &str, path: &Path) -> Result<Service, Fail> {
         working_dir: string("WorkingDirectory"),
         stdout: string("StandardOutPath"),
         stderr: string("StandardErrorPath"),
-        // A KeepAlive dictionary means "sometimes": the double treats it as always.
+        // `KeepAlive = true`: always; a dictionary: restart conditions, of which the double
+        // models `SuccessfulExit` (launchd.plist(5)) and treats any other key as always.
         keep_alive: dict.get("KeepAlive").is_some_and(|v| v.as_boolean().unwrap_or(true)),
+        restart_on_success: dict
+            .get("KeepAlive")
+            .and_then(Value::as_dictionary)
+            .and_then(|d| d.get("SuccessfulExit"))
+            .and_then(Value::as_boolean)
+            .unwrap_or(true),
         run_at_load: dict.get("RunAtLoad").and_then(Value::as_boolean).unwrap_or(false),
         throttle_ms: int("ThrottleInterval", 10) * 1000,
         exit_timeout_ms: int("ExitTimeOut", 20) * 1000,

@@ -44,6 +44,10 @@ pub struct Service {
     pub stdout: Option<String>,
     pub stderr: Option<String>,
     pub keep_alive: bool,
+    /// `KeepAlive = { SuccessfulExit = false }` makes this false: an exit with status 0 is
+    /// not restarted.
+    #[serde(default = "yes")]
+    pub restart_on_success: bool,
     pub run_at_load: bool,
     pub throttle_ms: u64,
     pub exit_timeout_ms: u64,
@@ -134,4 +138,8 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+fn yes() -> bool {
+    true
 }
