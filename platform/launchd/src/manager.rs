@@ -158,24 +158,6 @@ impl LaunchdManager {
         self.launchctl.run(args).await.map(|o| o.stdout)
     }
 
-    /// Whether the `gui/<uid>` domain that user-scope agents go to exists: only while that
-    /// user is logged in at the GUI. Over SSH or on a headless Mac it does not, and every
-    /// agent verb would fail (112 / 125); detection asks this before choosing an agent.
-    pub async fn gui_domain_exists(&self) -> Result<bool, Error> {
-        let domain = self.domain(Scope::User);
-        match self.call(&["print", &domain]).await {
-            Ok(_) => Ok(true),
-            Err(e) if matches!(e.code(), Some(ExitCode::DomainNotFound | ExitCode::DomainUnsupported)) => {
-                Ok(false)
-            }
-            Err(e) => Err(Error::new(
-                ErrorKind::ManagerUnavailable,
-                format!("Could not ask launchd about {domain}: {e}."),
-            )
-            .with_source(e)),
-        }
-    }
-
     /// `print`: `Some` when loaded, `None` when launchd does not know the label.
     async fn probe(&self, t: &Target) -> Result<Option<PrintInfo>, Error> {
         match self.call(&["print", &t.service]).await {

@@ -476,9 +476,10 @@ async fn keepalive_restarts_after_kill() {
 async fn no_gui_login_means_no_gui_domain() {
     let h = Harness::new();
     let m = h.manager(Scope::User);
-    assert!(m.gui_domain_exists().await.unwrap(), "a logged-in user has the domain");
+    m.domain_reachable().await.expect("a logged-in user has the domain");
     h.ok(&["__headless", &UID.to_string()]);
-    assert!(!m.gui_domain_exists().await.unwrap());
+    let err = m.domain_reachable().await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::ManagerUnavailable, "{err}");
     assert_eq!(h.ctl(&["print", &format!("gui/{UID}")]).0, 112);
     let spec = h.spec("nogui", &["/bin/sleep", "300"]);
     let err = m.install(&spec, AfterInstall::Start).await.unwrap_err();
