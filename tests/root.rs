@@ -184,6 +184,12 @@ fn a_fifo_services_json_lets_preremove_finish_with_a_clear_message() {
         "the unit is removed:\n{}",
         show(&out)
     );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("services.json") && text.contains("a FIFO"),
+        "says why services.json was skipped:\n{}",
+        show(&out)
+    );
 }
 
 /// Attack 3: services.json rows named after root daemons, with pidfiles holding their pids
@@ -304,4 +310,86 @@ fn sudo_migrate_runs_the_hub_as_the_invoking_user_and_leaves_no_root_file_in_the
     assert!(!path.contains("/root/") && path.contains(&format!("{}/.bun/bin", u.home.display())), "{unit}");
     assert_eq!(b.sh(&format!("find {home} -uid 0")), "", "root-owned files in the home:\n{}", show(&out));
     b.sh("systemctl stop parachute-hub.service");
+}
+
+/// The package hooks run as root with no user bus, so they could not see user-scope hub
+/// units: `dpkg -r` left each user's hub running a deleted binary and upgrades never
+/// refreshed them. As root, `postinstall --upgrade` refreshes another user's unit through
+/// that user's running manager, and `preremove` removes it and its hub stops.
+#[test]
+fn root_hooks_refresh_and_remove_another_users_user_scope_hub() {
+    let Some(b) = SystemBox::start("root_user_units") else { return };
+    let u = b.new_user("userscope");
+    let home = user_home(&b, &u);
+    let bus = format!("DBUS_SESSION_BUS_ADDRESS={}", b.start_user_manager(&u));
+    let out = b.run_as(
+        &u,
+        &[
+            "env",
+            &bus,
+            &b.parachute(),
+            "unit",
+            "install",
+            "--scope",
+            "user",
+            "--home",
+            &home,
+            "--exec",
+            &b.parachute(),
+        ],
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    let user_prop = |key: &str| {
+        b.sh_as(&u, &format!("env {bus} systemctl --user show -p {key} --value parachute-hub.service"))
+            .trim()
+            .to_owned()
+    };
+    let first = wait_for("the user's hub running", Duration::from_secs(30), || {
+        let pid: u32 = user_prop("MainPID").parse().ok()?;
+        (pid > 0 && user_prop("ActiveState") == "active").then_some(pid)
+    });
+    let unit_file = format!("{}/.config/systemd/user/parachute-hub.service", u.home.display());
+
+    // An out-of-date definition (as an older package version would have left it).
+    b.sh_as(&u, &format!("sed -i 's/^Description=.*/Description=old hub/' {unit_file}"));
+    let out = b.run(&[&b.parachute(), "postinstall", "--upgrade", "--exec", &b.parachute(), "--wait", "20"]);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains(&u.name), "{}", show(&out));
+    let refreshed = b.sh(&format!("cat {unit_file}"));
+    assert!(
+        !refreshed.contains("Description=old hub"),
+        "the upgrade refreshed the unit:\n{refreshed}\n{}",
+        show(&out)
+    );
+
+    let out = b.run(&[&b.parachute(), "preremove"]);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains(&u.name), "{}", show(&out));
+    assert!(!b.run(&["test", "-e", &unit_file]).status.success(), "the unit file is gone:\n{}", show(&out));
+    wait_for("the user's hub stopped", Duration::from_secs(20), || {
+        (!b.run(&["test", "-e", &format!("/proc/{first}")]).status.success()).then_some(())
+    });
+    assert_ne!(user_prop("ActiveState"), "active", "{}", show(&out));
+    // Nothing of it is root's now.
+    assert_eq!(b.sh(&format!("find {} -uid 0", u.home.display())), "");
+}
+
+/// With no manager running for that user, removal still deletes the unit file, and says
+/// what happens at the next login.
+#[test]
+fn root_preremove_removes_a_user_unit_without_a_running_manager_and_says_so() {
+    let Some(b) = SystemBox::start("root_user_units_offline") else { return };
+    let u = b.new_user("offline");
+    let dir = format!("{}/.config/systemd/user", u.home.display());
+    b.sh_as(&u, &format!("mkdir -p {dir}/default.target.wants && printf '[Service]\\nExecStart=/bin/true\\n' > {dir}/parachute-hub.service && ln -s ../parachute-hub.service {dir}/default.target.wants/parachute-hub.service"));
+    let out = b.run(&[&b.parachute(), "preremove"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success() && text.contains(&u.name) && text.contains("next login"), "{}", show(&out));
+    assert_eq!(
+        b.sh(&format!("ls -A {dir} {dir}/default.target.wants"))
+            .lines()
+            .filter(|l| l.contains("parachute"))
+            .count(),
+        0
+    );
 }

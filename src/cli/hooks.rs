@@ -143,6 +143,31 @@ fn no_manager_line(down: &[(Scope, String)], what: &str) -> String {
 }
 
 /// Prints the result once: the JSON object with `--json`, else the human lines.
+/// As root, does `action` for every other user's user-scope hub unit, adding one line per
+/// user; a user's failure is a warning, never a reason to abort the package operation.
+/// Only where the system manager is reachable (user managers exist only under it; a box
+/// without one has no user unit that could run) and not with `--scope system`.
+fn other_users(
+    scope: Option<ScopeArg>,
+    system_manager: bool,
+    action: &hooks::users::UserAction,
+    lines: &mut Vec<(String, bool)>,
+) -> Vec<hooks::users::UserReport> {
+    if !nix::unistd::geteuid().is_root() || scope == Some(ScopeArg::System) || !system_manager {
+        return Vec::new();
+    }
+    let Ok(me) = std::env::current_exe() else { return Vec::new() };
+    let reports = hooks::users::act_on_user_units(action, &me);
+    lines.extend(reports.iter().map(|r| (r.message.clone(), r.failed)));
+    reports
+}
+
+/// Whether the system manager answers (whatever `--scope` limited the hook's own work to).
+fn system_manager_reachable(env: &HostEnv) -> bool {
+    let facts = host::facts(env);
+    !matches!(runtime().block_on(detect::backend(&facts, Scope::System, CONNECT_TIMEOUT)), Backend::None(_))
+}
+
 fn report(verb: &str, json: bool, lines: &[(String, bool)], object: serde_json::Value) {
     if json {
         println!("{}", serde_json::to_string_pretty(&object).expect("a JSON value serializes"));
@@ -182,7 +207,14 @@ pub fn postinstall(args: PostinstallArgs, env: &HostEnv) -> Code {
     let (up, down) = rt.block_on(managers(env, args.scope));
     let mut lines: Vec<(String, bool)> = Vec::new();
     let mut reports = Vec::new();
-    let mut installed_somewhere = false;
+    // As root, other users' user-scope hubs are refreshed through their own managers.
+    let user_reports = if args.upgrade {
+        let action = hooks::users::UserAction::Refresh { exec: exec.clone(), wait: args.wait };
+        other_users(args.scope, system_manager_reachable(env), &action, &mut lines)
+    } else {
+        Vec::new()
+    };
+    let mut installed_somewhere = !user_reports.is_empty();
     let mut locked_out = false;
     if up.is_empty() {
         let what = if args.upgrade { "no hub unit to refresh" } else { "nothing to do on a fresh install" };
@@ -273,6 +305,7 @@ pub fn postinstall(args: PostinstallArgs, env: &HostEnv) -> Code {
                 "exec": exec,
                 "managers": managers_json(&up, &down),
                 "units": reports,
+                "users": user_reports,
                 "legacy": legacy,
                 "exit_code": code as u8,
         }),
@@ -320,6 +353,10 @@ pub fn preremove(args: PreremoveArgs, env: &HostEnv) -> Code {
         }
         reports.push(r);
     }
+    // As root (dpkg's prerm), other users' user-scope hubs would keep running a deleted
+    // binary: reach each through its own manager, as that user.
+    let system_up = system_manager_reachable(env);
+    let users = other_users(args.scope, system_up, &hooks::users::UserAction::Remove, &mut lines);
     let mut purged = Vec::new();
     let mut kept = Vec::new();
     if args.purge {
@@ -364,6 +401,7 @@ pub fn preremove(args: PreremoveArgs, env: &HostEnv) -> Code {
                 "mode": if args.purge { "purge" } else { "remove" },
                 "managers": managers_json(&up, &down),
                 "units": reports,
+                "users": users,
                 "purged": purged,
                 "kept": kept,
                 "exit_code": code as u8,

@@ -9,6 +9,7 @@
 //!   the previous definition back byte for byte.
 //! - [`remove`]: stop and remove the hub unit on package removal, and on purge delete the
 //!   cutover's journal and lock (never services.json, tokens or module data).
+//! - [`users`]: run as root, reach every other user's user-scope hub unit too.
 //! - [`legacy_box`]: on a fresh install, find a box still run by the legacy detached
 //!   daemons, so the hook can say how to migrate it without touching anything that runs.
 //!
@@ -18,6 +19,7 @@
 pub mod installed;
 pub mod refresh;
 pub mod remove;
+pub mod users;
 
 use std::path::{Path, PathBuf};
 

@@ -71,6 +71,23 @@ pub async fn remove_unit<M: ServiceManager>(m: &M) -> RemoveReport {
         },
     };
     r.removed = removed;
+    // The teardown reads services.json for stale per-module units; a file it could not read
+    // (a FIFO, a device, too large) was skipped, and the operator should hear why.
+    let unreadable: Vec<String> = home
+        .as_ref()
+        .and_then(|h| {
+            let _as_owner = crate::privsep::act_as_owner(h.root()).ok()?;
+            let loaded = crate::model::services::ServicesFile::read_lenient(&h.services_json());
+            Some(
+                loaded
+                    .warnings
+                    .iter()
+                    .filter(|w| w.kind == crate::model::services::IssueKind::Unreadable)
+                    .map(|w| crate::text::line(&w.to_string()).into_owned())
+                    .collect(),
+            )
+        })
+        .unwrap_or_default();
     r.message = match (&failure, removed) {
         (Some(why), _) => {
             r.failed = true;
@@ -79,6 +96,9 @@ pub async fn remove_unit<M: ServiceManager>(m: &M) -> RemoveReport {
         (None, true) => format!("stopped and removed {name} ({} scope was asked).", m.scope()),
         (None, false) => format!("no {name} installed ({} scope was asked); nothing to remove.", m.scope()),
     };
+    for w in unreadable {
+        r.message.push_str(&format!(" Skipped {w}."));
+    }
     r
 }
 

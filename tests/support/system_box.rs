@@ -153,6 +153,33 @@ impl SystemBox {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Starts `user`'s own manager (`user@<uid>.service`, as a login would) and waits until
+    /// it answers on the user's bus (`/run/user/<uid>/bus`); returns that bus's address.
+    pub fn start_user_manager(&self, user: &BoxUser) -> String {
+        self.sh(&format!("systemctl start user@{}.service", user.uid));
+        let bus = format!("unix:path=/run/user/{}/bus", user.uid);
+        super::wait_for("the user manager on its bus", std::time::Duration::from_secs(30), || {
+            let out = self.run_as(
+                user,
+                &[
+                    "env",
+                    &format!("DBUS_SESSION_BUS_ADDRESS={bus}"),
+                    "busctl",
+                    "--user",
+                    "call",
+                    "org.freedesktop.DBus",
+                    "/org/freedesktop/DBus",
+                    "org.freedesktop.DBus",
+                    "NameHasOwner",
+                    "s",
+                    "org.freedesktop.systemd1",
+                ],
+            );
+            String::from_utf8_lossy(&out.stdout).contains("true").then_some(())
+        });
+        bus
+    }
+
     /// The path of `inner` (a path inside the container) as seen from the host.
     pub fn host_path(&self, inner: &Path) -> PathBuf {
         PathBuf::from(format!("/proc/{}/root", self.leader)).join(inner.strip_prefix("/").unwrap_or(inner))
