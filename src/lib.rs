@@ -35,4 +35,4 @@ pub(crate) mod rfc3339;
 pub(crate) mod serve;
 pub mod supervisor;
 pub mod text;
-pub mod token;
+pub(crate) mod token;

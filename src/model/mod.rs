@@ -8,11 +8,11 @@
 //! every write is atomic (`parachute_fsx`). Each format has its own error type naming the
 //! file, row or line and field at fault.
 
-pub mod env_file;
+pub(crate) mod env_file;
 pub mod home;
 pub mod hub_instance;
 pub mod modules;
 pub mod names;
-pub mod pidfile;
-pub mod service_row;
+pub(crate) mod pidfile;
+pub(crate) mod service_row;
 pub mod services;

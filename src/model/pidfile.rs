@@ -91,7 +91,8 @@ pub fn read_pidfile(path: &Path) -> Result<Option<PidRecord>, PidfileError> {
     }
 }
 
-/// Writes `<pid>\n` atomically, creating parent directories (for tests and legacy boxes).
+/// Writes `<pid>\n` atomically, creating parent directories (tests: a legacy box's file).
+#[cfg(test)]
 pub fn write_pidfile(path: &Path, pid: i32) -> Result<(), PidfileError> {
     parachute_fsx::write_atomic(path, format!("{pid}\n").as_bytes())?;
     Ok(())
@@ -110,7 +111,8 @@ pub fn read_port_file(path: &Path) -> Result<Option<u16>, PidfileError> {
     }
 }
 
-/// Writes `<port>\n` atomically (for tests and legacy boxes).
+/// Writes `<port>\n` atomically (tests: a legacy box's file).
+#[cfg(test)]
 pub fn write_port_file(path: &Path, port: u16) -> Result<(), PidfileError> {
     parachute_fsx::write_atomic(path, format!("{port}\n").as_bytes())?;
     Ok(())
