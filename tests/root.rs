@@ -282,7 +282,9 @@ echo {journald} > {home}/systemd-journald/run/systemd-journald.pid"#
 fn sudo_migrate_runs_the_hub_as_the_invoking_user_and_leaves_no_root_file_in_the_home() {
     let Some(b) = SystemBox::start("root_sudo_migrate") else { return };
     let u = b.new_user("sudoer");
-    let home = user_home(&b, &u);
+    // The invoking user's default home, found from SUDO_UID's password entry (no --home).
+    let home = format!("{}/.parachute", u.home.display());
+    b.sh_as(&u, &format!("mkdir -p {home} && echo '{{\"services\":[]}}' > {home}/services.json"));
     let out = b.run(&[
         "env",
         "HOME=/root",
@@ -292,8 +294,6 @@ fn sudo_migrate_runs_the_hub_as_the_invoking_user_and_leaves_no_root_file_in_the
         &b.parachute(),
         "migrate",
         "--to-supervised",
-        "--home",
-        &home,
         "--exec",
         &b.parachute(),
     ]);
@@ -305,7 +305,10 @@ fn sudo_migrate_runs_the_hub_as_the_invoking_user_and_leaves_no_root_file_in_the
         "the hub runs as the user"
     );
     let unit = b.sh("cat /etc/systemd/system/parachute-hub.service");
-    assert!(unit.contains(&format!("User={}\n", u.name)), "{unit}");
+    assert!(
+        unit.contains(&format!("User={}\n", u.name)) && unit.contains(&format!("\"--home\" \"{home}\"")),
+        "{unit}"
+    );
     let path = unit.lines().find(|l| l.contains("\"PATH=")).unwrap_or_default();
     assert!(!path.contains("/root/") && path.contains(&format!("{}/.bun/bin", u.home.display())), "{unit}");
     assert_eq!(b.sh(&format!("find {home} -uid 0")), "", "root-owned files in the home:\n{}", show(&out));
