@@ -467,6 +467,11 @@ fn unrelated_process_on_a_module_port_aborts_preflight_and_stops_nothing() {
     let alpha = b.module("parachute-alpha", vp);
     b.declare("parachute-beta", sp);
     let squatter = b.squatter(sp);
+    // The dry run ends as the real run would, and says what to run once the cause is fixed.
+    let dry = migrate(Some(&sbx), &b, &["--to-supervised", "--scope", "user", "--dry-run", "--json"], &[]);
+    assert_eq!(dry.status.code(), Some(7), "{}", show(&dry));
+    let dv = json(&dry);
+    assert!(dv["next"].as_str().is_some_and(|n| n.contains("--to-supervised")), "{dv:#}");
     let out = to_supervised(&sbx, &b, &[]);
     assert_port_stuck_and_untouched(&sbx, &b, &out, &[&hub, &alpha, &squatter]);
     let msg = json(&out)["messages"].to_string();
