@@ -1149,10 +1149,10 @@ async fn the_state_file_lists_live_children_and_leftovers_are_stopped_at_boot() 
         // the view to arrive rather than expecting it the instant start() returns.
         let pids = |want: Vec<u32>| {
             let read = &read;
-            move || (read().iter().map(|e| e.pid).collect::<Vec<_>>() == want).then_some(())
+            move || (read().modules.iter().map(|e| e.pid).collect::<Vec<_>>() == want).then_some(())
         };
         until("the state file to list both children", pids(vec![a, b])).await;
-        let entries = read();
+        let entries = read().modules;
         assert_eq!(
             entries.iter().map(|e| (e.short.as_str(), e.pid, e.pgid)).collect::<Vec<_>>(),
             [("a", a, a), ("b", b, b)]
@@ -1180,13 +1180,15 @@ async fn the_state_file_lists_live_children_and_leftovers_are_stopped_at_boot() 
             pid,
             pgid: pid,
             start_ticks: st.start_ticks,
+            escaped: Vec::new(),
         };
-        parachute::supervisor::statefile::write(&file, &[entry]).unwrap();
+        let doc = parachute::supervisor::statefile::StateDoc::now(vec![entry], Vec::new());
+        parachute::supervisor::statefile::write(&file, &doc).unwrap();
         let reports = adopt_leftovers(&file, Duration::from_millis(100)).await;
         assert_eq!(reports.len(), 1);
         assert_eq!(reports[0].outcome, LeftoverOutcome::Killed);
         until("the leftover to die", || left.exited().then_some(())).await;
-        assert!(read().is_empty());
+        assert!(read().modules.is_empty());
     })
     .await;
 }

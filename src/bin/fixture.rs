@@ -11,6 +11,7 @@
 //!                   [--lines N] [--stderr-lines N] [--line-text TEXT] [--long-line BYTES]
 //!                   [--chatty-bytes BYTES] [--print-env KEY]... [--pidfile PATH]
 //!                   [--spawn-sleeper] [--fake-hub NONCE] [--hold-connections N]
+//!                   [--setsid-holds-port] [--daemonize-holds-port]
 //! ```
 //!
 //! `--fake-hub NONCE` plays another local user impersonating a hub: it answers `/health`
@@ -18,6 +19,10 @@
 //! `Authorization` header it receives as `captured <header>`. `--hold-connections N` plays a
 //! descriptor-exhaustion attack instead of listening: it opens N idle TCP connections to
 //! `127.0.0.1:<port>`, prints `held N`, sends nothing, and keeps them until killed.
+//!
+//! `--setsid-holds-port` leaves the port to a child that left the process group (`setsid`);
+//! `--daemonize-holds-port` to a grandchild of a `setsid` child that exits at once (the
+//! classic double fork: the holder's parent is gone, it is nobody's child in the tree).
 //!
 //! The port defaults to `$PORT`. Without `--exit-after-ms` it runs until signalled. It
 //! prints `ready pid=<pid> port=<port>` on stdout once it listens, so a test can wait for
@@ -63,6 +68,10 @@ struct Opts {
     spawn_sleeper: bool,
     fake_hub: Option<String>,
     hold_connections: Option<u64>,
+    setsid_holds_port: bool,
+    daemonize_holds_port: bool,
+    /// Internal: the short-lived middle of `--daemonize-holds-port`.
+    daemon_stage: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
@@ -105,6 +114,9 @@ fn parse() -> Result<Opts, String> {
             "--spawn-sleeper" => o.spawn_sleeper = true,
             "--fake-hub" => o.fake_hub = Some(val(&a)?),
             "--hold-connections" => o.hold_connections = Some(num(&val(&a)?)?),
+            "--setsid-holds-port" => o.setsid_holds_port = true,
+            "--daemonize-holds-port" => o.daemonize_holds_port = true,
+            "--daemon-stage" => o.daemon_stage = true,
             // Extra words (e.g. `serve`) are accepted so a symlink named `parachute-vault`
             // can be started as `parachute-vault serve`, like the real module.
             _ if !a.starts_with("--") => {}
@@ -275,7 +287,42 @@ fn main() {
         }
     }
     if let Some(port) = o.port.filter(|_| !o.no_listen) {
-        if o.grandchild_holds_port {
+        if o.daemon_stage {
+            // The middle of a double fork: start the holder, exit at once.
+            let me = std::env::current_exe().expect("current exe");
+            let mut cmd = Command::new(me);
+            cmd.arg("--port").arg(port.to_string());
+            if o.ignore_sigterm {
+                cmd.arg("--ignore-sigterm");
+            }
+            let child = cmd.stdout(std::process::Stdio::null()).spawn().expect("spawn daemon");
+            say!("daemon pid={}", child.id());
+            std::process::exit(0);
+        }
+        if o.setsid_holds_port || o.daemonize_holds_port {
+            use std::os::unix::process::CommandExt;
+            let me = std::env::current_exe().expect("current exe");
+            let mut cmd = Command::new(me);
+            cmd.arg("--port").arg(port.to_string());
+            if o.ignore_sigterm {
+                cmd.arg("--ignore-sigterm");
+            }
+            if o.daemonize_holds_port {
+                cmd.arg("--daemon-stage");
+            }
+            // SAFETY: setsid is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::setsid();
+                    Ok(())
+                });
+            }
+            let mut child = cmd.spawn().expect("spawn setsid child");
+            say!("setsid child pid={}", child.id());
+            if o.daemonize_holds_port {
+                let _ = child.wait();
+            }
+        } else if o.grandchild_holds_port {
             // Re-exec ourselves as the port holder: it stays in our process group, the way
             // `sh -c "server"` or `pnpm exec tsx` leave the real server one level down.
             let me = std::env::current_exe().expect("current exe");

@@ -135,12 +135,14 @@ pub fn say(msg: &str) {
 
 /// Runs the hub until it is told to stop. Progress goes to the hub's log (`[hub] …` lines
 /// on stderr: the service's own log, not a CLI message); errors are returned.
-pub fn run(opts: ServeOptions) -> Result<Outcome, ServeError> {
+pub fn run(mut opts: ServeOptions) -> Result<Outcome, ServeError> {
     #[cfg(target_os = "linux")]
-    if let Err(e) = parachute_process::set_child_subreaper() {
-        say(&format!(
+    match parachute_process::set_child_subreaper() {
+        // Every child of the hub is now a module or an orphan of one.
+        Ok(()) => opts.supervisor.adopt_orphans = true,
+        Err(e) => say(&format!(
             "could not become a child subreaper ({e}); orphans of module wrappers go to init instead."
-        ));
+        )),
     }
     if let Err(e) = limits::raise_nofile() {
         say(&format!("could not raise the open-file limit ({e}); a connection flood exhausts it sooner."));
@@ -319,7 +321,11 @@ async fn serve(mut opts: ServeOptions) -> Result<Outcome, ServeError> {
 
     opts.ctx.hub_port = port;
     let state_file = home.supervised_state();
-    let config = SupervisorConfig { state_file: Some(state_file.clone()), ..opts.supervisor.clone() };
+    let config = SupervisorConfig {
+        state_file: Some(state_file.clone()),
+        process_tag: Some(instance.instance.clone()),
+        ..opts.supervisor.clone()
+    };
     for report in crate::supervisor::adopt_leftovers(&state_file, config.kill_timeout).await {
         say(&report.to_string());
     }

@@ -36,6 +36,7 @@ use super::preflight::{preflight, spawn_error};
 use super::pump::{LineSink, pump};
 use super::registry::{Cmd, Ctx, Live, Module, Stopped};
 use super::state::{ModuleState, ModuleStatus, StartError, StartErrorKind};
+use super::statefile;
 use super::transitions::allowed;
 use super::{ReclaimPolicy, SpawnRequest, SupervisorConfig, probe};
 use crate::port_holder::{PortHolder, on_port_async};
@@ -117,6 +118,7 @@ impl Actor {
             state: state_rx,
             tx,
             live: std::sync::Mutex::new(None),
+            escaped: std::sync::Mutex::new(Vec::new()),
         });
         let sink = LineSink {
             prefix: Bytes::from(format!("[{short}] ")),
@@ -349,7 +351,14 @@ impl Actor {
                 .env
                 .iter()
                 .filter(|(k, _)| !super::MANAGER_PROTOCOL_VARS.contains(&k.as_str()))
+                                .filter(|(k, _)| k != statefile::TAG_VAR)
                 .map(|(k, v)| (k.into(), v.into()))
+                .chain(
+                    self.cfg()
+                        .process_tag
+                        .as_ref()
+                        .map(|tag| (statefile::TAG_VAR.into(), format!("{tag}/{}", self.short()).into())),
+                )
                 .collect(),
             cwd: req.cwd.clone(),
         };
@@ -452,6 +461,9 @@ impl Actor {
     async fn terminate(&mut self, kt: Duration) -> Option<Terminated> {
         self.cancel_watchers();
         let cur = self.cur.take()?;
+        // The tree is intact only while the leader lives: record who left the group now.
+        let ctx = Arc::clone(&self.ctx);
+        let _ = tokio::task::spawn_blocking(move || ctx.track_descendants()).await;
         let _ = cur.child.signal_group(Signal::Term);
         let mut escalated = false;
         if tokio::time::timeout(kt, cur.child.exited()).await.is_err() {
@@ -482,13 +494,36 @@ impl Actor {
         let Current { child, since, pumps, .. } = cur;
         let exit = child.reap(grace).await;
         let uptime = since.elapsed();
-        self.module.set_live(None);
-        self.persist().await;
         let deadline = Instant::now() + DRAIN_TIMEOUT;
         for p in pumps {
             // On timeout the pump keeps running detached, still writing into this ring.
             let _ = tokio::time::timeout_at(deadline, p).await;
         }
+        // Descendants that left the group are the module's too (a daemonizing wrapper's
+        // server): they go with it, by identity — after the drain, so a writer's last
+        // words still arrive. They stay recorded in the state file until they are gone.
+        let mut escaped = super::registry::lock(&self.module.escaped).clone();
+        if self.cfg().adopt_orphans {
+            let (ctx, short) = (Arc::clone(&self.ctx), self.short().to_owned());
+            for id in
+                tokio::task::spawn_blocking(move || ctx.tagged_orphans(&short)).await.unwrap_or_default()
+            {
+                if !escaped.contains(&id) {
+                    escaped.push(id);
+                }
+            }
+        }
+        let (stopped, killed) = statefile::stop_all(&escaped, grace).await;
+        if stopped > 0 {
+            self.sink.event(&format!(
+                "[supervisor] {}: stopped {stopped} process(es) that had left its process group{}.",
+                self.short(),
+                if killed.is_empty() { String::new() } else { format!(" ({} needed SIGKILL)", killed.len()) }
+            ));
+        }
+        super::registry::lock(&self.module.escaped).clear();
+        self.module.set_live(None);
+        self.persist().await;
         (exit, uptime)
     }
 
@@ -509,11 +544,16 @@ impl Actor {
         let own_group = match self.port() {
             Some(_) => {
                 let h = cur.child.handle();
-                tokio::task::spawn_blocking(move || {
+                let mut own = tokio::task::spawn_blocking(move || {
                     h.group_members().into_iter().filter_map(procfs::identity).collect::<Vec<_>>()
                 })
                 .await
-                .unwrap_or_default()
+                .unwrap_or_default();
+                // Descendants that left the group, and orphans that came back to the
+                // supervisor, are provably ours as well, not "unrelated".
+                own.extend(super::registry::lock(&self.module.escaped).iter().copied());
+                own.extend(super::registry::lock(&self.ctx.orphans).iter().copied());
+                own
             }
             None => Vec::new(),
         };
@@ -668,13 +708,10 @@ impl Actor {
         self.cur.as_ref().map(|c| c.child.pid())
     }
 
-    /// Rewrites the runtime state file in the background. Not awaited: the write (with its
-    /// fsync) would otherwise sit between a crash and the respawn. Writes are serialized
-    /// and each one records the registry as it is when it runs, so the newest view wins
-    /// whatever order they were queued in.
+    /// Hands the state file's writer the newest view. Never waits: the write (with its
+    /// fsyncs) would otherwise sit between a crash and the respawn, and the one writer
+    /// coalesces, so the crash rate cannot queue writes.
     async fn persist(&self) {
-        let Some(path) = self.cfg().state_file.clone() else { return };
-        let ctx = Arc::clone(&self.ctx);
-        drop(tokio::task::spawn_blocking(move || ctx.write_state(&path)));
+        self.ctx.persist();
     }
 }

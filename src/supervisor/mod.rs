@@ -122,6 +122,13 @@ pub struct SupervisorConfig {
     /// Where `{short, pid, pgid, start time}` of live children is persisted, so a restarted
     /// supervisor can prove leftovers are its own.
     pub state_file: Option<PathBuf>,
+    /// Every child of this process that is not a module's leader is an orphan of some
+    /// module's tree (true only for a child subreaper whose children are all modules, i.e.
+    /// the hub): such orphans are recorded in the state file and stopped at shutdown.
+    pub adopt_orphans: bool,
+    /// A random tag given to every child's environment and recorded in the state file, so
+    /// the next boot finds what escaped tracking (see `statefile::TAG_VAR`).
+    pub process_tag: Option<String>,
 }
 
 impl Default for SupervisorConfig {
@@ -142,6 +149,8 @@ impl Default for SupervisorConfig {
             late_bind_poll: Duration::from_secs(1),
             reclaim: ReclaimPolicy::Adopt,
             state_file: None,
+            adopt_orphans: false,
+            process_tag: None,
         }
     }
 }
@@ -219,7 +228,9 @@ impl Supervisor {
     /// with its thread). Must be called inside a tokio runtime.
     pub fn with_spawner(config: SupervisorConfig, output: OutputSink, spawner: Spawner) -> Supervisor {
         let output = Output::start(output, config.output_queue_lines);
-        Supervisor { inner: Arc::new(Inner { ctx: Arc::new(Ctx::new(config, output, spawner)) }) }
+        let ctx = Arc::new(Ctx::new(config, output, spawner));
+        tokio::spawn(track_descendants(Arc::downgrade(&ctx)));
+        Supervisor { inner: Arc::new(Inner { ctx }) }
     }
 
     fn ctx(&self) -> &Arc<Ctx> {
@@ -338,6 +349,24 @@ impl Supervisor {
             let grace = tokio::time::Instant::now() + parachute_process::KILL_WAIT;
             while let Ok(Some(_)) = tokio::time::timeout_at(grace, set.join_next()).await {}
         }
+        // Orphans that came back to us (a daemonizing wrapper's server whose module is now
+        // stopped) go too: a clean shutdown leaves nothing of any module behind.
+        let ctx = Arc::clone(self.ctx());
+        let _ = tokio::task::spawn_blocking(move || ctx.track_descendants()).await;
+        let orphans = std::mem::take(&mut *registry::lock(&self.ctx().orphans));
+        let (stopped, killed) = statefile::stop_all(&orphans, deadline.min(ORPHAN_GRACE)).await;
+        if stopped > 0 {
+            self.ctx().output.line(bytes::Bytes::from(format!(
+                "[supervisor] stopped {stopped} orphaned process(es) of modules{}.\n",
+                if killed.is_empty() { String::new() } else { format!(" ({} needed SIGKILL)", killed.len()) }
+            )));
+        }
+        self.ctx().persist();
+        if let Some(state) = &self.ctx().state
+            && !state.flush(Duration::from_secs(2)).await
+        {
+            tracing::warn!("the supervisor state file could not be brought up to date before exit");
+        }
         for m in &modules {
             m.ring.close();
         }
@@ -363,6 +392,27 @@ impl Supervisor {
     /// reaper that must not steal their exit status.
     pub fn tracked_pids(&self) -> HashSet<u32> {
         self.ctx().live_leaders().into_iter().collect()
+    }
+}
+
+/// How long orphans get after SIGTERM at shutdown (at most the stop timeout).
+const ORPHAN_GRACE: Duration = Duration::from_secs(3);
+
+/// How often descendants that left their module's group, and orphans that came back, are
+/// looked for (a daemonizing wrapper's intermediate process lives only milliseconds, so the
+/// subreaper's orphan list catches what this misses).
+const TRACK_EVERY: Duration = Duration::from_secs(1);
+
+async fn track_descendants(ctx: std::sync::Weak<Ctx>) {
+    let mut every = tokio::time::interval(TRACK_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let Some(ctx) = ctx.upgrade() else { return };
+        if ctx.closing.load(Ordering::SeqCst) {
+            return;
+        }
+        let _ = tokio::task::spawn_blocking(move || ctx.track_descendants()).await;
     }
 }
 

@@ -7,17 +7,16 @@
 //! (`watch`) and its live child's [`ChildHandle`] (a mutex-guarded slot), so `get`,
 //! `list`, `tracked_pids` and `kill_all_now` never wait on an actor.
 
-use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use parachute_process::{ChildHandle, Signal, Spawner};
+use parachute_process::{ChildHandle, ProcessIdentity, Signal, Spawner, procfs};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::logbuf::LogRing;
 use super::output::Output;
 use super::state::ModuleState;
-use super::statefile::{self, StateEntry};
+use super::statefile::{StateDoc, StateEntry, StateWriter};
 use super::{SpawnRequest, SupervisorConfig};
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -33,18 +32,24 @@ pub(crate) struct Ctx {
     pub modules: Mutex<Vec<Arc<Module>>>,
     /// Set by `shutdown`: no new spawns.
     pub closing: AtomicBool,
-    persist_lock: Mutex<()>,
+    /// The state file's one writer (when the config names a state file).
+    pub state: Option<StateWriter>,
+    /// Orphans that came back to the supervisor (child subreaper) that no module's tracking
+    /// saw leave its tree: descendants of some module, by identity.
+    pub orphans: Mutex<Vec<ProcessIdentity>>,
 }
 
 impl Ctx {
     pub fn new(config: SupervisorConfig, output: Output, spawner: Spawner) -> Ctx {
+        let state = config.state_file.clone().map(StateWriter::start);
         Ctx {
             config,
             output,
             spawner,
             modules: Mutex::new(Vec::new()),
             closing: AtomicBool::new(false),
-            persist_lock: Mutex::new(()),
+            state,
+            orphans: Mutex::new(Vec::new()),
         }
     }
 
@@ -72,23 +77,127 @@ impl Ctx {
         self.modules().iter().filter_map(|m| m.live().map(|l| l.handle.pid())).collect()
     }
 
-    /// Rewrites the state file from the live slots (serialized, so the last write wins
-    /// with the newest view).
-    pub fn write_state(&self, path: &Path) {
-        let _g = lock(&self.persist_lock);
-        let entries: Vec<StateEntry> = self
+    /// Hands the state file's writer the current view (never waits; see
+    /// [`StateWriter`]).
+    pub fn persist(&self) {
+        let Some(writer) = &self.state else { return };
+        let modules: Vec<StateEntry> = self
             .modules()
             .iter()
             .filter_map(|m| {
                 let l = m.live()?;
                 let pid = l.handle.pid();
-                Some(StateEntry { short: m.short.clone(), pid, pgid: pid, start_ticks: l.start_ticks })
+                Some(StateEntry {
+                    short: m.short.clone(),
+                    pid,
+                    pgid: pid,
+                    start_ticks: l.start_ticks,
+                    escaped: lock(&m.escaped).clone(),
+                })
             })
             .collect();
-        if let Err(e) = statefile::write(path, &entries) {
-            tracing::warn!("{e}");
+        let mut doc = StateDoc::now(modules, lock(&self.orphans).clone());
+        doc.tag.clone_from(&self.config.process_tag);
+        writer.submit(doc);
+    }
+
+    /// Looks for descendants that left their module's group (a `setsid` or daemonizing
+    /// wrapper) and for orphans that came back to the supervisor, records them by identity
+    /// (dropping the ones that have exited), and persists when anything changed. Blocking:
+    /// reads `/proc`.
+    pub fn track_descendants(&self) {
+        let mut changed = false;
+        let mut seen_anywhere: Vec<ProcessIdentity> = Vec::new();
+        let modules = self.modules();
+        let leaders: Vec<u32> = modules.iter().filter_map(|m| m.live().map(|l| l.handle.pid())).collect();
+        for m in &modules {
+            let found = m.live().map(|l| escapees_of(l.handle.pid())).unwrap_or_default();
+            let mut escaped = lock(&m.escaped);
+            let before = escaped.len();
+            escaped.retain(procfs::is_same_process);
+            changed |= escaped.len() != before;
+            for id in found {
+                if !escaped.contains(&id) {
+                    escaped.push(id);
+                    changed = true;
+                }
+            }
+            seen_anywhere.extend(escaped.iter().copied());
+        }
+        if !self.config.adopt_orphans {
+            if changed {
+                self.persist();
+            }
+            return;
+        }
+        let me = std::process::id();
+        let strays: Vec<ProcessIdentity> = procfs::children_of(me)
+            .into_iter()
+            .filter(|p| !leaders.contains(p))
+            .filter_map(procfs::identity)
+            .filter(|id| !seen_anywhere.contains(id))
+            .collect();
+        {
+            let mut orphans = lock(&self.orphans);
+            let before = orphans.clone();
+            orphans.retain(procfs::is_same_process);
+            for id in strays {
+                if !orphans.contains(&id) {
+                    orphans.push(id);
+                }
+            }
+            changed |= *orphans != before;
+        }
+        if changed {
+            self.persist();
         }
     }
+}
+
+impl Ctx {
+    /// Orphans that came back to the supervisor carrying `short`'s tag, and their
+    /// descendants. Blocking: reads `/proc`.
+    pub fn tagged_orphans(&self, short: &str) -> Vec<ProcessIdentity> {
+        let (true, Some(tag)) = (self.config.adopt_orphans, self.config.process_tag.as_deref()) else {
+            return Vec::new();
+        };
+        let leaders = self.live_leaders();
+        let mut out = Vec::new();
+        for pid in procfs::children_of(std::process::id()) {
+            if leaders.contains(&pid) || super::statefile::tagged_module(pid, tag).as_deref() != Some(short) {
+                continue;
+            }
+            if let Some(id) = procfs::identity(pid) {
+                out.push(id);
+                out.extend(escapees_of(pid));
+            }
+        }
+        out
+    }
+}
+
+/// Descendants of `leader` outside its group (and their descendants), by identity. Bounded
+/// walk: a fork bomb cannot keep it busy.
+fn escapees_of(leader: u32) -> Vec<ProcessIdentity> {
+    const MAX_WALK: usize = 4096;
+    let mut out = Vec::new();
+    let mut todo = vec![leader];
+    let mut walked = 0;
+    while let Some(p) = todo.pop() {
+        walked += 1;
+        if walked > MAX_WALK {
+            break;
+        }
+        for c in procfs::children_of(p) {
+            if let Some(st) = procfs::stat(c).filter(|s| !s.is_exited()) {
+                if st.pgid != leader {
+                    out.push(ProcessIdentity { pid: c, start_ticks: st.start_ticks });
+                }
+                todo.push(c);
+            }
+        }
+    }
+    out
 }
 
 /// The live child of a module, as other tasks may see it.
@@ -105,6 +214,8 @@ pub(crate) struct Module {
     pub state: watch::Receiver<ModuleState>,
     pub tx: mpsc::UnboundedSender<Cmd>,
     pub live: Mutex<Option<Live>>,
+    /// Descendants of the current (or last) child seen outside its group, by identity.
+    pub escaped: Mutex<Vec<ProcessIdentity>>,
 }
 
 impl Module {
