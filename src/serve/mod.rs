@@ -135,15 +135,9 @@ pub fn say(msg: &str) {
 
 /// Runs the hub until it is told to stop. Progress goes to the hub's log (`[hub] …` lines
 /// on stderr: the service's own log, not a CLI message); errors are returned.
-pub fn run(mut opts: ServeOptions) -> Result<Outcome, ServeError> {
+pub fn run(opts: ServeOptions) -> Result<Outcome, ServeError> {
     #[cfg(target_os = "linux")]
-    match parachute_process::set_child_subreaper() {
-        // Every child of the hub is now a module or an orphan of one.
-        Ok(()) => opts.supervisor.adopt_orphans = true,
-        Err(e) => say(&format!(
-            "could not become a child subreaper ({e}); orphans of module wrappers go to init instead."
-        )),
-    }
+    let opts = become_subreaper(opts);
     if let Err(e) = limits::raise_nofile() {
         say(&format!("could not raise the open-file limit ({e}); a connection flood exhausts it sooner."));
     }
@@ -166,6 +160,19 @@ pub fn run(mut opts: ServeOptions) -> Result<Outcome, ServeError> {
 /// Every signal the hub answers (docs/cli.md, "Signals"). The rest of the catchable signals whose
 /// default action would end the process are ignored with a log line ([`ignore_signals`]),
 /// so nothing but SIGKILL (or a fault of the hub's own) ends it without a word.
+/// Makes the hub a child subreaper, so orphans of a module's wrapper come back to it; then
+/// every child of the hub is a module or an orphan of one, which the supervisor accounts for.
+#[cfg(target_os = "linux")]
+fn become_subreaper(mut opts: ServeOptions) -> ServeOptions {
+    match parachute_process::set_child_subreaper() {
+        Ok(()) => opts.supervisor.adopt_orphans = true,
+        Err(e) => say(&format!(
+            "could not become a child subreaper ({e}); orphans of module wrappers go to init instead."
+        )),
+    }
+    opts
+}
+
 struct Signals {
     stop: StopSignals,
     hup: Signal,
