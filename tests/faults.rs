@@ -208,3 +208,76 @@ impl Drop for KillTokenOnDrop {
         }
     }
 }
+
+/// A tmpfs mounted for one test, unmounted (lazily) when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// After ENOSPC on the hub's own output, and space freed, new module lines arrive (the
+/// writer used to give up for good at the first error, silently).
+#[test]
+fn output_resumes_after_the_disk_under_the_hub_log_was_full() {
+    let h = TestHome::new();
+    let mnt = h.scratch("logfs");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !crate::support::needs_root_feature("output_resumes_after_…", mounted, "a tmpfs mount (root)") {
+        return;
+    }
+    let _fs = Tmpfs(mnt.clone());
+    // A steady writer (a crash loop would slow down under the backoff).
+    let script = "while :; do echo tick-$(printf %0100d 0); sleep 0.01; done";
+    h.module("ticker", free_port(), &["/bin/sh".into(), "-c".into(), script.into()]);
+    let log = mnt.join("hub.log");
+    let err_path = h.scratch("hub.err");
+    let mut cmd = crate::support::parachute();
+    cmd.arg("serve")
+        .arg("--home")
+        .arg(h.home())
+        .args(["--port", &free_port().to_string()])
+        .env("HOME", h.scratch("user-home"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap());
+    // Its own group, so the guard's group SIGKILL reaches it if the test fails.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut hub = crate::support::hub::Proc(cmd.spawn().unwrap());
+    let read =
+        |p: &std::path::Path| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned();
+    crate::support::wait_for("ticks in the log", Duration::from_secs(20), || {
+        read(&log).contains("[ticker] tick").then_some(())
+    });
+    // Fill the file system.
+    let filler = mnt.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        while f.write_all(&[b'x'; 4096]).is_ok() {}
+        while f.write_all(b"x").is_ok() {}
+    }
+    crate::support::wait_for("the failure to be reported", Duration::from_secs(20), || {
+        read(&err_path).contains("the supervisor's output failed").then_some(())
+    });
+    let stuck = std::fs::metadata(&log).unwrap().len();
+    std::fs::remove_file(&filler).unwrap();
+    crate::support::wait_for("output to resume", Duration::from_secs(20), || {
+        let text = read(&log);
+        let after = text.find("[supervisor] output resumed")?;
+        text[after..].contains("[ticker] tick").then_some(())
+    });
+    assert!(std::fs::metadata(&log).unwrap().len() > stuck);
+    // SAFETY: kill(2) on the hub this test started and has not reaped.
+    unsafe {
+        libc::kill(hub.pid() as i32, libc::SIGTERM);
+    }
+    let _ = hub.0.wait();
+}

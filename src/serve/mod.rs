@@ -336,6 +336,7 @@ async fn serve(mut opts: ServeOptions) -> Result<Outcome, ServeError> {
     for report in crate::supervisor::adopt_leftovers(&state_file, config.kill_timeout).await {
         say(&report.to_string());
     }
+    crate::supervisor::statefile::claim(&state_file, &instance.instance);
     let to_journal = [std::io::stderr().as_fd(), std::io::stdout().as_fd()]
         .into_iter()
         .any(|fd| crate::supervisor::journal::is_journal_stream(opts.journal_stream.as_deref(), fd));

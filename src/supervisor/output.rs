@@ -16,6 +16,11 @@
 //! the writer makes no progress for [`STALL_AFTER`] is the sink marked stalled: from then
 //! on pumps stop waiting and lines are dropped and counted, until the writer drains the
 //! queue again.
+//!
+//! A sink that fails (a full disk under the hub log, a closed pipe) is not given up on: the
+//! failure is reported once on stderr, lines meanwhile are counted (they stay in the module
+//! logs), the sink is tried again every [`RETRY_OUTPUT`], and output resumes with a note of
+//! what was missed once it accepts writes again.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -217,29 +222,72 @@ impl Output {
     }
 }
 
+/// How often a failed output is tried again; lines in between are counted, not kept (they
+/// are in the module logs).
+pub const RETRY_OUTPUT: Duration = Duration::from_secs(1);
+
 async fn write_loop(
     mut rx: mpsc::Receiver<Msg>,
     inner: Arc<Inner>,
     mut w: BufWriter<Box<dyn AsyncWrite + Send + Unpin>>,
     cap: usize,
 ) {
-    // After a write error (closed pipe) the queue is still drained, so producers keep
-    // counting drops instead of filling a queue nobody empties; the error is logged once.
-    let mut broken = false;
+    // After a write error (a full disk, a closed pipe) the queue is still drained, so
+    // producers never wait on a dead sink; the lines are counted, the failure is reported
+    // once, and the sink is tried again every RETRY_OUTPUT. When it accepts again (space was
+    // freed), output resumes with a note of how many lines it could not take.
+    let mut failed: Option<Failed> = None;
     // Drain whatever is queued in one go: one wake-up per batch, not per line.
     let mut batch = Vec::with_capacity(256);
-    while rx.recv_many(&mut batch, 256).await > 0 {
+    loop {
+        let got = match &failed {
+            // While failed, wake up for the retry even if nothing new arrives.
+            Some(f) => {
+                let until = f.last_try + RETRY_OUTPUT;
+                tokio::select! {
+                    n = rx.recv_many(&mut batch, 256) => n,
+                    () = tokio::time::sleep_until(until) => usize::MAX,
+                }
+            }
+            None => rx.recv_many(&mut batch, 256).await,
+        };
+        if got == 0 {
+            break;
+        }
+        if let Some(f) = &mut failed
+            && f.last_try.elapsed() >= RETRY_OUTPUT
+        {
+            f.last_try = tokio::time::Instant::now();
+            // The buffer still holds what the failed write could not take (the torn line
+            // is completed first).
+            if w.flush().await.is_ok() {
+                let lost = f.lost;
+                failed = None;
+                let note = format!(
+                    "[supervisor] output resumed; {lost} lines could not be written meanwhile (they are in the module logs: `parachute logs`).\n"
+                );
+                tracing::warn!("the supervisor's output accepts writes again; {lost} lines were not written");
+                if let Err(e) = w.write_all(note.as_bytes()).await {
+                    failed = Some(Failed::new(e));
+                }
+            }
+        }
         for msg in batch.drain(..) {
             match msg {
-                Msg::Line(b) => {
-                    if !broken && let Err(e) = w.write_all(&b).await {
-                        tracing::warn!("supervisor output stopped: {e}; lines still go to the module logs");
-                        broken = true;
+                Msg::Line(b) => match &mut failed {
+                    Some(f) => f.lost += 1,
+                    None => {
+                        if let Err(e) = w.write_all(&b).await {
+                            let f = Failed::new(e);
+                            failed = Some(Failed { lost: 1, ..f });
+                        }
                     }
-                }
+                },
                 Msg::Flush(done) => {
-                    if !broken {
-                        let _ = w.flush().await;
+                    if failed.is_none()
+                        && let Err(e) = w.flush().await
+                    {
+                        failed = Some(Failed::new(e));
                     }
                     let _ = done.send(());
                 }
@@ -249,16 +297,39 @@ async fn write_loop(
             inner.stalled.store(false, Ordering::Relaxed);
             inner.space.notify_waiters();
             let n = inner.dropped.swap(0, Ordering::Relaxed);
-            if n > 0 && !broken {
+            if n > 0 && failed.is_none() {
                 let note = format!("[supervisor] dropped {n} lines: the output could not keep up.\n");
-                broken |= w.write_all(note.as_bytes()).await.is_err();
+                if let Err(e) = w.write_all(note.as_bytes()).await {
+                    failed = Some(Failed::new(e));
+                }
             }
         }
-        if rx.is_empty() && !broken {
-            broken |= w.flush().await.is_err();
+        if rx.is_empty()
+            && failed.is_none()
+            && let Err(e) = w.flush().await
+        {
+            failed = Some(Failed::new(e));
         }
     }
     let _ = w.flush().await;
+}
+
+/// The output is failing: since when, and how many lines it did not take.
+struct Failed {
+    last_try: tokio::time::Instant,
+    lost: u64,
+}
+
+impl Failed {
+    /// Reports the failure (once per failure, not per line).
+    fn new(e: std::io::Error) -> Failed {
+        tracing::warn!(
+            "the supervisor's output failed ({e}); lines still go to the module logs (`parachute logs`), \
+             and the output is retried every {}s",
+            RETRY_OUTPUT.as_secs()
+        );
+        Failed { last_try: tokio::time::Instant::now(), lost: 0 }
+    }
 }
 
 #[cfg(test)]
@@ -350,6 +421,67 @@ mod tests {
         .await;
         assert!(waited.is_ok(), "a stuck sink must not block producers for long");
         assert!(out.dropped_total() >= 90, "dropped {}", out.dropped_total());
+    }
+
+    /// A writer that fails with ENOSPC while `full` is set.
+    struct Flaky {
+        full: Arc<AtomicBool>,
+        got: Arc<std::sync::Mutex<Vec<u8>>>,
+    }
+
+    impl AsyncWrite for Flaky {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            if self.full.load(Ordering::SeqCst) {
+                return std::task::Poll::Ready(Err(std::io::Error::from_raw_os_error(libc::ENOSPC)));
+            }
+            self.got.lock().unwrap().extend_from_slice(buf);
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_sink_is_retried_and_output_resumes() {
+        let full = Arc::new(AtomicBool::new(false));
+        let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let w = Flaky { full: Arc::clone(&full), got: Arc::clone(&got) };
+        let out = Output::start(OutputSink::Writer(Box::new(w)), 64);
+        out.line(Bytes::from_static(b"before\n"));
+        assert!(out.flush(Duration::from_secs(5)).await);
+        full.store(true, Ordering::SeqCst);
+        for _ in 0..5 {
+            out.line(Bytes::from_static(b"lost\n"));
+        }
+        out.flush(Duration::from_secs(1)).await;
+        full.store(false, Ordering::SeqCst);
+        let text = || String::from_utf8(got.lock().unwrap().clone()).unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !text().contains("after\n") {
+            assert!(tokio::time::Instant::now() < deadline, "output never resumed: {:?}", text());
+            out.line(Bytes::from_static(b"after\n"));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let t = text();
+        assert!(t.starts_with("before\n"), "{t:?}");
+        assert!(t.contains("[supervisor] output resumed; "), "{t:?}");
+        // What the buffer held when the sink failed is written first, the torn end included.
+        let resumed = t.find("[supervisor] output resumed").unwrap();
+        assert!(t[..resumed].ends_with("lost\n"), "{t:?}");
     }
 
     #[tokio::test]

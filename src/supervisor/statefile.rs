@@ -313,6 +313,16 @@ pub async fn adopt_leftovers(state_file: &Path, grace: Duration) -> Vec<Leftover
     reports
 }
 
+/// Records this supervisor's tag before any module starts, so a supervisor killed before
+/// its first state write still leaves the next boot a way to find what its modules
+/// started.
+pub fn claim(state_file: &Path, tag: &str) {
+    let doc = StateDoc { tag: Some(tag.to_owned()), ..StateDoc::now(Vec::new(), Vec::new()) };
+    if let Err(e) = write(state_file, &doc) {
+        tracing::warn!("{e}");
+    }
+}
+
 /// The life bound's upper end: nothing started after this process can be a leftover.
 pub fn my_start_ticks() -> u64 {
     procfs::stat(std::process::id()).map_or(u64::MAX, |s| s.start_ticks)
