@@ -7,7 +7,8 @@
 //!
 //! The dialect, exactly:
 //!
-//! - Lines are separated by `\n`; a `\r` before it is dropped. Leading and trailing
+//! - Lines end with `\n`, `\r\n` or a lone `\r`; a leading UTF-8 byte-order mark is
+//!   dropped. Leading and trailing
 //!   whitespace of a line is ignored. Blank lines and lines whose first character is `#`
 //!   are skipped.
 //! - `export ` (followed by spaces or tabs) before the key is allowed and ignored.
@@ -104,8 +105,9 @@ pub fn read(path: &Path) -> Result<Option<Vec<(String, String)>>, EnvFileError> 
 pub fn parse(text: &str, path: &Path) -> Result<Vec<(String, String)>, EnvFileError> {
     let mut pairs = Vec::new();
     let mut problems = Vec::new();
-    for (i, raw) in text.split('\n').enumerate() {
-        let raw = raw.strip_suffix('\r').unwrap_or(raw);
+    // A UTF-8 byte-order mark (some Windows editors write one) is not part of the first key.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    for (i, raw) in lines(text).enumerate() {
         match parse_line(raw) {
             Ok(Some(pair)) => pairs.push(pair),
             Ok(None) => {}
@@ -117,6 +119,26 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<(String, String)>, EnvFileEr
     } else {
         Err(EnvFileError::Malformed { path: path.to_path_buf(), problems })
     }
+}
+
+/// The lines of `text`, ended by `\n`, `\r\n` or a lone `\r` (old Mac editors): a file
+/// with CR endings is many lines, not one key swallowing the rest.
+fn lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let t = rest?;
+        match t.find(['\n', '\r']) {
+            None => {
+                rest = None;
+                Some(t)
+            }
+            Some(i) => {
+                let skip = if t[i..].starts_with("\r\n") { 2 } else { 1 };
+                rest = Some(&t[i + skip..]);
+                Some(&t[..i])
+            }
+        }
+    })
 }
 
 fn is_blank(c: char) -> bool {
@@ -317,7 +339,7 @@ C="C:\temp\x"
         /// Any value without NUL survives being written double-quoted with the documented
         /// escapes, and any unquoted value without blanks, quotes or `#` is taken verbatim.
         #[test]
-        fn double_quoted_values_round_trip(key in "[A-Za-z_][A-Za-z0-9_]{0,20}", value in "[^\\x00]*") {
+        fn double_quoted_values_round_trip(key in "[A-Za-z_][A-Za-z0-9_]{0,20}", value in "[^\\x00\\r]*") {
             let encoded = value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
             let got = parse(&format!("{key}=\"{encoded}\"\n"), Path::new("/e")).unwrap();
             proptest::prop_assert_eq!(got, vec![(key, value)]);

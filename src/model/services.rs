@@ -258,6 +258,12 @@ fn drop_reason(long_names: &HashMap<&str, Vec<Option<&Value>>>, row: &Value) -> 
     None
 }
 
+/// A UTF-8 byte-order mark (written by some Windows editors) is not JSON, but it is
+/// unambiguous: it is dropped rather than making the whole registry unreadable.
+fn without_bom(bytes: &[u8]) -> &[u8] {
+    bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes)
+}
+
 impl ServicesFile {
     /// An empty registry (`{"services": []}`).
     pub fn empty() -> ServicesFile {
@@ -303,6 +309,7 @@ impl ServicesFile {
 
     /// [`read_strict`](Self::read_strict) on bytes; `path` names the file in messages.
     pub fn parse_strict(bytes: &[u8], path: &Path) -> Result<Loaded, ServicesError> {
+        let bytes = without_bom(bytes);
         let value: Value = serde_json::from_slice(bytes).map_err(|e| ServicesError::Malformed {
             file: path.to_path_buf(),
             line: e.line(),
@@ -319,6 +326,7 @@ impl ServicesFile {
 
     /// [`read_lenient`](Self::read_lenient) on bytes.
     pub fn parse_lenient(bytes: &[u8], path: &Path) -> Loaded {
+        let bytes = without_bom(bytes);
         let value: Value = match serde_json::from_slice(bytes) {
             Ok(v) => v,
             Err(e) => {

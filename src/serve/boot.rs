@@ -218,8 +218,13 @@ pub async fn boot(
         let (index, short) = match d {
             BootDecision::Start { index, short, .. } => (index, short),
             BootDecision::Skip { name, reason, .. } => {
-                // Debug-quoted: a hostile row name cannot forge a log line.
-                say(&format!("{name:?}: skipped — {reason}"));
+                // Sanitized and clipped: a hostile row name can neither forge a log line
+                // nor flood the log (a 12 MB name was once echoed on every boot).
+                say(&format!(
+                    "\"{}\": skipped — {}",
+                    crate::text::field_clipped(&name, 64),
+                    crate::text::field_clipped(&reason, 400)
+                ));
                 out.push(Booted::Skipped);
                 continue;
             }
