@@ -282,31 +282,6 @@ fn output_resumes_after_the_disk_under_the_hub_log_was_full() {
     let _ = hub.0.wait();
 }
 
-/// `.env` line endings (LF, CRLF, CR-only, mixed) and a byte-order mark all parse to the
-/// same pairs; a CR-only file used to be one key swallowing the rest.
-#[test]
-fn env_files_parse_with_any_line_ending_and_a_bom() {
-    use parachute::model::env_file::parse;
-    let want: Vec<(String, String)> = [("A", "1"), ("B", "two words"), ("C", "3")]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    for (case, text) in [
-        ("LF", "A=1\nB=\"two words\"\n# c\nC=3\n"),
-        ("CRLF", "A=1\r\nB=\"two words\"\r\n# c\r\nC=3\r\n"),
-        ("CR", "A=1\rB=\"two words\"\r# c\rC=3\r"),
-        ("mixed", "A=1\rB=\"two words\"\r\n# c\nC=3"),
-        ("BOM+LF", "\u{feff}A=1\nB=\"two words\"\n# c\nC=3\n"),
-        ("BOM+CR", "\u{feff}A=1\rB=\"two words\"\r\r# c\rC=3"),
-    ] {
-        let got = parse(text, std::path::Path::new("/h/m/.env")).unwrap_or_else(|e| panic!("{case}: {e}"));
-        assert_eq!(got, want, "{case}");
-    }
-    // Line numbers count CR-only lines too.
-    let err = parse("A=1\rB C\rD=4\r", std::path::Path::new("/h/m/.env")).unwrap_err().to_string();
-    assert!(err.contains("/h/m/.env") && err.contains("line 2"), "{err}");
-}
-
 /// A UTF-8 byte-order mark on services.json is accepted by both readers (it used to make
 /// the whole registry "not valid JSON at line 1 column 1": zero modules started).
 #[test]

@@ -351,7 +351,7 @@ impl Actor {
                 .env
                 .iter()
                 .filter(|(k, _)| !super::MANAGER_PROTOCOL_VARS.contains(&k.as_str()))
-                                .filter(|(k, _)| k != statefile::TAG_VAR)
+                .filter(|(k, _)| k != statefile::TAG_VAR)
                 .map(|(k, v)| (k.into(), v.into()))
                 .chain(
                     self.cfg()
