@@ -62,7 +62,9 @@ pub fn is_journal_stream(journal_stream: Option<&str>, fd: impl AsFd) -> bool {
     let Some((dev, ino)) = journal_stream.and_then(|v| v.trim().split_once(':')) else { return false };
     let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else { return false };
     match nix::sys::stat::fstat(fd) {
-        Ok(st) => st.st_dev == dev && st.st_ino == ino,
+        // `dev_t` is `u64` on Linux and `i32` on macOS (where this is never true anyway).
+        #[allow(clippy::unnecessary_cast, reason = "dev_t differs by platform")]
+        Ok(st) => st.st_dev as u64 == dev && st.st_ino == ino,
         Err(_) => false,
     }
 }
