@@ -15,6 +15,7 @@ mod isolation;
 mod model;
 mod native;
 mod offer;
+mod operator;
 mod root;
 mod serve;
 mod supervisor;

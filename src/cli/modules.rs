@@ -240,11 +240,7 @@ fn print_outcome(op: Op, reply: &ModuleReply, ok: bool) {
             let _ = writeln!(err, "  → {}", hint(&reply.short, e));
         }
         None => {
-            let exit = match s.last_exit_code {
-                Some(Some(c)) => format!(" (last exit code {c})"),
-                Some(None) => " (last exit: killed by a signal)".to_owned(),
-                None => String::new(),
-            };
+            let exit = s.last_exit().map(|e| format!(" (last child {e})")).unwrap_or_default();
             let _ = writeln!(
                 err,
                 "✗ {}: {} after {} crash(es){exit}; see `parachute logs {}`.",
@@ -303,10 +299,11 @@ pub fn note(state: &ModuleState) -> String {
             StartErrorKind::Other { .. } => field(&e.to_string()).into_owned(),
         };
     }
-    match (state.status, state.last_exit_code) {
-        (ModuleStatus::Crashed, Some(Some(c))) => format!("gave up; last exit code {c}"),
-        (ModuleStatus::Crashed, Some(None)) => "gave up; last exit by signal".to_owned(),
-        (ModuleStatus::Restarting, _) => "waiting to restart after a crash".to_owned(),
+    match (state.status, state.last_exit()) {
+        (ModuleStatus::Crashed, Some(e)) => format!("gave up; last child {e}"),
+        (ModuleStatus::Restarting, Some(e)) => format!("waiting to restart; last child {e}"),
+        (ModuleStatus::Restarting, None) => "waiting to restart after a crash".to_owned(),
+        (_, Some(e)) => format!("last child {e}"),
         _ => String::new(),
     }
 }

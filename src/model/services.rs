@@ -615,14 +615,13 @@ pub fn reconcile_port(file: &ServicesFile, row: &ServiceRow) -> PortDecision {
     if let Some(holder) = file.rows().find(|r| r.name() != name && r.port() == canonical) {
         let holder = holder.name().to_owned();
         let log = format!(
-            "[supervisor] {name}: services.json port {from} ≠ canonical {canonical}, but {canonical} is held by \
+            "{name}: services.json port {from} ≠ canonical {canonical}, but {canonical} is held by \
              another row ({holder:?}) — not reconciling; surfacing the drift."
         );
         return PortDecision::HeldByOther { name, port: from, canonical, holder, log };
     }
-    let log = format!(
-        "[supervisor] {name}: reconciled drifted services.json port {from} → canonical {canonical} (channel#41)."
-    );
+    let log =
+        format!("{name}: reconciled drifted services.json port {from} → canonical {canonical} (channel#41).");
     PortDecision::Reconciled { name, from, to: canonical, log }
 }
 

@@ -281,8 +281,9 @@ fn reconcile_moves_drifted_fixed_port_rows_only() {
             name: "parachute-scribe".into(),
             from: 2943,
             to: 1943,
-            log: "[supervisor] parachute-scribe: reconciled drifted services.json port 2943 → canonical 1943 (channel#41)."
-                .into()
+            log:
+                "parachute-scribe: reconciled drifted services.json port 2943 → canonical 1943 (channel#41)."
+                    .into()
         }
     );
     assert_eq!(f.get("parachute-scribe").unwrap().port(), 2943, "deciding changes nothing");

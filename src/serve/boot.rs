@@ -176,9 +176,8 @@ pub fn describe(state: &ModuleState) -> String {
     let pid = state.pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
     match (&state.start_error, state.status) {
         (Some(e), _) => format!("{short}: {status}{pid} — {e}"),
-        (None, ModuleStatus::Crashed) => match state.last_exit_code {
-            Some(Some(c)) => format!("{short}: crashed (last exit code {c}); see `parachute logs {short}`"),
-            Some(None) => format!("{short}: crashed (killed by a signal); see `parachute logs {short}`"),
+        (None, ModuleStatus::Crashed) => match state.last_exit() {
+            Some(e) => format!("{short}: crashed (last child {e}); see `parachute logs {short}`"),
             None => format!("{short}: crashed"),
         },
         (None, _) => format!("{short}: {status}{pid}"),
@@ -250,7 +249,11 @@ pub async fn boot(
             };
             tokio::select! {
                 state = started => {
-                    say(&describe(&state));
+                    // A start error was already logged by the supervisor, as one
+                    // `[supervisor] …` line with its reason; a second line would say it again.
+                    if state.start_error.is_none() {
+                        say(&describe(&state));
+                    }
                     Some(state)
                 }
                 _ = phase.wait_for(|p| *p != Phase::Running) => None,

@@ -124,10 +124,12 @@ pub fn is_up(m: &ModuleState) -> bool {
 
 /// What a module that is not up is doing, in a few words.
 pub fn not_up(m: &ModuleState, now: time::OffsetDateTime) -> String {
-    let exit = match m.last_exit_code {
-        Some(Some(c)) => format!(" (exit {c})"),
-        Some(None) => " (killed by a signal)".to_owned(),
-        None => String::new(),
+    let exit = match (m.last_exit_code, m.last_exit_signal) {
+        (Some(Some(c)), _) => format!(" (exit {c})"),
+        (Some(None), Some(n)) => nix::sys::signal::Signal::try_from(n)
+            .map_or_else(|_| format!(" (signal {n})"), |s| format!(" ({})", s.as_str())),
+        (Some(None), None) => " (killed by a signal)".to_owned(),
+        (None, _) => String::new(),
     };
     let name = crate::text::field(&m.short);
     match (m.status, &m.start_error) {

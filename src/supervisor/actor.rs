@@ -246,7 +246,7 @@ impl Actor {
                     s.pid = None;
                     s.restarts_in_window = 0;
                     if let Some(exit) = exit {
-                        s.last_exit_code = Some(exit.code);
+                        s.record_exit(exit.code, exit.signal);
                     }
                 });
                 self.waiting.push(reply);
@@ -443,7 +443,7 @@ impl Actor {
             s.pid = None;
             s.start_error = None;
             if let Some(exit) = exit {
-                s.last_exit_code = Some(exit.code);
+                s.record_exit(exit.code, exit.signal);
             }
         };
         if self.status.is_some() {
@@ -562,13 +562,13 @@ impl Actor {
         let (exit, uptime) = self.finish_child(cur, self.cfg().kill_timeout).await;
         // The snapshot keeps saying `running` (with the old pid) until the verdict below,
         // so readers never see a running module without a pid.
-        let code = exit.code;
+        let (code, signal) = (exit.code, exit.signal);
         if let Some(port) = self.port()
             && let Reclaim::Halt(err) = self.reclaim(port, &own_group).await
         {
             self.transition(ModuleStatus::Crashed, |s| {
                 s.pid = None;
-                s.last_exit_code = Some(code);
+                s.record_exit(code, signal);
                 s.start_error = Some(err);
             });
             self.answer_waiting();
@@ -578,12 +578,12 @@ impl Actor {
         let now = crate::rfc3339::now();
         let (to, n) = match verdict {
             Verdict::GiveUp { n } => {
-                self.sink.event(&line::giving_up(self.short(), n, self.cfg().crash_window));
+                self.sink.event(&line::giving_up(self.short(), code, signal, n, self.cfg().crash_window));
                 (ModuleStatus::Crashed, n)
             }
             Verdict::Restart { n, delay } => {
                 let max = self.cfg().max_crashes_in_window;
-                self.sink.event(&line::restarting(self.short(), code, n, max, delay));
+                self.sink.event(&line::restarting(self.short(), code, signal, n, max, delay));
                 self.respawn_at = Some(Instant::now() + delay);
                 (ModuleStatus::Restarting, n)
             }
@@ -595,7 +595,7 @@ impl Actor {
         });
         self.transition(to, |s| {
             s.pid = None;
-            s.last_exit_code = Some(code);
+            s.record_exit(code, signal);
             s.restarts_in_window = n;
             s.last_crash_at = Some(now);
             s.next_restart_at = next;

@@ -70,11 +70,26 @@ pub fn started_but_unbound(short: &str, pid: u32, port: u16, window: Duration) -
     )
 }
 
+/// How a child ended, in words: `exited (code=1)`, or `killed by SIGKILL (signal 9)` where
+/// upstream printed only `code=137` and a bare wait status loses the signal altogether.
+pub fn exit_reason(code: Option<i32>, signal: Option<i32>) -> String {
+    match (code, signal) {
+        (Some(c), _) => format!("exited (code={c})"),
+        (None, Some(n)) => match nix::sys::signal::Signal::try_from(n) {
+            Ok(sig) => format!("killed by {} (signal {n})", sig.as_str()),
+            Err(_) => format!("killed by signal {n}"),
+        },
+        (None, None) => "exited (code=?)".to_owned(),
+    }
+}
+
 /// `[supervisor] …` lines (without the trailing newline). Descriptions and lines carry text
 /// from outside (binaries, paths, command lines, OS messages) only through
 /// [`crate::text::field`]; the structured fields keep it raw for programs.
 pub mod line {
     use std::time::Duration;
+
+    use super::exit_reason;
 
     /// Stop escalation.
     pub fn escalating(short: &str, timeout: Duration) -> String {
@@ -85,17 +100,34 @@ pub mod line {
     }
 
     /// A crash inside the budget.
-    pub fn restarting(short: &str, code: Option<i32>, n: u32, max: u32, delay: Duration) -> String {
-        let code = code.map_or_else(|| "?".to_owned(), |c| c.to_string());
+    pub fn restarting(
+        short: &str,
+        code: Option<i32>,
+        signal: Option<i32>,
+        n: u32,
+        max: u32,
+        delay: Duration,
+    ) -> String {
         format!(
-            "[supervisor] {short} exited (code={code}); restart {n}/{max} in window (in {}ms).",
+            "[supervisor] {short} {}; restart {n}/{max} in window (in {}ms).",
+            exit_reason(code, signal),
             delay.as_millis()
         )
     }
 
-    /// The budget is spent.
-    pub fn giving_up(short: &str, n: u32, window: Duration) -> String {
-        format!("[supervisor] {short} crashed {n}x within {}ms — giving up.", window.as_millis())
+    /// The budget is spent (one line: the last exit and the verdict).
+    pub fn giving_up(
+        short: &str,
+        code: Option<i32>,
+        signal: Option<i32>,
+        n: u32,
+        window: Duration,
+    ) -> String {
+        format!(
+            "[supervisor] {short} {}; crashed {n}x within {}ms — giving up.",
+            exit_reason(code, signal),
+            window.as_millis()
+        )
     }
 
     /// Crash path, policy `prompt`.
@@ -215,13 +247,25 @@ mod tests {
             "[supervisor] vault did not exit 5ms after SIGTERM — escalating to SIGKILL."
         );
         assert!(
-            line::restarting("vault", None, 1, 3, Duration::from_millis(500))
-                .starts_with("[supervisor] vault exited (code=?); restart 1/3 in window")
+            line::restarting("vault", Some(1), None, 1, 3, Duration::from_millis(500))
+                .starts_with("[supervisor] vault exited (code=1); restart 1/3 in window")
         );
         assert_eq!(
-            line::giving_up("vault", 3, Duration::from_secs(60)),
-            "[supervisor] vault crashed 3x within 60000ms — giving up."
+            line::giving_up("vault", Some(2), None, 3, Duration::from_secs(60)),
+            "[supervisor] vault exited (code=2); crashed 3x within 60000ms — giving up."
         );
         assert!(line::refuse_unrelated("v", 1, 2, None).contains("command line unavailable"));
+    }
+
+    #[test]
+    fn a_signal_is_named_not_reported_as_an_unknown_code() {
+        assert_eq!(exit_reason(None, Some(9)), "killed by SIGKILL (signal 9)");
+        assert_eq!(exit_reason(None, Some(15)), "killed by SIGTERM (signal 15)");
+        assert_eq!(exit_reason(None, Some(200)), "killed by signal 200");
+        assert_eq!(exit_reason(Some(0), None), "exited (code=0)");
+        assert!(
+            line::restarting("vault", None, Some(9), 1, 3, Duration::from_millis(500))
+                .starts_with("[supervisor] vault killed by SIGKILL (signal 9); restart 1/3")
+        );
     }
 }

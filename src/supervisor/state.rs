@@ -209,6 +209,10 @@ pub struct ModuleState {
     /// Exit code of the most recent exit; `null` when it died from a signal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_exit_code: Option<Option<i32>>,
+    /// The signal that ended the most recent exit (`9` for SIGKILL); absent when it exited
+    /// with a code or has not exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit_signal: Option<i32>,
     /// When the current child passed its readiness gate (its port answered; at once for a
     /// module without a port). Absent while the gate is pending and when no child runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -222,6 +226,22 @@ pub struct ModuleState {
 }
 
 impl ModuleState {
+    /// Records how the last child ended.
+    pub fn record_exit(&mut self, code: Option<i32>, signal: Option<i32>) {
+        self.last_exit_code = Some(code);
+        self.last_exit_signal = signal;
+    }
+
+    /// How the last child ended, in words (`exited (code=1)`, `killed by SIGKILL (signal 9)`);
+    /// `None` before the first exit.
+    pub fn last_exit(&self) -> Option<String> {
+        // `lastExitCode: null` reads back as absent, so a signal alone is an exit too.
+        match (self.last_exit_code, self.last_exit_signal) {
+            (None, None) => None,
+            (code, signal) => Some(super::diagnostics::exit_reason(code.flatten(), signal)),
+        }
+    }
+
     /// A fresh state with no child, no history and no diagnostic.
     pub fn new(short: impl Into<String>, status: ModuleStatus) -> ModuleState {
         ModuleState {
@@ -232,6 +252,7 @@ impl ModuleState {
             restarts_in_window: 0,
             last_crash_at: None,
             last_exit_code: None,
+            last_exit_signal: None,
             next_restart_at: None,
             ready_at: None,
             start_error: None,

@@ -287,7 +287,7 @@ impl std::fmt::Display for LeftoverReport {
             }
         };
         let short = crate::text::field_clipped(&e.short, 64);
-        write!(f, "[supervisor] {short} (pid {}, group {}) {what}", e.pid, e.pgid)?;
+        write!(f, "{short} (pid {}, group {}) {what}", e.pid, e.pgid)?;
         match self.others {
             0 => f.write_str("."),
             n => write!(f, "; {n} more of its processes were still running and were stopped."),
