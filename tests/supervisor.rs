@@ -400,7 +400,10 @@ async fn the_third_crash_in_the_window_gives_up() {
         let st = until("give-up", || s.get("m").filter(|st| st.status == ModuleStatus::Crashed)).await;
         assert_eq!((st.restarts_in_window, st.last_exit_code, st.pid), (3, Some(Some(3)), None));
         assert_eq!(count(&s, "m", &format!("[m] {tok} 0\n")), 3, "three spawns");
-        assert_eq!(count(&s, "m", "[supervisor] m crashed 3x within 60000ms — giving up.\n"), 1);
+        assert_eq!(
+            count(&s, "m", "[supervisor] m exited (code=3); crashed 3x within 60000ms — giving up.\n"),
+            1
+        );
         assert!(pids_with(&tok).is_empty());
         shutdown(&s).await;
     })

@@ -249,11 +249,7 @@ pub async fn boot(
             };
             tokio::select! {
                 state = started => {
-                    // A start error was already logged by the supervisor, as one
-                    // `[supervisor] …` line with its reason; a second line would say it again.
-                    if state.start_error.is_none() {
-                        say(&describe(&state));
-                    }
+                    say(&describe(&state));
                     Some(state)
                 }
                 _ = phase.wait_for(|p| *p != Phase::Running) => None,
