@@ -185,7 +185,8 @@ fn modules_get_an_allow_listed_environment_and_no_inherited_descriptor_and_state
     let state = hub.serve.wait_state(&h, "envy", "envy running", |v| v["status"] == "running");
     let pid = state["pid"].as_u64().unwrap() as u32;
     let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
-    let own = ["PARACHUTE_HOME", "PATH", "PORT", "MODULE_OWN"];
+    // The hub's own per-boot tag (leftover accounting) is set by the hub, not inherited.
+    let own = ["PARACHUTE_HOME", "PATH", "PORT", "MODULE_OWN", parachute::supervisor::statefile::TAG_VAR];
     let mut names = Vec::new();
     for var in environ.split(|&b| b == 0).filter(|v| !v.is_empty()) {
         let var = String::from_utf8_lossy(var);

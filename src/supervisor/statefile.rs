@@ -410,7 +410,14 @@ async fn stop_leftovers(doc: StateDoc, grace: Duration) -> Vec<LeftoverReport> {
         if let Some(tag) = doc.tag.as_deref().filter(|t| !t.is_empty()) {
             let from = doc.supervisor_start_ticks.unwrap_or(0);
             let me = std::process::id();
-            for pid in procfs::all_pids().filter(|&p| p != me) {
+            // Only our own user's processes: a hub run as root never acts on a tag another
+            // user's process claims.
+            let my_uid = nix::unistd::geteuid().as_raw();
+            let own = |pid: u32| {
+                use std::os::unix::fs::MetadataExt;
+                std::fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == my_uid)
+            };
+            for pid in procfs::all_pids().filter(|&p| p != me && own(p)) {
                 let Some(short) = tagged_module(pid, tag) else { continue };
                 let Some(id) = procfs::identity(pid).filter(|id| (from..=until).contains(&id.start_ticks))
                 else {

@@ -141,7 +141,11 @@ pub fn render_unit_for(spec: &UnitSpec, scope: Scope, version: ManagerVersion) -
         let rw: Vec<String> = rw.iter().map(|d| format!("-{d}")).collect();
         line(&format!("ReadWritePaths={}", rw.join(" ")));
         let in_tmp = |p: &Path| p.starts_with("/tmp") || p.starts_with("/var/tmp");
+        // PrivateTmp= would hide a program, home or working directory that lives under /tmp
+        // (a build tree, a test home): leave it out then rather than fail with 203/EXEC.
+        let argv_in_tmp = spec.argv.iter().any(|a| in_tmp(Path::new(a)));
         let private_tmp = !spec.working_dir.as_deref().is_some_and(in_tmp)
+            && !argv_in_tmp
             && (spec.log_to_journal || !in_tmp(&spec.log_path));
         for directive in hardening::directives(scope, version, private_tmp) {
             line(&directive);
@@ -354,6 +358,29 @@ mod tests {
         let e = render_unit(&s, Scope::User).unwrap_err();
         assert_eq!(e.kind, ErrorKind::InvalidSpec);
         e.message
+    }
+
+    #[test]
+    fn private_tmp_is_left_out_when_it_would_hide_the_program_or_its_home() {
+        let hardened = |argv: &[&str]| {
+            let s = UnitSpec {
+                argv: argv.iter().map(|a| a.to_string()).collect(),
+                hardened: true,
+                log_to_journal: true,
+                ..spec()
+            };
+            render_unit(&s, Scope::System).unwrap()
+        };
+        assert!(
+            hardened(&["/usr/bin/parachute", "serve", "--home", "/home/op/.parachute"])
+                .contains("\nPrivateTmp=yes\n")
+        );
+        for argv in [
+            &["/tmp/build/target/debug/parachute", "serve"][..],
+            &["/usr/bin/parachute", "serve", "--home", "/var/tmp/op/.parachute"][..],
+        ] {
+            assert!(!hardened(argv).contains("PrivateTmp"), "{argv:?}");
+        }
     }
 
     #[test]
