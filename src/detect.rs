@@ -307,9 +307,22 @@ pub fn render_offline(facts: &HostFacts, scope: Scope, spec: &UnitSpec) -> Resul
 }
 
 /// Makes an installed user unit start at boot where the manager has to be told (systemd:
-/// lingering for the user); a warning when it cannot. Other backends need nothing.
+/// lingering for the user); a warning when it cannot. A launchd user agent lives in the
+/// user's GUI domain, which exists only once they log in: it never starts at boot, and the
+/// warning says how to get a daemon that does. System units need nothing.
 pub async fn ensure_boot_start(backend: &Backend, facts: &HostFacts, timeout: Duration) -> Option<String> {
-    if !matches!(backend, Backend::Systemd(_)) || backend.scope() != Scope::User {
+    if backend.scope() != Scope::User {
+        return None;
+    }
+    if matches!(backend, Backend::Launchd(_)) {
+        return Some(
+            "a LaunchAgent runs in the user's login session (gui domain) and starts when they log in, \
+             not at boot. For a hub that starts at boot, install it as a LaunchDaemon: \
+             `sudo parachute unit install --scope system`."
+                .to_owned(),
+        );
+    }
+    if !matches!(backend, Backend::Systemd(_)) {
         return None;
     }
     let uid = facts.euid;
@@ -420,6 +433,26 @@ mod tests {
 
     fn facts(root: &Path) -> HostFacts {
         HostFacts { root: root.to_path_buf(), os: "linux", euid: 1000, ..HostFacts::default() }
+    }
+
+    /// A LaunchAgent never starts at boot (the gui domain exists only after a login),
+    /// so a user-scope launchd install must not report `starts_at_boot: true`; a
+    /// LaunchDaemon needs nothing. The launchctl program is never run here.
+    #[tokio::test]
+    async fn a_launch_agent_is_reported_as_starting_at_login_not_at_boot() {
+        let dir = tempfile::tempdir().unwrap();
+        let launchd = |scope| {
+            let dirs = parachute_launchd::LaunchdDirs {
+                agents: dir.path().join("LaunchAgents"),
+                daemons: dir.path().join("LaunchDaemons"),
+            };
+            let never_run = parachute_launchd::Launchctl::new(dir.path().join("no-launchctl"));
+            Backend::Launchd(parachute_launchd::LaunchdManager::new(scope, dirs, 501, never_run))
+        };
+        let f = facts(dir.path());
+        let agent = ensure_boot_start(&launchd(Scope::User), &f, Duration::from_secs(1)).await;
+        assert!(agent.as_deref().is_some_and(|w| w.contains("--scope system")), "{agent:?}");
+        assert_eq!(ensure_boot_start(&launchd(Scope::System), &f, Duration::from_secs(1)).await, None);
     }
 
     fn why(b: Backend) -> String {

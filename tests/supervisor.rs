@@ -857,18 +857,23 @@ async fn restart_replays_or_replaces_the_request_and_respawns_use_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_returns_only_after_the_last_output_is_in_the_log() {
     // R9: upstream returned from stop() before the pumps had drained the pipes. Here a
-    // process that left the group (setsid) still holds stdout and writes a last line 300 ms
-    // after the group is gone; stop waits for that EOF (bounded by a 1 s drain timeout).
+    // process that left the group (setsid) still holds stdout; it is the module's, so stop
+    // terminates it too, and it writes a last line on SIGTERM. stop returns only once that
+    // line is in the log (the pipe's EOF, bounded by a 1 s drain timeout).
     within(async {
         let s = sup(cfg());
         let fx = fixture_bin().display().to_string();
-        let script =
-            format!("setsid sh -c 'echo escaped; sleep 0.3; echo last-words' & exec {fx} --no-listen");
+        let script = format!(
+            "setsid sh -c 'trap \"echo last-words; exit 0\" TERM; echo escaped; while :; do sleep 0.05; done' & \
+             exec {fx} --no-listen"
+        );
         s.start(shell("m", None, &script)).await;
         until("the writer to leave the group", || text(&s, "m").contains("[m] escaped\n").then_some(()))
             .await;
         s.stop("m").await;
-        assert!(text(&s, "m").ends_with("[m] last-words\n"), "{}", text(&s, "m"));
+        let log = text(&s, "m");
+        let last = log.find("[m] last-words\n");
+        assert!(last.is_some_and(|at| at > log.find("[m] escaped\n").unwrap()), "{log}");
         shutdown(&s).await;
     })
     .await;
