@@ -220,7 +220,7 @@ async fn list(State(s): State<Shared>, _op: auth::Operator) -> Response {
     // File work (services.json, module.json) off the runtime's two workers.
     let resolver = Arc::clone(&s.resolver);
     let installed = tokio::task::spawn_blocking(move || resolver.installed()).await.unwrap_or_default();
-    json(ModuleList { modules: s.supervisor.list(), installed })
+    json(ModuleList { modules: s.supervisor.list_measured().await, installed })
 }
 
 async fn one(
@@ -229,7 +229,7 @@ async fn one(
     _op: auth::Operator,
 ) -> Result<Response, ApiError> {
     let short = short_of(path)?;
-    let state = s.supervisor.get(&short).ok_or_else(|| ApiError::not_supervised(&short))?;
+    let state = s.supervisor.get_measured(&short).await.ok_or_else(|| ApiError::not_supervised(&short))?;
     Ok(json(ModuleReply { short, state }))
 }
 

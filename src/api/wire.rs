@@ -37,7 +37,7 @@ pub struct ModuleCounts {
 }
 
 /// `GET /api/modules`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModuleList {
     /// Every supervised module, in boot order.
     pub modules: Vec<ModuleState>,
@@ -62,7 +62,7 @@ pub struct Installed {
 }
 
 /// `GET /api/modules/<short>` and the answer of `POST …/start|stop|restart`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModuleReply {
     /// The module.
     pub short: String,

@@ -119,6 +119,7 @@ impl Actor {
             tx,
             live: std::sync::Mutex::new(None),
             escaped: std::sync::Mutex::new(Vec::new()),
+            last_error: Arc::new(std::sync::Mutex::new(None)),
         });
         let sink = LineSink {
             prefix: Bytes::from(format!("[{short}] ")),
@@ -127,6 +128,7 @@ impl Actor {
             max_line: ctx.config.max_line_bytes,
             journal: ctx.output.module_journal(short),
             stream: None,
+            last_error: Some(Arc::clone(&module.last_error)),
         };
         let closed = ctx.closing.load(Ordering::SeqCst);
         let actor = Actor {
@@ -376,13 +378,14 @@ impl Actor {
             tokio::spawn(pump(spawned.stdout, self.sink.stdout())),
             tokio::spawn(pump(spawned.stderr, self.sink.stderr())),
         ];
-        self.module.set_live(Some(Live { handle: child.handle(), start_ticks }));
+        self.module.set_live(Some(Live { handle: child.handle(), start_ticks, since: std::time::Instant::now() }));
         self.spawn_seq += 1;
         let spawn = self.spawn_seq;
         self.cur = Some(Current { child, spawn, since: Instant::now(), pumps });
         self.persist().await;
         self.transition(ModuleStatus::Running, |s| {
             s.pid = Some(pid);
+            s.restarts_total = u32::try_from(spawn - 1).unwrap_or(u32::MAX);
             s.started_at = Some(crate::rfc3339::now());
             s.start_error = None;
         });
@@ -657,7 +660,7 @@ impl Actor {
     // ---- state ----------------------------------------------------------------------
 
     fn snapshot(&self) -> ModuleState {
-        self.state_tx.borrow().clone()
+        self.module.snapshot()
     }
 
     fn publish(&self, f: impl FnOnce(&mut ModuleState)) {

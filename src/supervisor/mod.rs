@@ -42,6 +42,7 @@ mod preflight;
 mod probe;
 mod pump;
 mod registry;
+pub mod resources;
 pub(crate) mod state;
 pub mod statefile;
 pub(crate) mod transitions;
@@ -49,7 +50,8 @@ pub(crate) mod transitions;
 pub use crate::model::modules::SpawnRequest;
 pub use logbuf::{LogEvent, LogFollower, LogLine, LogSnapshot};
 pub use output::OutputSink;
-pub use state::{ModuleState, ModuleStatus, StartError, StartErrorKind};
+pub use resources::Resources;
+pub use state::{ErrorLine, ModuleState, ModuleStatus, StartError, StartErrorKind};
 pub use statefile::{LeftoverOutcome, LeftoverReport, adopt_leftovers};
 
 use std::collections::{HashMap, HashSet};
@@ -230,6 +232,7 @@ impl Supervisor {
         let output = Output::start(output, config.output_queue_lines);
         let ctx = Arc::new(Ctx::new(config, output, spawner));
         tokio::spawn(track_descendants(Arc::downgrade(&ctx)));
+        tokio::spawn(sample_cpu(Arc::downgrade(&ctx)));
         Supervisor { inner: Arc::new(Inner { ctx }) }
     }
 
@@ -305,6 +308,31 @@ impl Supervisor {
     /// Every module's state, in the order they were first started.
     pub fn list(&self) -> Vec<ModuleState> {
         self.ctx().modules().iter().map(|m| m.snapshot()).collect()
+    }
+
+    /// [`list`](Self::list) with each running module's [`Resources`] measured now (one
+    /// process-table scan for all; on the blocking pool).
+    pub async fn list_measured(&self) -> Vec<ModuleState> {
+        let mut list = self.list();
+        let ctx = Arc::clone(self.ctx());
+        let measured =
+            tokio::task::spawn_blocking(move || ctx.sample(&ctx.facts)).await.unwrap_or_default();
+        for m in &mut list {
+            m.resources = measured.get(&m.short).cloned().filter(|_| m.pid.is_some());
+        }
+        list
+    }
+
+    /// [`get`](Self::get) with the module's [`Resources`] measured now.
+    pub async fn get_measured(&self, short: &str) -> Option<ModuleState> {
+        let mut state = self.get(short)?;
+        if state.pid.is_some() {
+            let ctx = Arc::clone(self.ctx());
+            let mut measured =
+                tokio::task::spawn_blocking(move || ctx.sample(&ctx.facts)).await.unwrap_or_default();
+            state.resources = measured.remove(short);
+        }
+        Some(state)
     }
 
     /// The module's buffered log lines from `since` (a `seq`; `None`: all kept).
@@ -413,6 +441,24 @@ async fn track_descendants(ctx: std::sync::Weak<Ctx>) {
             return;
         }
         let _ = tokio::task::spawn_blocking(move || ctx.track_descendants()).await;
+    }
+}
+
+/// Samples every module's tree now and then, so a one-off `status` has a CPU baseline to
+/// compute a percentage over (see `resources`). Skipped while no module runs.
+async fn sample_cpu(ctx: std::sync::Weak<Ctx>) {
+    let mut every = tokio::time::interval(resources::SAMPLE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let Some(ctx) = ctx.upgrade() else { return };
+        if ctx.closing.load(Ordering::SeqCst) {
+            return;
+        }
+        if ctx.live_leaders().is_empty() {
+            continue;
+        }
+        let _ = tokio::task::spawn_blocking(move || ctx.sample(&ctx.facts)).await;
     }
 }
 

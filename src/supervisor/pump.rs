@@ -17,6 +17,7 @@ use super::journal::EventKind;
 use super::lines::{LineSplitter, append_line, format_line};
 use super::logbuf::LogRing;
 use super::output::{ModuleJournal, Output};
+use super::state::ErrorLine;
 
 /// Where a module's lines go.
 #[derive(Clone)]
@@ -34,6 +35,8 @@ pub struct LineSink {
     /// The journal stream of the stream this pump reads (set by [`LineSink::stdout`] and
     /// [`LineSink::stderr`]); its lines go there unprefixed instead of to `output`.
     pub stream: Option<Output>,
+    /// Where the last stderr line is kept for `status` (dropped by [`LineSink::stdout`]).
+    pub last_error: Option<Arc<std::sync::Mutex<Option<ErrorLine>>>>,
 }
 
 impl LineSink {
@@ -49,7 +52,7 @@ impl LineSink {
 
     /// The sink for the child's stdout.
     pub fn stdout(&self) -> LineSink {
-        LineSink { stream: self.journal.as_ref().map(|j| j.out.clone()), ..self.clone() }
+        LineSink { stream: self.journal.as_ref().map(|j| j.out.clone()), last_error: None, ..self.clone() }
     }
 
     /// The sink for the child's stderr.
@@ -108,6 +111,15 @@ pub async fn pump(mut stream: impl AsyncRead + Unpin, sink: LineSink) {
                 })
                 .collect();
             sink.ring.push_many(lines.iter().cloned());
+            if let Some(slot) = &sink.last_error
+                && let Some(last) = lines
+                    .iter()
+                    .rev()
+                    .map(|l| l.slice(sink.prefix.len().min(l.len())..))
+                    .find(|l| l.iter().any(|b| !b.is_ascii_whitespace()))
+            {
+                *slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(ErrorLine::new(&last));
+            }
             let mut overrides = escaped.drain(..).peekable();
             for (i, line) in lines.into_iter().enumerate() {
                 let line = match overrides.next_if(|(at, _)| *at == i) {
@@ -147,6 +159,7 @@ mod tests {
             max_line: 1024,
             journal: None,
             stream: None,
+            last_error: None,
         };
         let (mut w, r) = tokio::io::duplex(64);
         let task = tokio::spawn(pump(r, sink));

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::logbuf::LogRing;
 use super::output::Output;
-use super::state::ModuleState;
+use super::state::{ErrorLine, ModuleState};
 use super::statefile::{StateDoc, StateEntry, StateWriter};
 use super::{SpawnRequest, SupervisorConfig};
 
@@ -37,6 +37,10 @@ pub(crate) struct Ctx {
     /// Orphans that came back to the supervisor (child subreaper) that no module's tracking
     /// saw leave its tree: descendants of some module, by identity.
     pub orphans: Mutex<Vec<ProcessIdentity>>,
+    /// CPU samples of every module's tree (the baselines of a CPU percentage).
+    pub cpu: Mutex<super::resources::CpuHistory>,
+    /// The host's process facts (memory, CPU, listening ports of a tree).
+    pub facts: parachute_process::Facts,
 }
 
 impl Ctx {
@@ -50,6 +54,8 @@ impl Ctx {
             closing: AtomicBool::new(false),
             state,
             orphans: Mutex::new(Vec::new()),
+            cpu: Mutex::new(super::resources::CpuHistory::default()),
+            facts: parachute_process::facts::host(),
         }
     }
 
@@ -205,6 +211,8 @@ fn escapees_of(leader: u32) -> Vec<ProcessIdentity> {
 pub(crate) struct Live {
     pub handle: ChildHandle,
     pub start_ticks: u64,
+    /// When it was spawned.
+    pub since: std::time::Instant,
 }
 
 /// One supervised module: the handle's view of its actor.
@@ -216,11 +224,17 @@ pub(crate) struct Module {
     pub live: Mutex<Option<Live>>,
     /// Descendants of the current (or last) child seen outside its group, by identity.
     pub escaped: Mutex<Vec<ProcessIdentity>>,
+    /// The last line the module wrote to stderr (its stderr pump writes it).
+    pub last_error: Arc<Mutex<Option<ErrorLine>>>,
 }
 
 impl Module {
+    /// The actor's latest snapshot, with the last stderr line (which the output pump keeps,
+    /// not the actor, so a chatty module never wakes its actor).
     pub fn snapshot(&self) -> ModuleState {
-        self.state.borrow().clone()
+        let mut s = self.state.borrow().clone();
+        s.last_error_line.clone_from(&lock(&self.last_error));
+        s
     }
 
     pub fn live(&self) -> Option<Live> {

@@ -188,7 +188,7 @@ impl From<StartErrorWire> for StartError {
 }
 
 /// The public snapshot of one module. Replaced, never mutated, on every change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ModuleState {
     /// Map key and log prefix (`vault`, or the row name for third-party modules).
@@ -203,6 +203,10 @@ pub struct ModuleState {
     pub started_at: Option<String>,
     /// Crashes counted in the sliding window.
     pub restarts_in_window: u32,
+    /// Children started after the first since the hub began supervising the module (crash
+    /// respawns and operator restarts).
+    #[serde(default)]
+    pub restarts_total: u32,
     /// When the last counted crash happened (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_crash_at: Option<String>,
@@ -213,6 +217,16 @@ pub struct ModuleState {
     /// with a code or has not exited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_exit_signal: Option<i32>,
+    /// When the most recent child ended (RFC 3339), crash or stop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit_at: Option<String>,
+    /// The last line the module wrote to stderr (raw: show it through `crate::text`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error_line: Option<ErrorLine>,
+    /// What its process tree costs now (memory, CPU, listening ports); present in the
+    /// control API's answers while a child runs, absent in the hub's own snapshots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<super::resources::Resources>,
     /// When the current child passed its readiness gate (its port answered; at once for a
     /// module without a port). Absent while the gate is pending and when no child runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -230,6 +244,7 @@ impl ModuleState {
     pub fn record_exit(&mut self, code: Option<i32>, signal: Option<i32>) {
         self.last_exit_code = Some(code);
         self.last_exit_signal = signal;
+        self.last_exit_at = Some(crate::rfc3339::now());
     }
 
     /// How the last child ended, in words (`exited (code=1)`, `killed by SIGKILL (signal 9)`);
@@ -250,13 +265,44 @@ impl ModuleState {
             pid: None,
             started_at: None,
             restarts_in_window: 0,
+            restarts_total: 0,
             last_crash_at: None,
+            last_exit_at: None,
+            last_error_line: None,
+            resources: None,
             last_exit_code: None,
             last_exit_signal: None,
             next_restart_at: None,
             ready_at: None,
             start_error: None,
         }
+    }
+}
+
+/// A line a module wrote to stderr, and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorLine {
+    /// The line without its newline, at most [`ErrorLine::MAX_BYTES`] (invalid UTF-8
+    /// replaced).
+    pub text: String,
+    /// When it was read (RFC 3339).
+    pub at: String,
+}
+
+impl ErrorLine {
+    /// The most of a line kept.
+    pub const MAX_BYTES: usize = 512;
+
+    /// The line `raw` (a newline at its end dropped), clipped on a character boundary.
+    pub fn new(raw: &[u8]) -> ErrorLine {
+        let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let text = String::from_utf8_lossy(&raw[..raw.len().min(Self::MAX_BYTES + 4)]);
+        let mut end = text.len().min(Self::MAX_BYTES);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        ErrorLine { text: text[..end].to_owned(), at: crate::rfc3339::now() }
     }
 }
 

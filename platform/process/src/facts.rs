@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::procfs::{ListenSocket, Listener, MAX_ANCESTRY, ProcStat, ProcessIdentity};
+use crate::procfs::{CpuTime, HeldPort, ListenSocket, Listener, MAX_ANCESTRY, Memory, ProcStat, ProcessIdentity};
 
 #[cfg(target_os = "linux")]
 pub mod linux;
@@ -128,6 +128,25 @@ pub trait ProcessFacts: Send + Sync + fmt::Debug {
     /// An identifier of the current boot: identities persisted under another boot id name
     /// processes that no longer exist, whatever their numbers.
     fn boot_id(&self) -> Fact<String>;
+
+    /// The memory `pid` holds. `Ok(None)`: no such process.
+    fn memory(&self, pid: u32) -> Fact<Option<Memory>> {
+        Err(Unavailable::new(self.source(), format!("the memory of pid {pid}"), "not implemented here"))
+    }
+
+    /// The CPU time `pid` has used. `Ok(None)`: no such process.
+    fn cpu_time(&self, pid: u32) -> Fact<Option<CpuTime>> {
+        Err(Unavailable::new(self.source(), format!("the CPU time of pid {pid}"), "not implemented here"))
+    }
+
+    /// Every listening TCP socket (v4 and v6) held by one of `pids`, whatever its port, one
+    /// entry per (process, socket), from the kernel's listen table (not from what anyone
+    /// declared). Pids that no longer exist are skipped; a pid whose descriptors cannot be
+    /// read makes the answer `Unavailable` (a partial list would pass for a complete one).
+    fn listening_ports_of(&self, pids: &[u32]) -> Fact<Vec<HeldPort>> {
+        let _ = pids;
+        Err(Unavailable::new(self.source(), "the listening ports of a process tree", "not implemented here"))
+    }
 
     /// `argv` joined by spaces (how messages show a command line).
     fn cmdline(&self, pid: u32) -> Fact<Option<String>> {
@@ -251,6 +270,15 @@ impl ProcessFacts for NoFacts {
     }
     fn boot_id(&self) -> Fact<String> {
         self.no("the boot id".to_owned())
+    }
+    fn memory(&self, pid: u32) -> Fact<Option<Memory>> {
+        self.no(format!("the memory of pid {pid}"))
+    }
+    fn cpu_time(&self, pid: u32) -> Fact<Option<CpuTime>> {
+        self.no(format!("the CPU time of pid {pid}"))
+    }
+    fn listening_ports_of(&self, _pids: &[u32]) -> Fact<Vec<HeldPort>> {
+        self.no("the listening ports of a process tree".to_owned())
     }
 }
 

@@ -68,7 +68,7 @@ pub use child::{ChildHandle, GroupChild, KILL_WAIT, Reaped};
 pub use facts::{Fact, Facts, NoFacts, ProcessFacts, Unavailable};
 pub use foreign::{Signalled, signal_identity};
 pub use peer::{PeerOwner, tcp_peer_owner};
-pub use procfs::{Listener, ProcessIdentity};
+pub use procfs::{CpuTime, HeldPort, Listener, Memory, ProcessIdentity};
 pub use spawn::{Resolve, SpawnError, SpawnSpec, Spawned, Spawner, resolve_program};
 pub use zombies::{reap_untracked_zombies, set_child_subreaper};
 

@@ -74,11 +74,69 @@ pub struct Listener {
     pub addr: IpAddr,
 }
 
+/// A listening TCP socket held by a process, with its local port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HeldPort {
+    /// The local port it listens on.
+    pub port: u16,
+    /// The process and the socket.
+    pub listener: Listener,
+}
+
 /// One listening TCP socket (not yet attributed to a process).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ListenSocket {
     pub inode: u64,
     pub addr: IpAddr,
+}
+
+/// The memory one process holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Memory {
+    /// Resident set size in bytes (pages shared with other processes counted in full).
+    pub rss_bytes: u64,
+    /// Proportional set size in bytes (each shared page divided among its sharers), where the
+    /// platform gives it cheaply (Linux: `/proc/<pid>/smaps_rollup`); `None` elsewhere.
+    pub pss_bytes: Option<u64>,
+}
+
+/// The CPU time one process has used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CpuTime {
+    /// User plus system time of the process itself (all its threads).
+    pub own: std::time::Duration,
+    /// User plus system time of its children that it waited for (Linux `cutime + cstime`);
+    /// `None` where the platform does not say.
+    pub reaped_children: Option<std::time::Duration>,
+}
+
+impl CpuTime {
+    /// Its own time plus its reaped children's (what it has cost, as far as is known).
+    pub fn total(&self) -> std::time::Duration {
+        self.own + self.reaped_children.unwrap_or_default()
+    }
+}
+
+/// `utime stime cutime cstime` (clock ticks) from the text of `/proc/<pid>/stat`: fields 14
+/// to 17 of proc(5), counted after the last `)` like [`parse_stat`].
+pub fn parse_stat_cpu(text: &str) -> Option<[u64; 4]> {
+    let close = text.rfind(')')?;
+    let mut rest = text[close + 1..].split_ascii_whitespace().skip(14 - 3);
+    let mut out = [0u64; 4];
+    for v in &mut out {
+        *v = rest.next()?.parse().ok()?;
+    }
+    Some(out)
+}
+
+/// A `kB` line of `/proc/<pid>/smaps_rollup` or `/proc/<pid>/status` (`Pss:  1234 kB`), in
+/// bytes.
+pub fn parse_kb_field(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(key)?.strip_prefix(':')?;
+        let kb: u64 = rest.split_ascii_whitespace().next()?.parse().ok()?;
+        kb.checked_mul(1024)
+    })
 }
 
 /// Parse the text of `/proc/<pid>/stat`. The `comm` field is wrapped in parentheses and may
@@ -168,6 +226,16 @@ pub fn is_same_process(id: &ProcessIdentity) -> bool {
     host_ref().is_same_process(id).unwrap_or(false)
 }
 
+/// The memory `pid` holds (`None` if it does not exist or cannot be read).
+pub fn memory(pid: u32) -> Option<Memory> {
+    host_ref().memory(pid).ok().flatten()
+}
+
+/// The CPU time `pid` has used (`None` if it does not exist or cannot be read).
+pub fn cpu_time(pid: u32) -> Option<CpuTime> {
+    host_ref().cpu_time(pid).ok().flatten()
+}
+
 /// Every listening TCP socket (v4 and v6) on local `port` (empty if unknown).
 pub fn listening_sockets(port: u16) -> Vec<ListenSocket> {
     host_ref().listening_sockets(port).unwrap_or_default()
@@ -232,6 +300,12 @@ pub(crate) fn socket_inode(link: &[u8]) -> Option<u64> {
 /// ...`. Returns the socket if it is in LISTEN (`0A`) on `port`.
 #[cfg(any(target_os = "linux", test))]
 pub(crate) fn parse_tcp_line(line: &str, v6: bool, port: u16) -> Option<ListenSocket> {
+    parse_tcp_listen_line(line, v6).filter(|(p, _)| *p == port).map(|(_, s)| s)
+}
+
+/// Like [`parse_tcp_line`], for any port: `(port, socket)` of a line in LISTEN.
+#[cfg(any(target_os = "linux", test))]
+pub(crate) fn parse_tcp_listen_line(line: &str, v6: bool) -> Option<(u16, ListenSocket)> {
     let mut f = line.split_ascii_whitespace();
     let local = f.nth(1)?;
     let state = f.nth(1)?;
@@ -239,14 +313,12 @@ pub(crate) fn parse_tcp_line(line: &str, v6: bool, port: u16) -> Option<ListenSo
         return None;
     }
     let (addr_hex, port_hex) = local.split_once(':')?;
-    if u16::from_str_radix(port_hex, 16).ok()? != port {
-        return None;
-    }
+    let port = u16::from_str_radix(port_hex, 16).ok()?;
     let inode: u64 = f.nth(5)?.parse().ok()?;
     if inode == 0 {
         return None;
     }
-    Some(ListenSocket { inode, addr: parse_hex_addr(addr_hex, v6)? })
+    Some((port, ListenSocket { inode, addr: parse_hex_addr(addr_hex, v6)? }))
 }
 
 /// The kernel prints addresses as 32-bit words in host byte order (`%08X` of the in-memory
@@ -297,6 +369,18 @@ mod tests {
         );
         assert!(parse_stat("12 (x) S 1 2").is_none(), "truncated stat must not parse");
         assert!(parse_stat("garbage").is_none());
+    }
+
+    #[test]
+    fn stat_cpu_fields_and_kb_lines() {
+        let text = "4242 (a b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 11 22 33 44 20 0 1 0 987654 \
+                    1000 50 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n";
+        assert_eq!(parse_stat_cpu(text), Some([11, 22, 33, 44]));
+        assert_eq!(parse_stat_cpu("12 (x) S 1 2"), None);
+        let rollup = "00400000-7ffd [rollup]\nRss:               51400 kB\nPss:               25700 kB\nPss_Anon: 1 kB\n";
+        assert_eq!(parse_kb_field(rollup, "Pss"), Some(25700 * 1024));
+        assert_eq!(parse_kb_field(rollup, "Rss"), Some(51400 * 1024));
+        assert_eq!(parse_kb_field(rollup, "Swap"), None);
     }
 
     #[test]

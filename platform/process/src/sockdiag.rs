@@ -109,14 +109,24 @@ fn failed(what: &str) -> DiagError {
 
 /// Every listening TCP socket (v4 and v6) on local `port` in this network namespace.
 pub(crate) fn listening_sockets(port: u16) -> Result<Vec<ListenSocket>, DiagError> {
+    Ok(listening_where(Some(port))?.into_iter().map(|(_, s)| s).collect())
+}
+
+/// Every listening TCP socket (v4 and v6) in this network namespace, with its local port.
+pub(crate) fn all_listening_sockets() -> Result<Vec<(u16, ListenSocket)>, DiagError> {
+    listening_where(None)
+}
+
+fn listening_where(port: Option<u16>) -> Result<Vec<(u16, ListenSocket)>, DiagError> {
     let sock = open().map_err(DiagError::Unsupported)?;
     let mut buf = vec![0u8; RECV_BUF];
     let mut out = Vec::new();
     for (seq, family) in [(1, libc::AF_INET), (2, libc::AF_INET6)] {
         send_dump(&sock, seq, family as u8).map_err(DiagError::Failed)?;
         read_dump(&sock, seq, &mut buf, |msg| {
-            if u16::from_be(msg.id.sport) == port && msg.inode != 0 {
-                out.push(ListenSocket { inode: u64::from(msg.inode), addr: address(msg)? });
+            let sport = u16::from_be(msg.id.sport);
+            if port.is_none_or(|p| p == sport) && msg.inode != 0 {
+                out.push((sport, ListenSocket { inode: u64::from(msg.inode), addr: address(msg)? }));
             }
             Some(())
         })?;

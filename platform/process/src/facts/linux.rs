@@ -22,7 +22,8 @@ use std::time::{Duration, SystemTime};
 
 use super::{Fact, ProcessFacts, Unavailable, pick_env};
 use crate::procfs::{
-    ListenSocket, Listener, MAX_ENVIRON, ProcStat, parse_stat, parse_tcp_line, socket_inode,
+    CpuTime, HeldPort, ListenSocket, Listener, MAX_ENVIRON, Memory, ProcStat, parse_kb_field, parse_stat,
+    parse_stat_cpu, parse_tcp_line, parse_tcp_listen_line, socket_inode,
 };
 use crate::sockdiag::DiagError;
 
@@ -174,6 +175,66 @@ impl ProcessFacts for LinuxFacts {
         Ok(out)
     }
 
+    fn memory(&self, pid: u32) -> Fact<Option<Memory>> {
+        // RSS from `statm` (the kernel's counters: no page-table walk, and the number `ps`
+        // and `/proc/<pid>/status` show); PSS from `smaps_rollup` (Linux 4.14+), which walks
+        // the page tables once per read: milliseconds for a large process, read only when
+        // someone asks for status.
+        let what = || format!("the memory of pid {pid}");
+        let Some(raw) = absent_or(read_bounded(&format!("/proc/{pid}/statm"), 4096), what)? else {
+            return Ok(None);
+        };
+        let resident: u64 = String::from_utf8_lossy(&raw)
+            .split_ascii_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| unavailable(what(), "/proc/<pid>/statm did not parse"))?;
+        let page = page_size().ok_or_else(|| unavailable(what(), "sysconf(_SC_PAGESIZE) failed"))?;
+        let pss = read_bounded(&format!("/proc/{pid}/smaps_rollup"), 8192)
+            .ok()
+            .and_then(|raw| parse_kb_field(&String::from_utf8_lossy(&raw), "Pss"));
+        Ok(Some(Memory { rss_bytes: resident.saturating_mul(page), pss_bytes: pss }))
+    }
+
+    fn cpu_time(&self, pid: u32) -> Fact<Option<CpuTime>> {
+        let what = || format!("the CPU time of pid {pid}");
+        let Some(raw) = absent_or(read_bounded(&format!("/proc/{pid}/stat"), 4096), what)? else {
+            return Ok(None);
+        };
+        let [utime, stime, cutime, cstime] = parse_stat_cpu(&String::from_utf8_lossy(&raw))
+            .ok_or_else(|| unavailable(what(), "/proc/<pid>/stat did not parse"))?;
+        let hz =
+            clock_ticks_per_second().ok_or_else(|| unavailable(what(), "sysconf(_SC_CLK_TCK) failed"))?;
+        let ticks = |t: u64| Duration::from_secs(t / hz) + Duration::from_nanos((t % hz) * 1_000_000_000 / hz);
+        Ok(Some(CpuTime { own: ticks(utime + stime), reaped_children: Some(ticks(cutime + cstime)) }))
+    }
+
+    fn listening_ports_of(&self, pids: &[u32]) -> Fact<Vec<HeldPort>> {
+        let what = "the listening ports of a process tree";
+        let table = all_listening_sockets().map_err(|e| unavailable(what, e))?;
+        let by_inode: HashMap<u64, (u16, IpAddr)> =
+            table.iter().map(|(port, s)| (s.inode, (*port, s.addr))).collect();
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        for &pid in pids {
+            let fds = match fs::read_dir(format!("/proc/{pid}/fd")) {
+                Ok(fds) => fds,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESRCH)) => continue,
+                Err(e) => return Err(unavailable(what, format!("the descriptors of pid {pid}: {e}"))),
+            };
+            for fd in fds.flatten() {
+                let Ok(target) = fs::read_link(fd.path()) else { continue };
+                let Some(inode) = socket_inode(target.as_os_str().as_encoded_bytes()) else { continue };
+                if let Some(&(port, addr)) = by_inode.get(&inode)
+                    && seen.insert((pid, inode))
+                {
+                    out.push(HeldPort { port, listener: Listener { pid, inode, addr } });
+                }
+            }
+        }
+        Ok(out)
+    }
+
     fn boot_id(&self) -> Fact<String> {
         fs::read_to_string("/proc/sys/kernel/random/boot_id")
             .map(|s| s.trim().to_owned())
@@ -226,6 +287,40 @@ fn split_argv(raw: &[u8]) -> Option<Vec<String>> {
 fn list(pids: &[u32]) -> String {
     let shown: Vec<String> = pids.iter().take(8).map(u32::to_string).collect();
     if pids.len() > 8 { format!("{}, …", shown.join(", ")) } else { shown.join(", ") }
+}
+
+/// Every listening TCP socket in this network namespace with its port: `sock_diag`, else
+/// `/proc/net/tcp{,6}`.
+fn all_listening_sockets() -> io::Result<Vec<(u16, ListenSocket)>> {
+    match crate::sockdiag::all_listening_sockets() {
+        Ok(found) => return Ok(found),
+        Err(DiagError::Unsupported(_) | DiagError::Failed(_)) => {}
+    }
+    let mut out = Vec::new();
+    let mut last_err = None;
+    let mut read_any = false;
+    for (file, v6) in [("/proc/net/tcp", false), ("/proc/net/tcp6", true)] {
+        match fs::read_to_string(file) {
+            Ok(text) => {
+                read_any = true;
+                out.extend(text.lines().skip(1).filter_map(|l| parse_tcp_listen_line(l, v6)));
+            }
+            Err(e) => last_err = Some(e),
+        }
+    }
+    match (read_any, last_err) {
+        (false, Some(e)) => Err(e),
+        _ => Ok(out),
+    }
+}
+
+fn page_size() -> Option<u64> {
+    static PAGE: OnceLock<Option<u64>> = OnceLock::new();
+    *PAGE.get_or_init(|| {
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        u64::try_from(p).ok().filter(|&p| p > 0)
+    })
 }
 
 /// Listening sockets on `port` through `NETLINK_SOCK_DIAG` only, with its error (to compare

@@ -34,7 +34,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use super::{Fact, ProcessFacts, Unavailable, pick_env};
-use crate::procfs::{ListenSocket, Listener, ProcStat};
+use crate::procfs::{CpuTime, HeldPort, ListenSocket, Listener, Memory, ProcStat};
 
 const SOURCE: &str = "macos-libproc";
 
@@ -315,6 +315,11 @@ fn socket_fds(pid: u32) -> io::Result<Option<Vec<libc::c_int>>> {
 
 /// The listening TCP socket behind descriptor `fd` of `pid`, if it listens on `port`.
 fn listening_on(pid: u32, fd: libc::c_int, port: u16) -> Option<ListenSocket> {
+    listening_socket(pid, fd).filter(|(p, _)| *p == port).map(|(_, s)| s)
+}
+
+/// The listening TCP socket behind descriptor `fd` of `pid`, with its local port.
+fn listening_socket(pid: u32, fd: libc::c_int) -> Option<(u16, ListenSocket)> {
     let cpid = c_pid(pid)?;
     let mut info = MaybeUninit::<SocketFdInfo>::zeroed();
     let size = size_of::<SocketFdInfo>() as libc::c_int;
@@ -331,9 +336,10 @@ fn listening_on(pid: u32, fd: libc::c_int, port: u16) -> Option<ListenSocket> {
     // SAFETY: soi_kind == SOCKINFO_TCP says the union holds a tcp_sockinfo; it is 8-aligned
     // at the start of `soi_proto`, which is large enough for it.
     let tcp: TcpSockInfo = unsafe { std::ptr::read(info.psi.soi_proto.as_ptr().cast::<TcpSockInfo>()) };
-    if tcp.tcpsi_state != TSI_S_LISTEN || u16::from_be(tcp.tcpsi_ini.insi_lport as u16) != port {
+    if tcp.tcpsi_state != TSI_S_LISTEN {
         return None;
     }
+    let port = u16::from_be(tcp.tcpsi_ini.insi_lport as u16);
     let mut bytes = [0u8; 16];
     for (chunk, word) in bytes.chunks_exact_mut(4).zip(tcp.tcpsi_ini.insi_laddr) {
         chunk.copy_from_slice(&word.to_ne_bytes()); // already network order in memory
@@ -343,7 +349,27 @@ fn listening_on(pid: u32, fd: libc::c_int, port: u16) -> Option<ListenSocket> {
         libc::AF_INET6 => IpAddr::V6(Ipv6Addr::from(bytes)),
         _ => return None,
     };
-    Some(ListenSocket { inode: info.psi.soi_so, addr })
+    Some((port, ListenSocket { inode: info.psi.soi_so, addr }))
+}
+
+/// `PROC_PIDTASKINFO` of `pid`: resident size and CPU times. `Ok(None)`: no such process.
+fn taskinfo(pid: u32, what: impl Fn() -> String) -> Fact<Option<libc::proc_taskinfo>> {
+    pidinfo::<libc::proc_taskinfo>(pid, libc::PROC_PIDTASKINFO).map_err(|e| unavailable(what(), e))
+}
+
+/// Nanoseconds per Mach absolute-time unit, as `numer / denom` (1/1 on Intel, 125/3 on Apple
+/// silicon): `pti_total_user` and `pti_total_system` are in those units.
+// `libc` marks the mach calls deprecated in favour of the `mach2` crate; this one call does not
+// justify another dependency.
+#[allow(deprecated)]
+fn timebase() -> Option<(u64, u64)> {
+    static TB: std::sync::OnceLock<Option<(u64, u64)>> = std::sync::OnceLock::new();
+    *TB.get_or_init(|| {
+        let mut info = libc::mach_timebase_info { numer: 0, denom: 0 };
+        // SAFETY: `info` is valid for writes; the call only fills it.
+        let r = unsafe { libc::mach_timebase_info(&mut info) };
+        (r == 0 && info.denom != 0).then(|| (u64::from(info.numer), u64::from(info.denom)))
+    })
 }
 
 /// What a walk over the descriptors of some processes found.
@@ -544,6 +570,48 @@ impl ProcessFacts for MacFacts {
 
     fn listeners(&self, port: u16) -> Fact<Vec<Listener>> {
         self.scan(port)
+    }
+
+    fn memory(&self, pid: u32) -> Fact<Option<Memory>> {
+        // No proportional set size without walking the VM regions (`vmmap` does): PSS unknown.
+        let info = taskinfo(pid, || format!("the memory of pid {pid}"))?;
+        Ok(info.map(|t| Memory { rss_bytes: t.pti_resident_size, pss_bytes: None }))
+    }
+
+    fn cpu_time(&self, pid: u32) -> Fact<Option<CpuTime>> {
+        let what = || format!("the CPU time of pid {pid}");
+        let Some(t) = taskinfo(pid, what)? else { return Ok(None) };
+        let (numer, denom) = timebase().ok_or_else(|| unavailable(what(), "mach_timebase_info failed"))?;
+        let units = u128::from(t.pti_total_user) + u128::from(t.pti_total_system);
+        let nanos = u64::try_from(units * u128::from(numer) / u128::from(denom)).unwrap_or(u64::MAX);
+        // libproc does not report the time of reaped children.
+        Ok(Some(CpuTime { own: Duration::from_nanos(nanos), reaped_children: None }))
+    }
+
+    fn listening_ports_of(&self, pids: &[u32]) -> Fact<Vec<HeldPort>> {
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        for &pid in pids {
+            match socket_fds(pid) {
+                Ok(None) => {}
+                Ok(Some(fds)) => {
+                    for fd in fds {
+                        if let Some((port, s)) = listening_socket(pid, fd)
+                            && seen.insert((pid, s.inode))
+                        {
+                            out.push(HeldPort { port, listener: Listener { pid, inode: s.inode, addr: s.addr } });
+                        }
+                    }
+                }
+                Err(e) => {
+                    return Err(unavailable(
+                        "the listening ports of a process tree",
+                        format!("the descriptors of pid {pid}: {e}"),
+                    ));
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn boot_id(&self) -> Fact<String> {
