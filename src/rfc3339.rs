@@ -17,6 +17,11 @@ pub fn now() -> String {
     format(OffsetDateTime::now_utc())
 }
 
+/// Parses RFC 3339 text (what [`format`] writes); `None` when it is not.
+pub fn parse(text: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(text, &Rfc3339).ok()
+}
+
 /// A file-system or `/proc` time.
 pub fn of_system(t: SystemTime) -> String {
     format(OffsetDateTime::from(t))

@@ -28,6 +28,9 @@ pub enum Code {
     WriteFailed = 9,
     /// Another run holds the lock (`migrate`: a cutover or teardown is in progress).
     Locked = 10,
+    /// The home runs the legacy detached daemons (the 0.6 layout), not a supervised hub
+    /// (`status`): `parachute migrate --to-supervised` moves it.
+    Legacy = 11,
 }
 
 /// The table printed at the end of `parachute --help`.
@@ -43,7 +46,8 @@ Exit codes:
   7  a port is held by a process that is not ours
   8  shutdown was not clean (something had to be SIGKILLed)
   9  a unit or state file could not be written
-  10 another cutover or teardown holds the lock";
+  10 another cutover or teardown holds the lock
+  11 the home runs the legacy detached daemons, not a supervised hub (migrate it)";
 
 impl From<Code> for ExitCode {
     fn from(c: Code) -> ExitCode {

@@ -15,6 +15,7 @@ pub mod migrate;
 pub mod modules;
 pub mod offer;
 pub mod serve;
+pub mod status;
 pub mod unit;
 
 use std::collections::BTreeMap;
@@ -91,7 +92,7 @@ pub enum Command {
     /// Restart a module (or, without <SVC>, every module) through the running hub.
     Restart(modules::OpArgs),
     /// Show the hub and every module's state.
-    Status(modules::StatusArgs),
+    Status(status::StatusArgs),
     /// Print (or follow) a module's buffered output.
     Logs(modules::LogsArgs),
     /// Manage the hub's unit in the platform service manager (systemd, launchd).
@@ -121,7 +122,7 @@ pub fn main(env: HostEnv) -> ExitCode {
         Command::Start(args) => modules::run_op(crate::client::Op::Start, args, &env),
         Command::Stop(args) => modules::run_op(crate::client::Op::Stop, args, &env),
         Command::Restart(args) => modules::run_op(crate::client::Op::Restart, args, &env),
-        Command::Status(args) => modules::run_status(args, &env),
+        Command::Status(args) => status::run_status(args, &env),
         Command::Logs(args) => modules::run_logs(args, &env),
         Command::Unit(verb) => unit::run(verb, &env),
         Command::Migrate(args) => migrate::run(args, &env),

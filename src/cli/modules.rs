@@ -8,7 +8,7 @@
 
 use std::io::Write;
 
-use crate::api::wire::{ErrorCode, FollowEvent, Health, Installed, ModuleList, ModuleReply};
+use crate::api::wire::{ErrorCode, FollowEvent, ModuleList, ModuleReply};
 use crate::client::{ClientError, Hub, Op};
 use crate::supervisor::{ModuleState, ModuleStatus, StartError, StartErrorKind};
 
@@ -33,20 +33,6 @@ pub struct OpArgs {
     #[command(flatten)]
     pub home: HomeArg,
     /// Print the resulting module state(s) as JSON.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// Arguments of `status`.
-#[derive(Debug, clap::Args)]
-#[command(
-    after_help = "Exit codes: 0 the hub answered; 3 no hub running; 6 timed out; 7 not this home's hub."
-)]
-pub struct StatusArgs {
-    /// Where the Parachute home is.
-    #[command(flatten)]
-    pub home: HomeArg,
-    /// Print `{"hub": <health>, "modules": [<module state>…], "installed": […]}`.
     #[arg(long)]
     pub json: bool,
 }
@@ -86,7 +72,7 @@ fn fail(e: &ClientError) -> Code {
     code_of(e)
 }
 
-fn code_of(e: &ClientError) -> Code {
+pub(crate) fn code_of(e: &ClientError) -> Code {
     match e {
         ClientError::NoHub { .. } => Code::NoHub,
         ClientError::Foreign { .. } => Code::PortHeld,
@@ -114,15 +100,18 @@ pub fn run_op(op: Op, args: OpArgs, env: &HostEnv) -> Code {
     let hub = match rt.block_on(Hub::connect(&home)) {
         Ok(h) => h,
         Err(e) => {
-            let code = fail(&e);
-            // A box still on the legacy daemons is offered the migration (issue 5).
-            match super::offer::offer(op, &e, &home, env, args.json, &rt) {
+            // A box still on the legacy daemons is offered the migration (issue 5); its own
+            // hub answering on the port is "no supervised hub" (exit 3), never a stranger
+            // to stop by hand.
+            let Some(live) = super::offer::legacy_box(&e, &home, env, &rt) else { return fail(&e) };
+            eprintln!("parachute: {}", super::offer::no_supervised_hub_message(&e, &home));
+            match super::offer::offer(op, &live, &home, env, args.json) {
                 super::offer::Offer::Migrated => match rt.block_on(Hub::connect(&home)) {
                     Ok(h) => h,
                     Err(e) => return fail(&e),
                 },
                 super::offer::Offer::Failed(c) => return c,
-                super::offer::Offer::NotApplicable | super::offer::Offer::Hinted => return code,
+                super::offer::Offer::Hinted => return Code::NoHub,
             }
         }
     };
@@ -283,120 +272,6 @@ pub fn hint(short: &str, e: &StartError) -> String {
     }
 }
 
-/// The short note of the status table (terminal-safe).
-pub fn note(state: &ModuleState) -> String {
-    use crate::text::field;
-    if let Some(e) = &state.start_error {
-        return match &e.kind {
-            StartErrorKind::PortSquatter { port, holder_pid, holder_cmdline } => format!(
-                "port {port} held by pid {holder_pid} ({})",
-                holder_cmdline.as_deref().map_or("?".into(), field)
-            ),
-            StartErrorKind::MissingDependency { binary } => format!("missing dependency: {}", field(binary)),
-            StartErrorKind::NonExecutable { path, .. } => format!("not executable: {}", field(path)),
-            StartErrorKind::SpawnFailed { os_error } => format!("spawn failed: {}", field(os_error)),
-            StartErrorKind::StartedButUnbound { port } => format!("port {port} not bound yet"),
-            StartErrorKind::Other { .. } => field(&e.to_string()).into_owned(),
-        };
-    }
-    match (state.status, state.last_exit()) {
-        (ModuleStatus::Crashed, Some(e)) => format!("gave up; last child {e}"),
-        (ModuleStatus::Restarting, Some(e)) => format!("waiting to restart; last child {e}"),
-        (ModuleStatus::Restarting, None) => "waiting to restart after a crash".to_owned(),
-        (_, Some(e)) => format!("last child {e}"),
-        _ => String::new(),
-    }
-}
-
-/// The human status table.
-pub fn render_status(health: &Health, list: &ModuleList) -> String {
-    let mut out = format!(
-        "hub: running (pid {}, port {}, up since {}, {} of {} module(s) running)\n",
-        health.pid, health.port, health.started_at, health.modules.running, health.modules.total
-    );
-    let port_of =
-        |short: &str| list.installed.iter().find(|i| i.short == short).and_then(|i: &Installed| i.port);
-    let dash = || "-".to_owned();
-    let mut rows: Vec<[String; 6]> =
-        vec![["MODULE", "STATUS", "PID", "PORT", "RESTARTS", "NOTE"].map(str::to_owned)];
-    for m in &list.modules {
-        rows.push([
-            crate::text::field(&m.short).into_owned(),
-            m.status.as_str().to_owned(),
-            m.pid.map(|p| p.to_string()).unwrap_or_else(dash),
-            port_of(&m.short).map(|p| p.to_string()).unwrap_or_else(dash),
-            m.restarts_in_window.to_string(),
-            note(m),
-        ]);
-    }
-    for i in list.installed.iter().filter(|i| !list.modules.iter().any(|m| m.short == i.short)) {
-        rows.push([
-            crate::text::field(&i.short).into_owned(),
-            "-".to_owned(),
-            dash(),
-            i.port.map(|p| p.to_string()).unwrap_or_else(dash),
-            dash(),
-            match &i.skip_reason {
-                Some(r) => format!("not started: {}", crate::text::field(r)),
-                None => format!(
-                    "in services.json, not supervised (`parachute start {}`)",
-                    crate::text::field(&i.short)
-                ),
-            },
-        ]);
-    }
-    if rows.len() == 1 {
-        out.push_str("No modules: services.json lists none.\n");
-        return out;
-    }
-    let widths: Vec<usize> =
-        (0..5).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
-    for r in &rows {
-        let mut line = String::new();
-        for (c, w) in widths.iter().enumerate() {
-            line.push_str(&format!("{:<w$}  ", r[c], w = *w));
-        }
-        line.push_str(&r[5]);
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
-}
-
-/// Runs `status`.
-pub fn run_status(args: StatusArgs, env: &HostEnv) -> Code {
-    let home = match resolve_home(&args.home, env) {
-        Ok(h) => h,
-        Err(c) => return c,
-    };
-    runtime().block_on(async {
-        let result = async {
-            let hub = Hub::connect(&home).await?;
-            let list = hub.modules().await?;
-            Ok::<_, ClientError>((hub, list))
-        }
-        .await;
-        match result {
-            Ok((hub, list)) => {
-                if args.json {
-                    let v = serde_json::json!({"hub": hub.health, "modules": list.modules, "installed": list.installed});
-                    println!("{v:#}");
-                } else {
-                    print!("{}", render_status(&hub.health, &list));
-                }
-                Code::Success
-            }
-            Err(e) => {
-                if args.json {
-                    let v = serde_json::json!({"hub": null, "modules": [], "error": e.to_string()});
-                    println!("{v:#}");
-                }
-                fail(&e)
-            }
-        }
-    })
-}
-
 /// A module's line as `logs` prints it: escaped (`crate::text::line`) when stdout is a
 /// terminal, so module output cannot drive it; raw into a pipe or file, where the bytes are
 /// data (`--json` always carries them raw, JSON-escaped).
@@ -476,7 +351,8 @@ pub fn run_logs(args: LogsArgs, env: &HostEnv) -> Code {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::wire::ModuleCounts;
+    use crate::cli::status::note;
+    use crate::api::wire::Installed;
 
     fn state(short: &str, status: ModuleStatus) -> ModuleState {
         ModuleState::new(short, status)
@@ -534,83 +410,6 @@ mod tests {
             })
             .contains("pid 77")
         );
-    }
-
-    #[test]
-    fn the_status_table_escapes_names_and_command_lines_from_outside() {
-        let health = Health {
-            status: "ok".into(),
-            service: "parachute-hub".into(),
-            instance: "i".into(),
-            pid: 10,
-            port: 1939,
-            version: "0.1.0".into(),
-            started_at: "2025-01-01T00:00:00Z".into(),
-            modules: ModuleCounts { running: 0, total: 1 },
-        };
-        let mut squatted = err("port_squatter");
-        squatted.kind = StartErrorKind::PortSquatter {
-            port: 1940,
-            holder_pid: 77,
-            holder_cmdline: Some("bun \u{1b}]52;c;eA==\u{7}".into()),
-        };
-        let list = ModuleList {
-            modules: vec![ModuleState {
-                start_error: Some(squatted),
-                ..state("ev\u{1b}[2Jil", ModuleStatus::Crashed)
-            }],
-            installed: vec![Installed {
-                short: "x\ry".into(),
-                port: None,
-                skip_reason: Some("bad\u{202e}".into()),
-            }],
-        };
-        let table = render_status(&health, &list);
-        assert!(!table.chars().any(|c| c != '\n' && crate::text::is_unsafe_char(c)), "{table:?}");
-        assert!(table.contains("ev\\e[2Jil") && table.contains("x\\ry"), "{table}");
-    }
-
-    #[test]
-    fn table_aligns_and_lists_unsupervised_rows() {
-        let health = Health {
-            status: "ok".into(),
-            service: "parachute-hub".into(),
-            instance: "i".into(),
-            pid: 10,
-            port: 1939,
-            version: "0.1.0".into(),
-            started_at: "2025-01-01T00:00:00Z".into(),
-            modules: ModuleCounts { running: 1, total: 2 },
-        };
-        let list = ModuleList {
-            modules: vec![
-                ModuleState { pid: Some(4242), ..state("vault", ModuleStatus::Running) },
-                ModuleState {
-                    restarts_in_window: 3,
-                    start_error: Some(err("missing_dependency")),
-                    ..state("scribe-long-name", ModuleStatus::Crashed)
-                },
-            ],
-            installed: vec![
-                Installed { short: "vault".into(), port: Some(1940), skip_reason: None },
-                Installed { short: "notes".into(), port: Some(1942), skip_reason: None },
-                Installed {
-                    short: "cli-only".into(),
-                    port: Some(1950),
-                    skip_reason: Some("no startCmd".into()),
-                },
-            ],
-        };
-        let text = render_status(&health, &list);
-        let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[0].contains("pid 10") && lines[0].contains("1 of 2"), "{text}");
-        assert!(lines[1].starts_with("MODULE            STATUS   PID   PORT  RESTARTS  NOTE"), "{text}");
-        assert!(lines[2].starts_with("vault             running  4242  1940  0"), "{text}");
-        assert!(lines[3].contains("crashed") && lines[3].contains("missing dependency: ffmpeg"), "{text}");
-        assert!(lines[4].starts_with("notes") && lines[4].contains("not supervised"), "{text}");
-        assert!(lines[5].starts_with("cli-only") && lines[5].contains("not started: no startCmd"), "{text}");
-        let empty = render_status(&health, &ModuleList { modules: vec![], installed: vec![] });
-        assert!(empty.contains("No modules"), "{empty}");
     }
 
     #[test]

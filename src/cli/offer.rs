@@ -33,9 +33,6 @@ const MANAGER_TIMEOUT: Duration = Duration::from_secs(3);
 /// What the offer did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Offer {
-    /// Nothing to offer: no live legacy daemon, a hub unit exists, or the failure was not
-    /// "no hub". The caller reports its error as usual.
-    NotApplicable,
     /// The hint was printed, or the operator declined: nothing was changed.
     Hinted,
     /// The operator accepted and the cutover migrated the box: retry the verb.
@@ -103,34 +100,57 @@ fn describe(live: &[LegacyProcess]) -> String {
     live.iter().map(|p| format!("{} pid {}", p.name, p.identity.pid)).collect::<Vec<_>>().join(", ")
 }
 
-/// Called after `parachute start|stop|restart` found no hub (the caller has already
-/// printed that error). Offers the migration when the box runs legacy daemons; see the
-/// module doc. `json` suppresses the prompt.
-pub fn offer(
-    op: Op,
+/// Whether `home` is a legacy box, given that connecting to its hub failed with `err`: live,
+/// identity-verified legacy daemons, no supervised hub answering (nothing on the port, or
+/// only the legacy hub), and no hub unit known to the service manager. The one detection
+/// `start`, `stop`, `restart` and `status` share; `Some` holds the live daemons.
+pub fn legacy_box(
     err: &ClientError,
     home: &Home,
     env: &HostEnv,
-    json: bool,
     rt: &tokio::runtime::Runtime,
-) -> Offer {
+) -> Option<Vec<LegacyProcess>> {
     let live = live_legacy(home);
     if live.is_empty() || !no_supervised_hub(err, home, &live) || rt.block_on(hub_unit_known(env)) {
-        return Offer::NotApplicable;
+        return None;
     }
+    Some(live)
+}
+
+/// The sentence for a failed connection on a legacy box, instead of the client's own: when
+/// the legacy hub itself answers on the port, "something else answers … stop whatever holds
+/// the port" would tell the operator to kill their own hub by hand.
+pub fn no_supervised_hub_message(err: &ClientError, home: &Home) -> String {
+    match err {
+        ClientError::Foreign { port, .. }
+        | ClientError::Protocol { port, .. }
+        | ClientError::Timeout { port, .. } => {
+            format!(
+                "no supervised hub is running for {}: 127.0.0.1:{port} is held by this box's legacy hub (one of the 0.6 detached daemons), which does not speak the control API.",
+                crate::text::field(&home.root().to_string_lossy())
+            )
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Called after `parachute start|stop|restart` found no hub on a box [`legacy_box`]
+/// recognised (`live`: its daemons; the caller has already printed the error). Offers the
+/// migration; see the module doc. `json` suppresses the prompt.
+pub fn offer(op: Op, live: &[LegacyProcess], home: &Home, env: &HostEnv, json: bool) -> Offer {
     let cmd = migrate_command(home);
     let interactive = !json && std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
     if !interactive {
         eprintln!(
             "parachute: this box still runs the legacy detached daemons ({}) and has no supervised hub; move them under the service manager with `{cmd}`.",
-            describe(&live)
+            describe(live)
         );
         return Offer::Hinted;
     }
     {
         let mut e = std::io::stderr().lock();
         let _ = writeln!(e);
-        let _ = writeln!(e, "This box still runs the legacy detached daemons: {}.", describe(&live));
+        let _ = writeln!(e, "This box still runs the legacy detached daemons: {}.", describe(live));
         let _ = writeln!(
             e,
             "`parachute {}` drives a supervised hub. The migration stops these daemons and starts one hub",

@@ -378,7 +378,11 @@ impl Actor {
             tokio::spawn(pump(spawned.stdout, self.sink.stdout())),
             tokio::spawn(pump(spawned.stderr, self.sink.stderr())),
         ];
-        self.module.set_live(Some(Live { handle: child.handle(), start_ticks, since: std::time::Instant::now() }));
+        self.module.set_live(Some(Live {
+            handle: child.handle(),
+            start_ticks,
+            since: std::time::Instant::now(),
+        }));
         self.spawn_seq += 1;
         let spawn = self.spawn_seq;
         self.cur = Some(Current { child, spawn, since: Instant::now(), pumps });

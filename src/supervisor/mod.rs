@@ -315,8 +315,7 @@ impl Supervisor {
     pub async fn list_measured(&self) -> Vec<ModuleState> {
         let mut list = self.list();
         let ctx = Arc::clone(self.ctx());
-        let measured =
-            tokio::task::spawn_blocking(move || ctx.sample(&ctx.facts)).await.unwrap_or_default();
+        let measured = tokio::task::spawn_blocking(move || ctx.sample(&ctx.facts)).await.unwrap_or_default();
         for m in &mut list {
             m.resources = measured.get(&m.short).cloned().filter(|_| m.pid.is_some());
         }

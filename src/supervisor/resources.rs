@@ -102,11 +102,7 @@ impl CpuHistory {
 
     /// The newest sample at least [`MIN_INTERVAL`] older than `now`.
     fn baseline(&self, short: &str, now: Instant) -> Option<&CpuSample> {
-        self.by_module
-            .get(short)?
-            .iter()
-            .rev()
-            .find(|s| now.saturating_duration_since(s.at) >= MIN_INTERVAL)
+        self.by_module.get(short)?.iter().rev().find(|s| now.saturating_duration_since(s.at) >= MIN_INTERVAL)
     }
 
     /// Forgets modules that are gone.
@@ -179,7 +175,8 @@ impl ProcTable {
         }
         let mut pids: Vec<u32> = seen.into_iter().filter(|p| *p != leader.pid).collect();
         pids.sort_unstable();
-        let mut out: Vec<ProcessIdentity> = self.identity(leader.pid).filter(|id| *id == leader).into_iter().collect();
+        let mut out: Vec<ProcessIdentity> =
+            self.identity(leader.pid).filter(|id| *id == leader).into_iter().collect();
         out.extend(pids.into_iter().filter_map(|p| self.identity(p)));
         out
     }
@@ -325,7 +322,15 @@ mod tests {
     use super::*;
 
     fn st(pid: u32, ppid: u32, pgid: u32) -> ProcStat {
-        ProcStat { pid, comm: "x".into(), state: 'S', ppid, pgid, sid: pgid, start_ticks: u64::from(pid) * 10 }
+        ProcStat {
+            pid,
+            comm: "x".into(),
+            state: 'S',
+            ppid,
+            pgid,
+            sid: pgid,
+            start_ticks: u64::from(pid) * 10,
+        }
     }
 
     fn table(rows: &[ProcStat]) -> ProcTable {
@@ -345,14 +350,14 @@ mod tests {
     #[test]
     fn the_tree_is_the_group_the_descendants_and_the_recorded_escapees() {
         let t = table(&[
-            st(100, 1, 100),  // the module's child
+            st(100, 1, 100),   // the module's child
             st(101, 100, 100), // a worker
             st(102, 101, 102), // left the group (setsid), still a descendant
             st(103, 102, 102), // its child
-            st(200, 1, 100),  // a group member reparented to init (its parent died)
-            st(300, 1, 300),  // a double-forked daemon recorded as escaped
+            st(200, 1, 100),   // a group member reparented to init (its parent died)
+            st(300, 1, 300),   // a double-forked daemon recorded as escaped
             st(301, 300, 300),
-            st(400, 1, 400), // unrelated
+            st(400, 1, 400),   // unrelated
             st(401, 100, 401), // a descendant in another group
         ]);
         let pids: Vec<u32> = t.tree(id(100), &[id(300)]).iter().map(|i| i.pid).collect();

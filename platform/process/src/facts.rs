@@ -22,7 +22,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::procfs::{CpuTime, HeldPort, ListenSocket, Listener, MAX_ANCESTRY, Memory, ProcStat, ProcessIdentity};
+use crate::procfs::{
+    CpuTime, HeldPort, ListenSocket, Listener, MAX_ANCESTRY, Memory, ProcStat, ProcessIdentity,
+};
 
 #[cfg(target_os = "linux")]
 pub mod linux;

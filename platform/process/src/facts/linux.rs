@@ -205,7 +205,8 @@ impl ProcessFacts for LinuxFacts {
             .ok_or_else(|| unavailable(what(), "/proc/<pid>/stat did not parse"))?;
         let hz =
             clock_ticks_per_second().ok_or_else(|| unavailable(what(), "sysconf(_SC_CLK_TCK) failed"))?;
-        let ticks = |t: u64| Duration::from_secs(t / hz) + Duration::from_nanos((t % hz) * 1_000_000_000 / hz);
+        let ticks =
+            |t: u64| Duration::from_secs(t / hz) + Duration::from_nanos((t % hz) * 1_000_000_000 / hz);
         Ok(Some(CpuTime { own: ticks(utime + stime), reaped_children: Some(ticks(cutime + cstime)) }))
     }
 

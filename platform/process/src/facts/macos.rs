@@ -599,7 +599,10 @@ impl ProcessFacts for MacFacts {
                         if let Some((port, s)) = listening_socket(pid, fd)
                             && seen.insert((pid, s.inode))
                         {
-                            out.push(HeldPort { port, listener: Listener { pid, inode: s.inode, addr: s.addr } });
+                            out.push(HeldPort {
+                                port,
+                                listener: Listener { pid, inode: s.inode, addr: s.addr },
+                            });
                         }
                     }
                 }
