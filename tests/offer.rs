@@ -125,3 +125,49 @@ fn stale_or_reused_pidfiles_and_foreign_port_holders_get_no_offer() {
     assert_ne!(out.status.code(), Some(0), "{err}");
     assert!(hint_lines(&err).is_empty(), "a foreign responder is not 'no hub'\n{err}");
 }
+
+#[test]
+fn status_on_a_legacy_box_shows_the_daemons_and_names_the_migration() {
+    let mut b = LegacyBox::new();
+    let (hp, ap, gp) = (free_port(), free_port(), free_port());
+    let hub = b.hub(hp);
+    let alpha = b.module("parachute-alpha", ap);
+    b.declare("parachute-gamma", gp);
+    // The CLI probes the hub port, where the legacy hub itself answers.
+    instance_on(&b.home(), hp);
+    let out = cli(&b, &["status"]);
+    let (text, err) = (String::from_utf8_lossy(&out.stdout).into_owned(), stderr(&out));
+    assert_eq!(out.status.code(), Some(11), "{text}{err}");
+    assert!(!text.contains("Stop whatever holds the port") && !err.contains("Stop whatever"), "{text}{err}");
+    assert!(text.contains("legacy detached daemons"), "{text}");
+    let row =
+        |name: &str| text.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name}: {text}"));
+    let hub_row: Vec<&str> = row("hub").split_whitespace().collect();
+    assert_eq!(hub_row[1..3], [hub.pid.to_string(), hp.to_string()], "{text}");
+    assert!(row("hub").contains("running, listening"), "{text}");
+    assert!(row("parachute-alpha").contains(&alpha.pid.to_string()), "{text}");
+    assert!(row("parachute-alpha").contains("running, listening"), "{text}");
+    assert!(row("parachute-gamma").contains("no pidfile"), "{text}");
+    assert!(text.contains(&b.pidfile("parachute-alpha").display().to_string()), "{text}");
+    assert!(
+        text.contains(&format!("parachute migrate --to-supervised --home {}", b.home().display())),
+        "{text}"
+    );
+
+    let out = cli(&b, &["status", "--json"]);
+    assert_eq!(out.status.code(), Some(11));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["legacy"], true, "{v}");
+    let daemons = v["daemons"].as_array().unwrap();
+    let a = daemons.iter().find(|d| d["name"] == "parachute-alpha").unwrap();
+    assert!(a["alive"] == true && a["listening"] == true && a["pid"] == alpha.pid, "{v}");
+
+    // `start` on the same box names the legacy hub as such, never as a stranger to stop.
+    let out = cli(&b, &["start", "parachute-alpha"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(!err.contains("Stop whatever holds the port"), "{err}");
+    assert!(err.contains("held by this box's legacy hub"), "{err}");
+    assert_eq!(hint_lines(&err).len(), 1, "{err}");
+    assert!(alive(&hub) && alive(&alpha), "status and the offer change nothing");
+}

@@ -12,7 +12,13 @@
 //!                   [--chatty-bytes BYTES] [--print-env KEY]... [--pidfile PATH]
 //!                   [--spawn-sleeper] [--fake-hub NONCE] [--hold-connections N]
 //!                   [--setsid-holds-port] [--daemonize-holds-port]
+//!                   [--child-holds-mb MB [--child-port N] [--child-setsid]] [--busy]
 //! ```
+//!
+//! `--child-holds-mb MB` starts a child that allocates MB MiB, writes to every page (so it is
+//! resident, not just reserved), prints `holder pid=<pid> mb=<MB>` and stays; with
+//! `--child-port N` that child also listens on N, with `--child-setsid` it leaves the process
+//! group first. `--busy` keeps one thread spinning on the CPU.
 //!
 //! `--fake-hub NONCE` plays another local user impersonating a hub: it answers `/health`
 //! as a hub with that instance nonce, anything else with `200 {}`, and prints every
@@ -72,6 +78,15 @@ struct Opts {
     daemonize_holds_port: bool,
     /// Internal: the short-lived middle of `--daemonize-holds-port`.
     daemon_stage: bool,
+    child_holds_mb: Option<u64>,
+    child_port: Option<u16>,
+    child_setsid: bool,
+    /// Internal: this process is the `--child-holds-mb` child and holds that many MiB.
+    hold_mb: Option<u64>,
+    /// Internal: the port the `--child-holds-mb` child listens on (not `--port`: the child
+    /// inherits the module's `PORT`).
+    hold_port: Option<u16>,
+    busy: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
@@ -117,6 +132,14 @@ fn parse() -> Result<Opts, String> {
             "--setsid-holds-port" => o.setsid_holds_port = true,
             "--daemonize-holds-port" => o.daemonize_holds_port = true,
             "--daemon-stage" => o.daemon_stage = true,
+            "--child-holds-mb" => o.child_holds_mb = Some(num(&val(&a)?)?),
+            "--child-port" => {
+                o.child_port = Some(val(&a)?.parse().map_err(|e| format!("--child-port: {e}"))?)
+            }
+            "--child-setsid" => o.child_setsid = true,
+            "--hold-mb" => o.hold_mb = Some(num(&val(&a)?)?),
+            "--hold-port" => o.hold_port = Some(val(&a)?.parse().map_err(|e| format!("--hold-port: {e}"))?),
+            "--busy" => o.busy = true,
             // Extra words (e.g. `serve`) are accepted so a symlink named `parachute-vault`
             // can be started as `parachute-vault serve`, like the real module.
             _ if !a.starts_with("--") => {}
@@ -261,6 +284,53 @@ fn main() {
         let _ = out.flush();
         drop(out);
         say!("chatty done bytes={sent}");
+    }
+    if let Some(mb) = o.hold_mb {
+        // The `--child-holds-mb` child: touch every page so the memory is resident.
+        let mut held = vec![0u8; (mb as usize) << 20];
+        for (i, b) in held.iter_mut().enumerate().step_by(4096) {
+            *b = (i / 4096) as u8 | 1;
+        }
+        let listeners = match o.hold_port {
+            Some(port) => bind(port, Bind::V4).unwrap_or_else(|e| {
+                eprintln!("parachute-fixture: bind {port}: {e}");
+                std::process::exit(98)
+            }),
+            None => Vec::new(),
+        };
+        say!("holder pid={pid} mb={mb} sum={}", held.iter().map(|b| u64::from(*b)).sum::<u64>());
+        serve_forever(listeners);
+        loop {
+            thread::park();
+        }
+    }
+    if let Some(mb) = o.child_holds_mb {
+        use std::os::unix::process::CommandExt;
+        let me = std::env::current_exe().expect("current exe");
+        let mut cmd = Command::new(me);
+        cmd.arg("--hold-mb").arg(mb.to_string());
+        if let Some(p) = o.child_port {
+            cmd.arg("--hold-port").arg(p.to_string());
+        }
+        if o.child_setsid {
+            // SAFETY: setsid is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::setsid();
+                    Ok(())
+                });
+            }
+        }
+        let c = cmd.spawn().expect("spawn memory holder");
+        say!("memory child pid={}", c.id());
+    }
+    if o.busy {
+        thread::spawn(|| {
+            let mut x = 0u64;
+            loop {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+        });
     }
     if o.spawn_sleeper {
         // A plain child in our process group that outlives nothing on its own: the

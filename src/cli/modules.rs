@@ -351,8 +351,8 @@ pub fn run_logs(args: LogsArgs, env: &HostEnv) -> Code {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::status::note;
     use crate::api::wire::Installed;
+    use crate::cli::status::note;
 
     fn state(short: &str, status: ModuleStatus) -> ModuleState {
         ModuleState::new(short, status)

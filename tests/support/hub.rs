@@ -96,11 +96,17 @@ impl TestHome {
 
     /// Runs the CLI against this home with a controlled environment.
     pub fn cli(&self, args: &[&str]) -> Output {
+        let child = self.cli_command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        wait_output(child, Duration::from_secs(40))
+    }
+
+    /// The CLI command [`TestHome::cli`] runs, not started (for verbs that run until
+    /// killed, such as `status --watch`).
+    pub fn cli_command(&self, args: &[&str]) -> Command {
         let mut cmd = crate::support::parachute();
         cmd.args(args).arg("--home").arg(self.home());
         clean_env(&mut cmd, self.dir.path());
-        let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        wait_output(child, Duration::from_secs(40))
+        cmd
     }
 }
 
