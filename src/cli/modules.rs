@@ -24,8 +24,9 @@ supervised). The hub itself is managed by `parachute unit start|stop|restart` (o
 the foreground with `parachute serve`).
 
 Exit codes: 0 done; 1 a module did not end in the requested state (the diagnostic is \
-printed); 2 unknown module; 3 no hub running; 6 the hub did not answer in time; 7 something \
-else answers on the hub's port.")]
+printed); 2 unknown module; 3 no hub running (on a box still running the legacy daemons, \
+also when the legacy hub answers on the port; the migration is named); 6 the hub did not \
+answer in time; 7 something else answers on the hub's port.")]
 pub struct OpArgs {
     /// The module (`vault`, or a services.json row name for a third-party module).
     pub svc: Option<String>,

@@ -11,8 +11,9 @@
 //! On a terminal (stdin and stderr both) it asks `[y/N]` and runs the same cutover as
 //! `parachute migrate --to-supervised --home <home>`; after a successful cutover the verb
 //! goes on against the new hub. Anywhere else (scripts, `--json`, CI) it never changes
-//! anything: it prints one line naming the command on stderr and the verb exits with the
-//! code it would have had anyway.
+//! anything: it prints one line naming the command on stderr and the verb exits 3 (no
+//! supervised hub), also when the legacy hub itself answers on the port: it is this box's
+//! own hub, not a stranger to stop by hand.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::time::Duration;

@@ -225,6 +225,55 @@ fn a_listening_socket_and_every_process_holding_it() {
 }
 
 #[test]
+fn the_ports_a_set_of_processes_listens_on_whatever_the_port() {
+    let f = host();
+    let me = std::process::id();
+    let a = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let b = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let (pa, pb) = (a.local_addr().unwrap().port(), b.local_addr().unwrap().port());
+    // An established connection is not a listening port.
+    let _client = TcpStream::connect((Ipv4Addr::LOCALHOST, pa)).unwrap();
+    let mut ports: Vec<u16> = f.listening_ports_of(&[me]).unwrap().into_iter().map(|h| h.port).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    assert!(ports.contains(&pa) && ports.contains(&pb), "{ports:?}");
+    // A child holding nothing lists nothing; a gone pid is skipped, not an error.
+    let dir = tempfile::tempdir().unwrap();
+    let s = Sleeper::start(dir.path(), &[], false, None);
+    assert_eq!(f.listening_ports_of(&[s.pid(), NO_SUCH_PID]).unwrap(), vec![]);
+    drop(b);
+    let after: Vec<u16> = f.listening_ports_of(&[me]).unwrap().into_iter().map(|h| h.port).collect();
+    assert!(after.contains(&pa) && !after.contains(&pb), "{after:?}");
+}
+
+#[test]
+fn memory_and_cpu_time_of_a_live_process() {
+    let f = host();
+    let me = std::process::id();
+    // Touch 32 MiB so it is resident.
+    let mut block = vec![0u8; 32 << 20];
+    for i in (0..block.len()).step_by(4096) {
+        block[i] = 1;
+    }
+    let m = f.memory(me).unwrap().unwrap();
+    assert!(m.rss_bytes >= 32 << 20, "{m:?}");
+    if let Some(pss) = m.pss_bytes {
+        assert!(pss > 0 && pss <= m.rss_bytes + (1 << 20), "{m:?}");
+    }
+    let busy_until = Instant::now() + Duration::from_millis(300);
+    let mut x = 0u64;
+    while Instant::now() < busy_until {
+        x = std::hint::black_box(x.wrapping_add(1));
+    }
+    let c = f.cpu_time(me).unwrap().unwrap();
+    assert!(c.own >= Duration::from_millis(100), "{c:?}");
+    assert!(c.total() >= c.own);
+    assert_eq!(f.memory(NO_SUCH_PID).unwrap(), None);
+    assert_eq!(f.cpu_time(NO_SUCH_PID).unwrap(), None);
+    std::hint::black_box(&block);
+}
+
+#[test]
 fn the_boot_id_is_stable() {
     let f = host();
     let a = f.boot_id().unwrap();
@@ -244,4 +293,5 @@ fn unavailable_facts_never_pass_for_absence() {
         f.listening_sockets(1).is_err()
             && f.is_same_process(&ProcessIdentity { pid: 1, start_ticks: 0 }).is_err()
     );
+    assert!(f.memory(1).is_err() && f.cpu_time(1).is_err() && f.listening_ports_of(&[1]).is_err());
 }
