@@ -104,7 +104,14 @@ pub fn run_op(op: Op, args: OpArgs, env: &HostEnv) -> Code {
             // A box still on the legacy daemons is offered the migration (issue 5); its own
             // hub answering on the port is "no supervised hub" (exit 3), never a stranger
             // to stop by hand.
-            let Some(live) = super::offer::legacy_box(&e, &home, env, &rt) else { return fail(&e) };
+            let Some(live) = super::offer::legacy_box(&e, &home, env, &rt) else {
+                if let Some(live) = super::offer::legacy_hub_on_port(&e, &home) {
+                    eprintln!("parachute: {}", super::offer::no_supervised_hub_message(&e, &home));
+                    eprintln!("parachute: {}", super::offer::unfinished_migration_hint(&home, &live));
+                    return Code::NoHub;
+                }
+                return fail(&e);
+            };
             eprintln!("parachute: {}", super::offer::no_supervised_hub_message(&e, &home));
             match super::offer::offer(op, &live, &home, env, args.json) {
                 super::offer::Offer::Migrated => match rt.block_on(Hub::connect(&home)) {

@@ -111,11 +111,27 @@ pub fn legacy_box(
     env: &HostEnv,
     rt: &tokio::runtime::Runtime,
 ) -> Option<Vec<LegacyProcess>> {
+    let live = legacy_hub_on_port(err, home)?;
+    (!rt.block_on(hub_unit_known(env))).then_some(live)
+}
+
+/// The line for a box whose hub unit exists while legacy daemons still hold the ground
+/// (a migration that did not finish): re-running it resumes from its journal.
+pub fn unfinished_migration_hint(home: &Home, live: &[LegacyProcess]) -> String {
+    format!(
+        "a hub unit is installed, but the legacy detached daemons still run ({}); the migration did not finish: re-run `{}` (it resumes).",
+        describe(live),
+        migrate_command(home)
+    )
+}
+
+/// The live legacy daemons when the connection failed because this box's legacy hub (or
+/// nothing) is on the hub's port, whether or not a hub unit exists: a half-finished
+/// migration (unit installed, legacy hub still on the port) must not be told to stop its
+/// own hub by hand either. [`legacy_box`] is this plus "no hub unit".
+pub fn legacy_hub_on_port(err: &ClientError, home: &Home) -> Option<Vec<LegacyProcess>> {
     let live = live_legacy(home);
-    if live.is_empty() || !no_supervised_hub(err, home, &live) || rt.block_on(hub_unit_known(env)) {
-        return None;
-    }
-    Some(live)
+    (!live.is_empty() && no_supervised_hub(err, home, &live)).then_some(live)
 }
 
 /// The sentence for a failed connection on a legacy box, instead of the client's own: when

@@ -420,7 +420,16 @@ fn legacy(
     rt: &tokio::runtime::Runtime,
     json: bool,
 ) -> Option<Code> {
-    let live = super::offer::legacy_box(err, home, env, rt)?;
+    // A half-finished migration (a hub unit, but the legacy daemons still on the ground) is
+    // reported the same way, with the re-run named.
+    let (live, unfinished) = match super::offer::legacy_box(err, home, env, rt) {
+        Some(live) => (live, None),
+        None => {
+            let live = super::offer::legacy_hub_on_port(err, home)?;
+            let hint = super::offer::unfinished_migration_hint(home, &live);
+            (live, Some(hint))
+        }
+    };
     let cmd = super::offer::migrate_command(home);
     let hub_port = crate::model::pidfile::read_port_file(&home.hub_port_file())
         .ok()
@@ -438,11 +447,16 @@ fn legacy(
     let known = Known { legacy: live, ..Known::default() };
     let rows: Vec<LegacyRow> = targets.iter().map(|t| LegacyRow::read(t, &known)).collect();
     if json {
-        let v =
-            serde_json::json!({"hub": null, "legacy": true, "daemons": rows, "migrate": cmd, "modules": []});
+        let v = serde_json::json!({
+            "hub": null, "legacy": true, "daemons": rows, "migrate": cmd, "modules": [],
+            "unfinishedMigration": unfinished,
+        });
         println!("{v:#}");
     } else {
         print!("{}", render_legacy(&rows, &cmd));
+        if let Some(hint) = unfinished {
+            println!("Note: {hint}");
+        }
     }
     Some(Code::Legacy)
 }
