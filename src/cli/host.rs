@@ -126,6 +126,21 @@ pub fn user_home(env: &HostEnv) -> Option<PathBuf> {
     user_home_of(&invoker(env), env)
 }
 
+/// The home of the account this process runs as: `$HOME` when absolute, else the password
+/// database's entry for the effective uid. `serve` uses it for its modules' `PATH` (their
+/// `~/.local/bin`, `~/.bun/bin`): modules run as the hub's own user, so under `sudo` this is
+/// never the invoking user's home — root must not run a binary from a user's directory.
+pub fn own_home(env: &HostEnv) -> Option<PathBuf> {
+    let passwd = || {
+        nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(euid()))
+            .ok()
+            .flatten()
+            .map(|u| u.dir)
+            .filter(|d| !d.as_os_str().is_empty())
+    };
+    env.path("HOME").filter(|h| h.is_absolute()).or_else(passwd)
+}
+
 /// The home flag every module verb takes.
 #[derive(Debug, Clone, clap::Args)]
 pub struct HomeArg {

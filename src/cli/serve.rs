@@ -98,7 +98,7 @@ pub fn run(args: Args, env: &HostEnv) -> Code {
         hub_port: port,
         hub_origin,
         inherited_path: env.get("PATH").unwrap_or("/usr/local/bin:/usr/bin:/bin").to_owned(),
-        user_home: env.path("HOME"),
+        user_home: super::host::own_home(env),
         extra_path: env.get("PARACHUTE_EXTRA_PATH").map(str::to_owned),
         base_env: env
             .vars()
