@@ -60,6 +60,18 @@ pub enum TokenError {
     Rng(String),
 }
 
+/// What [`OperatorToken::load_or_mint`] found.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The token.
+    pub token: OperatorToken,
+    /// Whether it was read or minted.
+    pub origin: Origin,
+    /// The write that failed: a minted token that is not on disk yet, or an existing file
+    /// whose mode could not be tightened to 0600.
+    pub unwritten: Option<parachute_fsx::Error>,
+}
+
 /// A loaded operator token.
 #[derive(Clone)]
 pub struct OperatorToken {
@@ -136,17 +148,39 @@ impl OperatorToken {
 
     /// Loads the token, minting it (mode 0600) when the file is absent. An existing file
     /// with looser permissions is tightened to 0600, since it is a secret.
+    #[cfg(test)]
     pub fn load_or_create(path: &Path) -> Result<(OperatorToken, Origin), TokenError> {
-        let opts = parachute_fsx::WriteOptions { mode: 0o600, create_parents: true };
+        let loaded = OperatorToken::load_or_mint(path)?;
+        match loaded.unwritten {
+            Some(e) => Err(TokenError::Io(e)),
+            None => Ok((loaded.token, loaded.origin)),
+        }
+    }
+
+    /// [`Self::load_or_create`] for a hub that must run even when its home cannot be
+    /// written (full or read-only): a failed write does not lose the token, it is handed
+    /// back in [`Loaded::unwritten`] (a minted token then lives in memory only until
+    /// [`Self::write_to`] succeeds). Reading and parsing errors are still errors.
+    pub fn load_or_mint(path: &Path) -> Result<Loaded, TokenError> {
         if let Some(bytes) = parachute_fsx::read_optional(path)? {
             let token = parse(path, &bytes)?;
             // Same bytes, so this only rewrites when the mode is wrong.
-            parachute_fsx::write_atomic_with(path, &bytes, opts)?;
-            return Ok((token, Origin::Existing));
+            let unwritten = parachute_fsx::write_atomic_with(path, &bytes, Self::write_options()).err();
+            return Ok(Loaded { token, origin: Origin::Existing, unwritten });
         }
         let token = OperatorToken::mint()?;
-        parachute_fsx::write_atomic_with(path, format!("{}\n", token.value).as_bytes(), opts)?;
-        Ok((token, Origin::Minted))
+        let unwritten = token.write_to(path).err();
+        Ok(Loaded { token, origin: Origin::Minted, unwritten })
+    }
+
+    /// Writes the token to `path` (atomically, mode 0600, parents created).
+    pub fn write_to(&self, path: &Path) -> Result<(), parachute_fsx::Error> {
+        parachute_fsx::write_atomic_with(path, format!("{}\n", self.value).as_bytes(), Self::write_options())
+            .map(drop)
+    }
+
+    fn write_options() -> parachute_fsx::WriteOptions {
+        parachute_fsx::WriteOptions { mode: 0o600, create_parents: true }
     }
 
     /// A fresh random token (not written anywhere).

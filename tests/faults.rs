@@ -312,3 +312,137 @@ fn hostile_module_names_are_refused_and_huge_ones_clipped() {
     let shown = parachute::text::field_clipped(&huge, 64);
     assert!(shown.chars().count() < 100, "{} chars", shown.chars().count());
 }
+
+/// Runs `mount` with `args`; whether it worked.
+fn mount(args: &[&std::ffi::OsStr]) -> bool {
+    std::process::Command::new("mount")
+        .args(args)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The module's port accepts a connection.
+fn bound(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+/// What a hub that could not write its home must have said (once each), and what it says
+/// when the writes go through once the home accepts them again. Then the CLI finds and
+/// drives it, and it stops cleanly and removes its instance record.
+fn degraded_hub_recovers(
+    h: &TestHome,
+    s: &mut Serve,
+    module: &str,
+    module_port: u16,
+    make_writable: impl FnOnce(),
+) {
+    s.wait_err("boot", |l| l.contains("boot done: 1 running"));
+    assert!(bound(module_port), "{module} is up although the home cannot be written: {}", s.stderr());
+    let err = s.stderr();
+    for said in [
+        "cannot write the operator token",
+        "the CLI cannot find this hub",
+        "cannot write the supervisor state file",
+    ] {
+        assert_eq!(err.matches(said).count(), 1, "said once: {said:?}\n{err}");
+    }
+    assert!(h.instance().is_none());
+    let (st, _) = s.http("GET", "/health", None);
+    assert_eq!(st, 200, "the control API answers");
+
+    make_writable();
+    s.wait_err("the token written", |l| l.contains("wrote the operator token"));
+    s.wait_err("the instance written", |l| l.contains("hub-instance.json: the CLI can find this hub"));
+    s.wait_err("the state file written", |l| l.contains("state file") && l.contains("written again"));
+    let inst = h.instance().expect("hub-instance.json written after recovery");
+    assert_eq!(inst["pid"].as_u64(), Some(u64::from(s.pid())));
+    let state = s.state(h, module);
+    assert_eq!(state["status"], "running", "{state}");
+    let out = h.cli(&["status"]);
+    assert!(out.status.success(), "the CLI reaches the recovered hub: {out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(module), "{out:?}");
+    s.signal(libc::SIGTERM);
+    assert_eq!(s.wait_exit(Duration::from_secs(20)).code(), Some(0), "{}", s.stderr());
+    assert!(h.instance().is_none(), "hub-instance.json is removed at the clean stop");
+}
+
+/// Unmounts (lazily) when dropped, pass or fail.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A read-only home (a real read-only bind mount) used to stop the hub from starting at
+/// all: it could not create `serve.lock`, mint the token or write `hub-instance.json`, so
+/// every module was down. Now it supervises from memory, keeps a second hub off the home
+/// (the home directory's own lock), says what it could not write, and writes it all once
+/// the home is writable again.
+#[test]
+fn a_read_only_home_still_runs_its_modules_and_recovers() {
+    let h = TestHome::new();
+    let module_port = free_port();
+    h.fixture("ro-mod", module_port, &[]);
+    let home = h.home();
+    let ok = mount(&["--bind".as_ref(), home.as_os_str(), home.as_os_str()]);
+    if !crate::support::needs_root_feature("a_read_only_home_…", ok, "a bind mount (root)") {
+        return;
+    }
+    let _guard = Unmount(home.clone());
+    assert!(mount(&["-o".as_ref(), "remount,bind,ro".as_ref(), home.as_os_str()]), "remount read-only");
+    assert!(std::fs::write(home.join("probe"), "x").is_err(), "the home is read-only");
+
+    let mut s = Serve::ready(&h, free_port(), &[]);
+    s.wait_err("the lock fallback", |l| l.contains("running without the serve lock file"));
+    s.wait_err("boot", |l| l.contains("boot done: 1 running"));
+    // The home directory's lock keeps a second hub away even without serve.lock.
+    let mut second = Serve::start(&h, free_port(), &[]);
+    assert_eq!(second.wait_exit(Duration::from_secs(20)).code(), Some(1), "{}", second.stderr());
+    assert!(second.stderr().contains("already runs for the home"), "{}", second.stderr());
+    assert!(bound(module_port), "the second hub touched nothing");
+
+    let remount = home.clone();
+    degraded_hub_recovers(&h, &mut s, "ro-mod", module_port, move || {
+        assert!(mount(&["-o".as_ref(), "remount,bind,rw".as_ref(), remount.as_os_str()]), "remount rw");
+    });
+    assert!(s.stderr().contains("created and locked"), "{}", s.stderr());
+    assert!(home.join("hub/run/serve.lock").exists());
+}
+
+/// The same on a real full file system (a tmpfs filled to the last byte): the hub starts,
+/// supervises, says what it could not write and writes it once space is freed.
+#[test]
+fn a_full_home_still_runs_its_modules_and_recovers() {
+    let h = TestHome::new();
+    let home = h.home();
+    let ok = mount(&[
+        "-t".as_ref(),
+        "tmpfs".as_ref(),
+        "-o".as_ref(),
+        "size=256k,mode=0755".as_ref(),
+        "tmpfs".as_ref(),
+        home.as_os_str(),
+    ]);
+    if !crate::support::needs_root_feature("a_full_home_…", ok, "a tmpfs mount (root)") {
+        return;
+    }
+    let _guard = Unmount(home.clone());
+    let module_port = free_port();
+    h.fixture("full-mod", module_port, &[]);
+    let filler = home.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        while f.write_all(&[b'x'; 4096]).is_ok() {}
+        while f.write_all(b"x").is_ok() {}
+    }
+    assert!(std::fs::write(home.join("probe"), "x").is_err(), "the home is full");
+
+    let mut s = Serve::ready(&h, free_port(), &[]);
+    degraded_hub_recovers(&h, &mut s, "full-mod", module_port, move || {
+        std::fs::remove_file(&filler).unwrap()
+    });
+}

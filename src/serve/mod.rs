@@ -7,7 +7,9 @@
 //! 3. bind the control API on 127.0.0.1 — a held port exits naming the holder, with nothing
 //!    spawned (hub#536);
 //! 4. take the home's serve lock (a second hub on the same home would stop the first's
-//!    children as "leftovers"), load or mint the operator token, write `hub-instance.json`;
+//!    children as "leftovers"), load or mint the operator token, write `hub-instance.json`
+//!    — on a full or read-only home each write that fails is said and retried, and the hub
+//!    runs from memory ([`home_writes`]);
 //! 5. stop provable leftovers of a previous instance from the supervisor's state file;
 //! 6. serve the API, then boot the modules concurrently (see [`boot`]).
 //!
@@ -21,6 +23,7 @@
 
 pub mod bind;
 pub mod boot;
+pub mod home_writes;
 pub mod limits;
 pub mod notify;
 
@@ -51,6 +54,10 @@ const REAP_SWEEP: Duration = Duration::from_secs(5);
 
 /// How long boot gets to abandon its pending starts at shutdown.
 const BOOT_ABANDON: Duration = Duration::from_secs(2);
+
+/// How long boot waits for the state file to name this hub before starting modules
+/// anyway (a full or read-only home: the writer keeps retrying).
+const STATE_CLAIM_WAIT: Duration = Duration::from_secs(2);
 
 /// How long the API gets to finish in-flight answers after the modules stopped.
 const API_DRAIN: Duration = Duration::from_secs(2);
@@ -116,15 +123,6 @@ pub enum ServeError {
     /// The operator token could not be loaded or minted.
     #[error("parachute serve: {0}")]
     Token(#[from] TokenError),
-    /// `hub-instance.json` could not be written.
-    #[error("parachute serve: cannot write {path}: {source}", path = path.display())]
-    Instance {
-        /// The file.
-        path: std::path::PathBuf,
-        /// Why.
-        #[source]
-        source: crate::model::hub_instance::HubInstanceError,
-    },
 }
 
 /// Writes one `[hub] …` line to stderr in a single write, so it never interleaves with
@@ -268,42 +266,6 @@ fn reap(supervisor: &Supervisor) {
     }
 }
 
-/// Holds `<home>/hub/run/serve.lock` (flock) for the life of the process.
-fn lock_home(home: &Home) -> Result<std::fs::File, String> {
-    let path = home.root().join("hub/run/serve.lock");
-    if let Some(dir) = path.parent() {
-        // 0700: the hub's run state (pids, locks, the cutover journal) is private.
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    // fs4 rather than std's File::try_lock, which is newer than the workspace's MSRV.
-    match fs4::FileExt::try_lock(&file) {
-        Ok(()) => Ok(file),
-        Err(fs4::TryLockError::WouldBlock) => {
-            let who = HubInstance::read(&home.hub_instance())
-                .ok()
-                .flatten()
-                .map(|i| format!(" (pid {}, port {})", i.pid, i.port))
-                .unwrap_or_default();
-            Err(format!(
-                "another `parachute serve`{who} already runs for the home {}; refusing to start a second one (it would take over that hub's modules). Stop it first.",
-                home.root().display()
-            ))
-        }
-        Err(fs4::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
-    }
-}
-
 /// The hub, from signal installation to exit.
 async fn serve(mut opts: ServeOptions) -> Result<Outcome, ServeError> {
     let mut signals = Signals::install().map_err(ServeError::Signals)?;
@@ -312,19 +274,32 @@ async fn serve(mut opts: ServeOptions) -> Result<Outcome, ServeError> {
     let listener = tokio::net::TcpListener::from_std(std_listener)
         .map_err(|source| ServeError::Listener { port, source })?;
     let home = opts.home.clone();
-    let _lock = lock_home(&home).map_err(ServeError::Locked)?;
-    let token = match OperatorToken::load_or_create(&home.operator_token())? {
-        (t, Origin::Minted) => {
-            say(&format!("minted the operator token at {} (mode 0600).", home.operator_token().display()));
-            t
+    // A full or read-only home does not stop the hub: what cannot be written is said once
+    // and retried (see home_writes).
+    let (lock, lock_failed) = home_writes::lock_home(&home).map_err(ServeError::Locked)?;
+    let lock = Arc::new(std::sync::Mutex::new(lock));
+    let mut writes = home_writes::HomeWrites::new(home.clone(), Arc::clone(&lock));
+    if let Some(why) = lock_failed {
+        writes.lock_failed(&why);
+    }
+    let loaded = OperatorToken::load_or_mint(&home.operator_token())?;
+    let token = loaded.token;
+    match (loaded.origin, loaded.unwritten) {
+        (Origin::Minted, None) => {
+            say(&format!("minted the operator token at {} (mode 0600).", home.operator_token().display()))
         }
-        (t, Origin::Existing) => t,
-    };
+        (Origin::Minted, Some(e)) => writes.token_failed(token.clone(), &e),
+        (Origin::Existing, Some(e)) => {
+            say(&format!("could not tighten the operator token file to mode 0600 ({e}); using it as it is."))
+        }
+        (Origin::Existing, None) => {}
+    }
     let nonce = crate::token::random_hex(16)?;
     let instance = HubInstance::new(std::process::id(), port, nonce, time::OffsetDateTime::now_utc());
-    instance
-        .write(&home.hub_instance())
-        .map_err(|source| ServeError::Instance { path: home.hub_instance(), source })?;
+    if let Err(e) = instance.write(&home.hub_instance()) {
+        writes.instance_failed(instance.clone(), &e);
+    }
+    let retries = writes.spawn();
 
     opts.ctx.hub_port = port;
     let state_file = home.supervised_state();
@@ -333,15 +308,18 @@ async fn serve(mut opts: ServeOptions) -> Result<Outcome, ServeError> {
         process_tag: Some(instance.instance.clone()),
         ..opts.supervisor.clone()
     };
-    for report in crate::supervisor::adopt_leftovers(&state_file, config.kill_timeout).await {
+    for report in crate::supervisor::statefile::stop_recorded(&state_file, config.kill_timeout).await {
         say(&report.to_string());
     }
-    crate::supervisor::statefile::claim(&state_file, &instance.instance);
     let to_journal = [std::io::stderr().as_fd(), std::io::stdout().as_fd()]
         .into_iter()
         .any(|fd| crate::supervisor::journal::is_journal_stream(opts.journal_stream.as_deref(), fd));
     let sink = if to_journal { OutputSink::Journal(Default::default()) } else { OutputSink::Stdout };
     let supervisor = Supervisor::new(config, sink);
+    // The state file names this hub's tag before any module starts, so a hub killed before
+    // its first spawn still leaves the next boot a way to find what its modules started.
+    // A home that cannot be written is reported by the writer, which keeps retrying.
+    supervisor.claim_state_file(STATE_CLAIM_WAIT).await;
     let resolver = Arc::new(boot::ModelResolver::new(home.clone(), opts.ctx.clone()));
     let (phase_tx, phase_rx) = watch::channel(Phase::Running);
     let beat = Arc::new(api::probes::LoopBeat::default());
@@ -433,7 +411,10 @@ async fn serve(mut opts: ServeOptions) -> Result<Outcome, ServeError> {
     let report = loop {
         tokio::select! {
             r = &mut shutdown => break r,
-            _ = signals.stop.requested() => return force_exit(&supervisor, &instance, &home),
+            _ = signals.stop.requested() => {
+                stop_retries(retries).await;
+                return force_exit(&supervisor, &instance, &home);
+            }
             _ = signals.hup.recv() => say("SIGHUP received during shutdown; ignored."),
             _ = signals.usr1.recv() => report_states(&supervisor),
             _ = signals.chld.recv() => reap(&supervisor),
@@ -444,6 +425,7 @@ async fn serve(mut opts: ServeOptions) -> Result<Outcome, ServeError> {
         server.abort();
     }
     reap(&supervisor);
+    stop_retries(retries).await;
     remove_instance(&instance, &home);
     let outcome = if report.clean && !api_failed {
         say("stopped cleanly.");
@@ -459,6 +441,14 @@ async fn serve(mut opts: ServeOptions) -> Result<Outcome, ServeError> {
         Outcome::Unclean
     };
     Ok(outcome)
+}
+
+/// Ends the retries of failed home writes, so none lands after this point.
+async fn stop_retries(retries: Option<tokio::task::JoinHandle<()>>) {
+    if let Some(task) = retries {
+        task.abort();
+        let _ = task.await;
+    }
 }
 
 fn force_exit(supervisor: &Supervisor, instance: &HubInstance, home: &Home) -> Result<Outcome, ServeError> {

@@ -240,6 +240,17 @@ impl Supervisor {
         &self.inner.ctx
     }
 
+    /// Writes the state file now (no module yet: this supervisor's tag and boot) and waits
+    /// up to `within` for it to be on disk. `false` when it is not: the writer has said why
+    /// and keeps retrying (a full or read-only home), and the supervisor runs from memory.
+    pub async fn claim_state_file(&self, within: std::time::Duration) -> bool {
+        self.ctx().persist();
+        match &self.ctx().state {
+            Some(w) => w.try_flush(within).await,
+            None => true,
+        }
+    }
+
     /// Starts a module, or returns its state unchanged if it is running, starting, or
     /// waiting out a crash delay (the pending respawn stays the only one, R1). Returns
     /// after the readiness gate (up to `ready_timeout`). After [`shutdown`](Self::shutdown)

@@ -166,19 +166,22 @@ pub fn read(path: &Path) -> Result<StateDoc, StateFileError> {
 
 /// First retry delay after a failed write; doubles up to [`RETRY_MAX`].
 const RETRY_FIRST: Duration = Duration::from_millis(500);
-const RETRY_MAX: Duration = Duration::from_secs(30);
+/// At most this between retries: a home that was full or read-only is written again soon
+/// after it can be (one small write attempt every few seconds costs nothing).
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// The single writer of one state file (see the module doc).
 pub struct StateWriter {
     latest: watch::Sender<(u64, Arc<StateDoc>)>,
-    written: watch::Receiver<u64>,
+    /// The generations last written and last failed.
+    written: watch::Receiver<(u64, u64)>,
 }
 
 impl StateWriter {
     /// Starts the writer task (inside a tokio runtime).
     pub fn start(path: PathBuf) -> StateWriter {
         let (latest, rx) = watch::channel((0, Arc::new(StateDoc::default())));
-        let (written_tx, written) = watch::channel(0);
+        let (written_tx, written) = watch::channel((0, 0));
         tokio::spawn(write_loop(path, rx, written_tx));
         StateWriter { latest, written }
     }
@@ -195,16 +198,30 @@ impl StateWriter {
     /// Waits (at most `within`) until the newest state submitted before this call is on
     /// disk. `false` if it is not (the write fails, or takes longer).
     pub async fn flush(&self, within: Duration) -> bool {
+        self.wait(within, false).await
+    }
+
+    /// Like [`Self::flush`], but also returns (`false`) as soon as a write of that state
+    /// has failed (the writer keeps retrying it).
+    pub async fn try_flush(&self, within: Duration) -> bool {
+        self.wait(within, true).await
+    }
+
+    async fn wait(&self, within: Duration, stop_on_failure: bool) -> bool {
         let want = self.latest.borrow().0;
         let mut written = self.written.clone();
-        tokio::time::timeout(within, written.wait_for(|&w| w >= want)).await.is_ok_and(|r| r.is_ok())
+        let settled = written.wait_for(|&(ok, failed)| ok >= want || (stop_on_failure && failed >= want));
+        match tokio::time::timeout(within, settled).await {
+            Ok(Ok(w)) => w.0 >= want,
+            _ => false,
+        }
     }
 }
 
 async fn write_loop(
     path: PathBuf,
     mut rx: watch::Receiver<(u64, Arc<StateDoc>)>,
-    written: watch::Sender<u64>,
+    written: watch::Sender<(u64, u64)>,
 ) {
     let mut retry: Option<Duration> = None;
     loop {
@@ -216,7 +233,7 @@ async fn write_loop(
             },
         };
         let (generation, doc) = rx.borrow_and_update().clone();
-        if generation > *written.borrow() {
+        if generation > written.borrow().0 {
             let p = path.clone();
             let res = tokio::task::spawn_blocking(move || write(&p, &doc)).await;
             match res {
@@ -224,7 +241,7 @@ async fn write_loop(
                     if retry.take().is_some() {
                         tracing::warn!("the supervisor state file {} is written again", path.display());
                     }
-                    let _ = written.send(generation);
+                    written.send_modify(|w| w.0 = generation);
                 }
                 Ok(Err(e)) => {
                     if retry.is_none() {
@@ -235,6 +252,7 @@ async fn write_loop(
                         );
                     }
                     retry = Some(retry.map_or(RETRY_FIRST, |d| (d * 2).min(RETRY_MAX)));
+                    written.send_modify(|w| w.1 = generation);
                 }
                 Err(e) => tracing::warn!("the state file write task failed: {e}"),
             }
@@ -299,6 +317,17 @@ impl std::fmt::Display for LeftoverReport {
 /// previous supervisor (see the module doc), then empties the file. Call it at boot,
 /// before starting modules. A malformed file is reported and treated as empty.
 pub async fn adopt_leftovers(state_file: &Path, grace: Duration) -> Vec<LeftoverReport> {
+    let reports = stop_recorded(state_file, grace).await;
+    if let Err(e) = write(state_file, &StateDoc::now(Vec::new(), Vec::new())) {
+        tracing::warn!("{e}");
+    }
+    reports
+}
+
+/// [`adopt_leftovers`] without emptying the file: the hub has the supervisor's writer
+/// replace it (with its own tag, retried on a full or read-only home; see
+/// `Supervisor::claim_state_file`).
+pub async fn stop_recorded(state_file: &Path, grace: Duration) -> Vec<LeftoverReport> {
     let doc = match read(state_file) {
         Ok(d) => d,
         Err(e) => {
@@ -306,21 +335,7 @@ pub async fn adopt_leftovers(state_file: &Path, grace: Duration) -> Vec<Leftover
             StateDoc::default()
         }
     };
-    let reports = stop_leftovers(doc, grace).await;
-    if let Err(e) = write(state_file, &StateDoc::now(Vec::new(), Vec::new())) {
-        tracing::warn!("{e}");
-    }
-    reports
-}
-
-/// Records this supervisor's tag before any module starts, so a supervisor killed before
-/// its first state write still leaves the next boot a way to find what its modules
-/// started.
-pub fn claim(state_file: &Path, tag: &str) {
-    let doc = StateDoc { tag: Some(tag.to_owned()), ..StateDoc::now(Vec::new(), Vec::new()) };
-    if let Err(e) = write(state_file, &doc) {
-        tracing::warn!("{e}");
-    }
+    stop_leftovers(doc, grace).await
 }
 
 /// The life bound's upper end: nothing started after this process can be a leftover.
