@@ -446,3 +446,61 @@ fn a_full_home_still_runs_its_modules_and_recovers() {
         std::fs::remove_file(&filler).unwrap()
     });
 }
+
+/// A spawn that fails because the hub is out of descriptors (a real `RLIMIT_NOFILE`,
+/// lowered on the running hub) is retried with backoff and the module comes back once the
+/// limit is restored; it used to stay `crashed` for good.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_spawn_that_fails_for_lack_of_descriptors_is_retried() {
+    let h = TestHome::new();
+    h.fixture("fdmod", free_port(), &[]);
+    let s = Serve::ready(&h, free_port(), &[]);
+    s.wait_err("boot", |l| l.contains("boot done: 1 running"));
+    let pid = s.state(&h, "fdmod")["pid"].as_u64().unwrap() as u32;
+    let hub = s.pid() as libc::pid_t;
+    let mut saved = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // Only the soft limit: the hub's own user may raise it back up to the hard one.
+    // SAFETY: prlimit on the hub this test started; the structs outlive the calls.
+    unsafe {
+        assert_eq!(libc::prlimit(hub, libc::RLIMIT_NOFILE, std::ptr::null(), &mut saved), 0);
+        let low = libc::rlimit { rlim_cur: 3, rlim_max: saved.rlim_max };
+        assert_eq!(libc::prlimit(hub, libc::RLIMIT_NOFILE, &low, std::ptr::null_mut()), 0);
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+    let line = s.wait_out("a transient failure and a retry", |l| {
+        l.contains("fdmod not started") && l.contains("EMFILE") && l.contains("retrying in")
+    });
+    assert!(line.contains("attempt 1 of"), "{line}");
+    // SAFETY: as above.
+    unsafe {
+        assert_eq!(libc::prlimit(hub, libc::RLIMIT_NOFILE, &saved, std::ptr::null_mut()), 0);
+    }
+    let st = s.wait_state(&h, "fdmod", "fdmod running again", |v| {
+        v["status"] == "running" && v["pid"].as_u64() != Some(u64::from(pid)) && v["startError"].is_null()
+    });
+    assert!(alive(st["pid"].as_u64().unwrap() as u32));
+}
+
+/// An environment too large to exec (a real 200 kB `.env` value: `E2BIG`) is reported with
+/// the variable, the `.env` file it came from and its size — not just "Argument list too
+/// long".
+#[cfg(target_os = "linux")]
+#[test]
+fn an_oversized_env_file_is_named_with_its_variable_and_size() {
+    let h = TestHome::new();
+    h.fixture("bigenv", free_port(), &[]);
+    let env_dir = h.home().join("bigenv");
+    std::fs::create_dir_all(&env_dir).unwrap();
+    let env_file = env_dir.join(".env");
+    std::fs::write(&env_file, format!("SMALL=1\nHUGE_BLOB={}\n", "x".repeat(200_000))).unwrap();
+    let s = Serve::ready(&h, free_port(), &[]);
+    let st = s.wait_state(&h, "bigenv", "bigenv crashed", |v| v["status"] == "crashed");
+    let e = &st["startError"];
+    assert_eq!(e["error_type"], "spawn_failed", "{st}");
+    let text = e["error_description"].as_str().unwrap();
+    assert!(text.contains("the variable HUGE_BLOB"), "{text}");
+    assert!(text.contains(&env_file.display().to_string()), "{text}");
+    assert!(text.contains("200011 bytes"), "{text}");
+    assert!(text.contains("E2BIG"), "{text}");
+}

@@ -73,13 +73,13 @@ fn base_env(port: Option<u16>) -> Vec<(String, String)> {
 fn fixture(short: &str, port: Option<u16>, token: &str, args: &[&str]) -> SpawnRequest {
     let mut argv = vec![fixture_bin().display().to_string(), "--line-text".into(), token.into()];
     argv.extend(args.iter().map(|s| s.to_string()));
-    SpawnRequest { short: short.into(), argv, cwd: None, env: base_env(port), port }
+    SpawnRequest { short: short.into(), argv, cwd: None, env: base_env(port), port, env_file: None }
 }
 
 /// `sh -c script` as module `short` (for wrappers whose behaviour changes between runs).
 fn shell(short: &str, port: Option<u16>, script: &str) -> SpawnRequest {
     let argv = vec!["sh".into(), "-c".into(), script.into()];
-    SpawnRequest { short: short.into(), argv, cwd: None, env: base_env(port), port }
+    SpawnRequest { short: short.into(), argv, cwd: None, env: base_env(port), port, env_file: None }
 }
 
 fn token(name: &str) -> String {
@@ -302,6 +302,7 @@ async fn missing_and_non_executable_binaries_are_diagnosed_on_the_childs_path() 
             cwd: Some(dir.path().into()),
             env: vec![("PATH".into(), path.clone())],
             port: None,
+            env_file: None,
         };
 
         let st = s.start(req("a", "parachute-vault")).await;
@@ -591,6 +592,7 @@ async fn vault_without_port(s: &Supervisor, link: &Path, port: u16) -> u32 {
         cwd: None,
         env: base_env(Some(port)),
         port: Some(port),
+        env_file: None,
     };
     s.start(req).await.pid.unwrap()
 }
@@ -752,6 +754,7 @@ async fn a_generic_runtime_module_adopts_only_holders_from_its_install_dir() {
             cwd: Some(install.clone()),
             env: base_env(Some(port)),
             port: Some(port),
+            env_file: None,
         };
         let pid = s.start(req).await.pid.unwrap();
         let mut orphan = squatter(&server, port).await;

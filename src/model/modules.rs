@@ -100,6 +100,18 @@ pub struct SpawnRequest {
     pub env: Vec<(String, String)>,
     /// The declared port (from services.json); `None` skips squatter and readiness checks.
     pub port: Option<u16>,
+    /// The module's `.env` and the variables of `env` it set, so an error about one of
+    /// them (an environment too large to exec) can name the file to fix.
+    pub env_file: Option<EnvFileOrigin>,
+}
+
+/// Which variables of a request's environment came from which `.env` file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvFileOrigin {
+    /// The file.
+    pub path: PathBuf,
+    /// The variables it set (after the layers above it), sorted.
+    pub keys: Vec<String>,
 }
 
 /// The outcome of [`resolve`].
@@ -285,13 +297,14 @@ pub fn resolve(home: &Home, row: &ServiceRow, ctx: &HubContext) -> Result<Resolu
         StartCommand::Found { argv, source } => (argv, source),
         StartCommand::Skipped(reason) => return Ok(Resolution::Skipped { short, reason }),
     };
-    let env = child_env(home, &short, row.port(), ctx)?;
+    let (env, env_file) = child_env_with_origin(home, &short, row.port(), ctx)?;
     let request = SpawnRequest {
         short: short.as_str().to_owned(),
         argv,
         cwd: row.install_dir().map(Path::to_path_buf),
         env,
         port: Some(row.port()),
+        env_file,
     };
     Ok(Resolution::Spawn { request, source })
 }
@@ -443,6 +456,16 @@ pub fn child_env(
     port: u16,
     ctx: &HubContext,
 ) -> Result<Vec<(String, String)>, ModelError> {
+    child_env_with_origin(home, short, port, ctx).map(|(env, _)| env)
+}
+
+/// [`child_env`], and which of its variables the module's `.env` set.
+fn child_env_with_origin(
+    home: &Home,
+    short: &ModuleName,
+    port: u16,
+    ctx: &HubContext,
+) -> Result<(Vec<(String, String)>, Option<EnvFileOrigin>), ModelError> {
     let mut env: BTreeMap<String, String> = ctx
         .base_env
         .iter()
@@ -457,8 +480,11 @@ pub fn child_env(
         enriched_path(ctx.extra_path.as_deref(), &ctx.inherited_path, ctx.user_home.as_deref()),
     );
     env.insert("PORT".into(), port.to_string());
-    for (k, v) in env_file::read(&home.env_file(short))?.unwrap_or_default() {
+    let env_path = home.env_file(short);
+    let mut from_file = Vec::new();
+    for (k, v) in env_file::read(&env_path)?.unwrap_or_default() {
         if k != "PORT" {
+            from_file.push(k.clone());
             env.insert(k, v);
         }
     }
@@ -467,7 +493,10 @@ pub fn child_env(
         env.insert("PARACHUTE_HUB_ORIGIN".into(), origin.to_owned());
         env.insert("PARACHUTE_HUB_ORIGINS".into(), hub_origins(origin, ctx.hub_port));
     }
-    Ok(env.into_iter().collect())
+    from_file.sort();
+    from_file.dedup();
+    let origin = (!from_file.is_empty()).then(|| EnvFileOrigin { path: env_path, keys: from_file });
+    Ok((env.into_iter().collect(), origin))
 }
 
 /// One row's place in the boot order.

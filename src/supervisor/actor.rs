@@ -41,6 +41,13 @@ use super::transitions::allowed;
 use super::{ReclaimPolicy, SpawnRequest, SupervisorConfig, probe};
 use crate::port_holder::{PortHolder, on_port_async};
 
+/// Spawn attempts a transient shortage (EMFILE, ENFILE, EAGAIN, ENOMEM) gets before the
+/// module is left `crashed`; the delay starts at [`TRANSIENT_FIRST`] and doubles up to
+/// [`TRANSIENT_MAX`] (about three minutes in all).
+const TRANSIENT_ATTEMPTS: u32 = 10;
+const TRANSIENT_FIRST: Duration = Duration::from_secs(1);
+const TRANSIENT_MAX: Duration = Duration::from_secs(30);
+
 /// How long to wait for a dead child's output pumps to reach EOF. A pipe still held by a
 /// process that escaped the group would otherwise hold up stop and crash handling.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
@@ -88,6 +95,8 @@ struct Actor {
     req: Option<SpawnRequest>,
     cur: Option<Current>,
     budget: CrashBudget,
+    /// Consecutive spawns that failed for lack of a resource (see `spawn_failed`).
+    transient: u32,
     respawn_at: Option<Instant>,
     /// Operator starts/restarts waiting for the readiness gate of the current spawn.
     waiting: Vec<oneshot::Sender<ModuleState>>,
@@ -140,6 +149,7 @@ impl Actor {
             req: None,
             cur: None,
             budget: CrashBudget::default(),
+            transient: 0,
             respawn_at: None,
             waiting: Vec::new(),
             spawn_seq: 0,
@@ -221,6 +231,7 @@ impl Actor {
                 }
                 self.req = Some(req);
                 self.budget.reset();
+                self.transient = 0;
                 self.publish(|s| {
                     s.restarts_in_window = 0;
                     s.start_error = None;
@@ -244,6 +255,7 @@ impl Actor {
                     self.req = Some(next);
                 }
                 self.budget.reset();
+                self.transient = 0;
                 self.publish(|s| {
                     s.pid = None;
                     s.restarts_in_window = 0;
@@ -366,11 +378,9 @@ impl Actor {
         };
         let spawned = match self.ctx.spawner.spawn(spec).await {
             Ok(s) => s,
-            Err(e) => {
-                let argv0 = req.argv.first().map_or("", String::as_str);
-                return self.fail(spawn_error(self.short(), argv0, e));
-            }
+            Err(e) => return self.spawn_failed(&req, e),
         };
+        self.transient = 0;
         let child = spawned.child;
         let pid = child.pid();
         let start_ticks = procfs::stat(pid).map_or(0, |s| s.start_ticks);
@@ -400,6 +410,34 @@ impl Actor {
                 self.answer_waiting();
             }
         }
+    }
+
+    /// The spawn itself failed. A shortage of descriptors, processes or memory usually
+    /// passes (a connection flood, a fork storm): the module waits in `restarting` and is
+    /// tried again with backoff, up to [`TRANSIENT_ATTEMPTS`], instead of being left
+    /// `crashed` for good. Anything else is final until an operator starts it again.
+    fn spawn_failed(&mut self, req: &SpawnRequest, e: parachute_process::SpawnError) {
+        let Some(errno) = e.transient() else {
+            self.transient = 0;
+            return self.fail(spawn_error(self.short(), req, e));
+        };
+        self.transient += 1;
+        let (n, detail) = (self.transient, e.to_string());
+        if n >= TRANSIENT_ATTEMPTS {
+            self.transient = 0;
+            return self.fail(diag::spawn_gave_up(self.short(), &detail, errno, n));
+        }
+        let delay = TRANSIENT_FIRST.saturating_mul(1 << (n - 1).min(16)).min(TRANSIENT_MAX);
+        let err = diag::spawn_retrying(self.short(), &detail, errno, n, TRANSIENT_ATTEMPTS, delay);
+        self.sink.event(&line::start_failed(self.short(), &err.description));
+        self.respawn_at = Some(Instant::now() + delay);
+        let next = crate::rfc3339::format(time::OffsetDateTime::now_utc() + delay);
+        self.transition(ModuleStatus::Restarting, |s| {
+            s.pid = None;
+            s.start_error = Some(err);
+            s.next_restart_at = Some(next);
+        });
+        self.answer_waiting();
     }
 
     fn fail(&mut self, err: StartError) {

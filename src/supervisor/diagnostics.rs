@@ -43,6 +43,99 @@ pub fn spawn_failed(short: &str, detail: &str) -> StartError {
     )
 }
 
+/// The spawn failed for lack of a resource (`errno`: descriptors, processes, memory) and
+/// is retried in `delay` (`attempt` of `of`).
+pub fn spawn_retrying(
+    short: &str,
+    detail: &str,
+    errno: &str,
+    attempt: u32,
+    of: u32,
+    delay: Duration,
+) -> StartError {
+    error(
+        StartErrorKind::SpawnFailed { os_error: detail.to_owned() },
+        format!(
+            "{short} could not be started: {} — the system is short of a resource ({errno}), which \
+             usually passes; retrying in {}s (attempt {attempt} of {of}).",
+            text::field(detail),
+            delay.as_secs_f64()
+        ),
+    )
+}
+
+/// The transient shortage outlasted every retry.
+pub fn spawn_gave_up(short: &str, detail: &str, errno: &str, attempts: u32) -> StartError {
+    error(
+        StartErrorKind::SpawnFailed { os_error: detail.to_owned() },
+        format!(
+            "{short} could not be started: {} — the system stayed short of a resource ({errno}) through \
+             {attempts} attempts; find what exhausts it (open files, processes, memory) and start it again.",
+            text::field(detail)
+        ),
+    )
+}
+
+/// The OS refused the exec because argv and the environment are too large (`E2BIG`): the
+/// largest variable or argument is named, with the `.env` file it came from, its size and
+/// the limit it broke — "Argument list too long" alone sent operators hunting.
+pub fn too_large(short: &str, req: &super::SpawnRequest, detail: &str) -> StartError {
+    // Each string costs its bytes, a NUL and a pointer.
+    let ptr = std::mem::size_of::<usize>();
+    let mut total = 0usize;
+    let mut largest: Option<(String, usize)> = None;
+    let mut consider = |what: String, bytes: usize| {
+        total += bytes + ptr;
+        if largest.as_ref().is_none_or(|(_, b)| bytes > *b) {
+            largest = Some((what, bytes));
+        }
+    };
+    for (i, a) in req.argv.iter().enumerate() {
+        consider(format!("argument {i}"), a.len() + 1);
+    }
+    for (k, v) in &req.env {
+        let from = req
+            .env_file
+            .as_ref()
+            .filter(|f| f.keys.iter().any(|x| x == k))
+            .map(|f| format!(" from {}", text::field(&f.path.display().to_string())))
+            .unwrap_or_default();
+        consider(format!("the variable {}{from}", text::field_clipped(k, 64)), k.len() + v.len() + 2);
+    }
+    let Some((what, bytes)) = largest else { return spawn_failed(short, detail) };
+    let limits = arg_limits();
+    let why = match limits.per_string {
+        Some(max) if bytes > max => format!(
+            "{what} is {bytes} bytes, and the OS starts no program with a single variable or argument over \
+             {max} bytes (E2BIG)"
+        ),
+        _ => format!(
+            "its arguments and environment take {total} bytes{}, and the largest is {what} at {bytes} bytes (E2BIG)",
+            limits.total.map(|t| format!(", over the OS limit of {t} bytes")).unwrap_or_default()
+        ),
+    };
+    error(
+        StartErrorKind::SpawnFailed { os_error: detail.to_owned() },
+        format!("{short} could not be started: {why}. Shorten it (or pass it as a file) and start it again."),
+    )
+}
+
+struct ArgLimits {
+    /// Largest single argument or `KEY=value` string, NUL included (Linux: `MAX_ARG_STRLEN`).
+    per_string: Option<usize>,
+    /// Arguments and environment together (`ARG_MAX`).
+    total: Option<usize>,
+}
+
+fn arg_limits() -> ArgLimits {
+    // SAFETY: sysconf only reads system configuration.
+    let sc = |name| usize::try_from(unsafe { libc::sysconf(name) }).ok().filter(|&v| v > 0);
+    // Linux: MAX_ARG_STRLEN is 32 pages (include/uapi/linux/binfmts.h); macOS has no
+    // per-string limit.
+    let per_string = if cfg!(target_os = "linux") { sc(libc::_SC_PAGESIZE).map(|p| 32 * p) } else { None };
+    ArgLimits { per_string, total: sc(libc::_SC_ARG_MAX) }
+}
+
 /// The declared port is held by a process outside the supervisor.
 pub fn port_squatter(short: &str, port: u16, holder: u32, cmdline: Option<&str>) -> StartError {
     let who = match cmdline {

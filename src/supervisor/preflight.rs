@@ -33,10 +33,12 @@ pub fn preflight(req: &SpawnRequest) -> Result<(), Box<StartError>> {
 
 /// Every spawn failure becomes a structured error and `crashed` — never a stuck
 /// `starting` (R31).
-pub fn spawn_error(short: &str, argv0: &str, e: SpawnError) -> StartError {
+pub fn spawn_error(short: &str, req: &SpawnRequest, e: SpawnError) -> StartError {
+    let argv0 = req.argv.first().map_or("", String::as_str);
     match e {
         SpawnError::NotFound { .. } => diag::missing_dependency(argv0),
         SpawnError::NotExecutable { path, .. } => diag::non_executable(argv0, &path),
+        e @ SpawnError::TooLarge { .. } => diag::too_large(short, req, &e.to_string()),
         other => diag::spawn_failed(short, &other.to_string()),
     }
 }

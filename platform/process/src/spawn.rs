@@ -119,6 +119,12 @@ pub enum SpawnError {
     CwdNotDirectory { program: PathBuf, path: PathBuf },
     #[error("cannot start `{}`: {reason}", program.display())]
     InvalidSpec { program: PathBuf, reason: String },
+    #[error(
+        "cannot start `{}`: its arguments and environment are larger than the OS lets a program \
+         start with ({source})",
+        program.display()
+    )]
+    TooLarge { program: PathBuf, source: io::Error },
     #[error("cannot start `{}`: {source}", program.display())]
     Other { program: PathBuf, source: io::Error },
     #[error(
@@ -127,6 +133,22 @@ pub enum SpawnError {
         program.display()
     )]
     SpawnerGone { program: PathBuf },
+}
+
+impl SpawnError {
+    /// The errno's name when the OS was short of a resource at the spawn — descriptors
+    /// (`EMFILE`, `ENFILE`), processes or threads (`EAGAIN`), memory (`ENOMEM`): the same
+    /// spawn can succeed once the shortage passes. `None` for every other failure.
+    pub fn transient(&self) -> Option<&'static str> {
+        let SpawnError::Other { source, .. } = self else { return None };
+        match source.raw_os_error()? {
+            libc::EMFILE => Some("EMFILE"),
+            libc::ENFILE => Some("ENFILE"),
+            libc::EAGAIN => Some("EAGAIN"),
+            libc::ENOMEM => Some("ENOMEM"),
+            _ => None,
+        }
+    }
 }
 
 fn cwd_text(cwd: Option<&Path>) -> String {
@@ -440,6 +462,7 @@ fn classify(e: io::Error, spec: &SpawnSpec, resolved: &Path) -> SpawnError {
         }
         Some(libc::ENOEXEC | libc::EISDIR) => SpawnError::NotExecutable { program, path },
         Some(libc::EACCES | libc::EPERM) => SpawnError::PermissionDenied { program, path, source: e },
+        Some(libc::E2BIG) => SpawnError::TooLarge { program, source: e },
         _ => SpawnError::Other { program, source: e },
     }
 }
