@@ -459,13 +459,16 @@ pub fn child_env(
     child_env_with_origin(home, short, port, ctx).map(|(env, _)| env)
 }
 
+/// A child's complete environment, in order.
+type ChildEnv = Vec<(String, String)>;
+
 /// [`child_env`], and which of its variables the module's `.env` set.
 fn child_env_with_origin(
     home: &Home,
     short: &ModuleName,
     port: u16,
     ctx: &HubContext,
-) -> Result<(Vec<(String, String)>, Option<EnvFileOrigin>), ModelError> {
+) -> Result<(ChildEnv, Option<EnvFileOrigin>), ModelError> {
     let mut env: BTreeMap<String, String> = ctx
         .base_env
         .iter()
@@ -495,7 +498,7 @@ fn child_env_with_origin(
     }
     from_file.sort();
     from_file.dedup();
-    let origin = (!from_file.is_empty()).then(|| EnvFileOrigin { path: env_path, keys: from_file });
+    let origin = (!from_file.is_empty()).then_some(EnvFileOrigin { path: env_path, keys: from_file });
     Ok((env.into_iter().collect(), origin))
 }
 
