@@ -73,6 +73,9 @@ pub fn hub_unit_spec(
         hardened: true,
         // The hub names every module's lines in the journal (`journalctl -t <module>`).
         log_to_journal: true,
+        // Where a manager would append to the log forever (launchd), the hub writes and
+        // rotates it itself (`crate::logfile`, at the default size and backups).
+        log_file_args: vec!["--log-file".to_owned(), home.hub_log().to_string_lossy().into_owned()],
     }
 }
 

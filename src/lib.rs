@@ -28,6 +28,7 @@ pub mod cutover;
 pub mod detect;
 pub mod hooks;
 pub mod hub_unit;
+pub mod logfile;
 pub mod model;
 pub(crate) mod port_holder;
 pub mod privsep;

@@ -217,6 +217,7 @@ async fn detection_picks_systemd_when_booted_and_the_bus_answers() {
         readiness: parachute_manager::Readiness::Exec,
         hardened: false,
         log_to_journal: false,
+        log_file_args: Vec::new(),
     };
     assert_eq!(backend.install(&spec, AfterInstall::Start).await.unwrap(), Change::Changed);
     wait_for("the fixture to listen", Duration::from_secs(10), || {

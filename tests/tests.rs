@@ -12,6 +12,7 @@ mod fixture;
 mod hooks;
 mod hostile;
 mod isolation;
+mod logfile;
 mod model;
 mod native;
 mod offer;

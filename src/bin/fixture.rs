@@ -9,7 +9,7 @@
 //!                   [--exit-after-ms MS] [--exit-code C] [--ignore-sigterm]
 //!                   [--grandchild-holds-port] [--parent-exits]
 //!                   [--lines N] [--stderr-lines N] [--line-text TEXT] [--long-line BYTES]
-//!                   [--chatty-bytes BYTES] [--print-env KEY]... [--pidfile PATH]
+//!                   [--chatty-bytes BYTES [--chatty-seq]] [--print-env KEY]... [--pidfile PATH]
 //!                   [--spawn-sleeper] [--fake-hub NONCE] [--hold-connections N]
 //!                   [--setsid-holds-port] [--daemonize-holds-port]
 //!                   [--child-holds-mb MB [--child-port N] [--child-setsid]] [--busy]
@@ -25,6 +25,10 @@
 //! `Authorization` header it receives as `captured <header>`. `--hold-connections N` plays a
 //! descriptor-exhaustion attack instead of listening: it opens N idle TCP connections to
 //! `127.0.0.1:<port>`, prints `held N`, sends nothing, and keeps them until killed.
+//!
+//! `--chatty-bytes` writes that many bytes of 100-byte lines as fast as it can, then
+//! `chatty done bytes=<n>`; with `--chatty-seq` each line carries its number
+//! (`chatty 000000000042 yyy…`), so a reader can tell whether any line went missing.
 //!
 //! `--setsid-holds-port` leaves the port to a child that left the process group (`setsid`);
 //! `--daemonize-holds-port` to a grandchild of a `setsid` child that exits at once (the
@@ -69,6 +73,7 @@ struct Opts {
     line_text: Option<String>,
     long_line: Option<usize>,
     chatty_bytes: Option<u64>,
+    chatty_seq: bool,
     print_env: Vec<String>,
     pidfile: Option<String>,
     spawn_sleeper: bool,
@@ -124,6 +129,7 @@ fn parse() -> Result<Opts, String> {
             "--line-text" => o.line_text = Some(val(&a)?),
             "--long-line" => o.long_line = Some(num(&val(&a)?)? as usize),
             "--chatty-bytes" => o.chatty_bytes = Some(num(&val(&a)?)?),
+            "--chatty-seq" => o.chatty_seq = true,
             "--print-env" => o.print_env.push(val(&a)?),
             "--pidfile" => o.pidfile = Some(val(&a)?),
             "--spawn-sleeper" => o.spawn_sleeper = true,
@@ -275,11 +281,22 @@ fn main() {
         let line = [b"chatty ".as_slice(), &[b'y'; 92], b"\n"].concat();
         let mut out = io::BufWriter::with_capacity(64 * 1024, io::stdout().lock());
         let mut sent = 0u64;
+        let mut numbered = line.clone();
+        let mut seq = 0u64;
         while sent < total {
-            if out.write_all(&line).is_err() {
+            let this = if o.chatty_seq {
+                // Same length: the number replaces "yyyyyyyyyyyy ".
+                let n = format!("{seq:012} ");
+                numbered[7..7 + n.len()].copy_from_slice(n.as_bytes());
+                seq += 1;
+                &numbered
+            } else {
+                &line
+            };
+            if out.write_all(this).is_err() {
                 break;
             }
-            sent += line.len() as u64;
+            sent += this.len() as u64;
         }
         let _ = out.flush();
         drop(out);

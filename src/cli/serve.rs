@@ -22,7 +22,12 @@ once), then starts every module of <home>/services.json. SIGTERM or SIGINT stops
 modules in parallel within --stop-timeout and exits; a second signal kills them at once.
 
 Exit codes: 0 clean shutdown; 1 startup failed; 2 bad flags or PORT; 7 the port is held; \
-8 shutdown was not clean (something had to be SIGKILLed).")]
+8 shutdown was not clean (something had to be SIGKILLed).
+
+With --log-file PATH the hub writes everything it prints to PATH itself and rotates it: \
+before PATH would pass --log-max-bytes it becomes PATH.1 (PATH.1 becomes PATH.2, … the \
+oldest beyond --log-backups is deleted), always between two lines, so no line is lost or \
+split.")]
 pub struct Args {
     /// Where the Parachute home is.
     #[command(flatten)]
@@ -49,6 +54,21 @@ pub struct Args {
     /// `unit install --user root`; otherwise root refuses such a home.
     #[arg(long)]
     pub allow_root: bool,
+    /// Write all of the hub's output (every module's prefixed lines, the hub's own lines)
+    /// to this file, rotated by size, instead of to stdout or the journal. launchd's hub
+    /// plist passes it, because launchd never rotates a log; a container may.
+    #[arg(long, value_name = "PATH")]
+    pub log_file: Option<std::path::PathBuf>,
+    /// With --log-file: the file is rotated before it would grow past this many bytes
+    /// (at least 4096).
+    #[arg(long, value_name = "BYTES", default_value_t = crate::logfile::DEFAULT_MAX_BYTES,
+          value_parser = clap::value_parser!(u64).range(crate::logfile::MIN_MAX_BYTES..), requires = "log_file")]
+    pub log_max_bytes: u64,
+    /// With --log-file: rotated files kept (`<PATH>.1` newest … `<PATH>.<N>`); the log never
+    /// holds more than BYTES × (N + 1) plus one line. 0 empties the file instead.
+    #[arg(long, value_name = "N", default_value_t = crate::logfile::DEFAULT_BACKUPS,
+          value_parser = clap::value_parser!(u32).range(..=i64::from(crate::logfile::MAX_BACKUPS)), requires = "log_file")]
+    pub log_backups: u32,
 }
 
 /// Runs `serve`.
@@ -144,6 +164,11 @@ pub fn run(args: Args, env: &HostEnv) -> Code {
             watchdog_pid: env.get("WATCHDOG_PID").map(str::to_owned),
         },
         journal_stream: env.get("JOURNAL_STREAM").map(str::to_owned),
+        log_file: args.log_file.map(|path| crate::logfile::LogFileConfig {
+            path,
+            max_bytes: args.log_max_bytes,
+            backups: args.log_backups,
+        }),
     });
     match outcome {
         Ok(Outcome::Clean) => Code::Success,

@@ -83,6 +83,9 @@ pub struct ServeOptions {
     /// `JOURNAL_STREAM`: when it names the hub's stderr or stdout, the output is the
     /// journal and every module's lines go there under the module's own identifier.
     pub journal_stream: Option<String>,
+    /// `--log-file`: the hub writes all its output to this file itself, rotated by size
+    /// (`crate::logfile`), instead of to stdout or the journal.
+    pub log_file: Option<crate::logfile::LogFileConfig>,
 }
 
 /// How a hub that got as far as serving ended.
@@ -123,6 +126,15 @@ pub enum ServeError {
     /// The operator token could not be loaded or minted.
     #[error("parachute serve: {0}")]
     Token(#[from] TokenError),
+    /// The `--log-file` could not be opened.
+    #[error("parachute serve: cannot open the log file {path}: {source}", path = path.display())]
+    LogFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Writes one `[hub] …` line to stderr in a single write, so it never interleaves with
@@ -134,6 +146,11 @@ pub fn say(msg: &str) {
 /// Runs the hub until it is told to stop. Progress goes to the hub's log (`[hub] …` lines
 /// on stderr: the service's own log, not a CLI message); errors are returned.
 pub fn run(opts: ServeOptions) -> Result<Outcome, ServeError> {
+    // First, so everything the hub says from here on is in its (bounded) log.
+    let log = match &opts.log_file {
+        Some(cfg) => Some(open_log(cfg)?),
+        None => None,
+    };
     #[cfg(target_os = "linux")]
     let opts = become_subreaper(opts);
     if let Err(e) = limits::raise_nofile() {
@@ -145,7 +162,7 @@ pub fn run(opts: ServeOptions) -> Result<Outcome, ServeError> {
         .enable_all()
         .build()
         .map_err(ServeError::Runtime)?;
-    let outcome = rt.block_on(serve(opts));
+    let outcome = rt.block_on(serve(opts, log));
     if let Ok(Outcome::Forced) = outcome {
         // Second signal: every group was SIGKILLed; do not wait for anything else.
         rt.shutdown_background();
@@ -266,8 +283,29 @@ fn reap(supervisor: &Supervisor) {
     }
 }
 
+/// Opens the hub's own rotating log and makes it the process's stdout and stderr, saying
+/// so first where the output went until now.
+fn open_log(cfg: &crate::logfile::LogFileConfig) -> Result<crate::logfile::RotatingLog, ServeError> {
+    use crate::logfile::{Redirect, RotatingLog};
+    let fail = |source| ServeError::LogFile { path: cfg.path.clone(), source };
+    // Opened without the redirection first: a failure is still reported where the output
+    // went so far (a terminal, the manager's file).
+    let log = RotatingLog::open(cfg.clone(), crate::logfile::Redirect::None).map_err(fail)?;
+    say(&format!(
+        "output goes to {} from here on (rotated at {} bytes, {} backups kept).",
+        crate::text::field(&cfg.path.to_string_lossy()),
+        cfg.max_bytes,
+        cfg.backups
+    ));
+    drop(log);
+    RotatingLog::open(cfg.clone(), Redirect::StdStreams).map_err(fail)
+}
+
 /// The hub, from signal installation to exit.
-async fn serve(mut opts: ServeOptions) -> Result<Outcome, ServeError> {
+async fn serve(
+    mut opts: ServeOptions,
+    log: Option<crate::logfile::RotatingLog>,
+) -> Result<Outcome, ServeError> {
     let mut signals = Signals::install().map_err(ServeError::Signals)?;
     let std_listener = bind::bind_loopback(opts.port)?;
     let port = std_listener.local_addr().map(|a| a.port()).unwrap_or(opts.port);
@@ -314,7 +352,12 @@ async fn serve(mut opts: ServeOptions) -> Result<Outcome, ServeError> {
     let to_journal = [std::io::stderr().as_fd(), std::io::stdout().as_fd()]
         .into_iter()
         .any(|fd| crate::supervisor::journal::is_journal_stream(opts.journal_stream.as_deref(), fd));
-    let sink = if to_journal { OutputSink::Journal(Default::default()) } else { OutputSink::Stdout };
+    let sink = match log {
+        // Asked for explicitly: the file, even under a manager with a journal.
+        Some(log) => OutputSink::Writer(Box::new(crate::logfile::AsyncLog::new(log))),
+        None if to_journal => OutputSink::Journal(Default::default()),
+        None => OutputSink::Stdout,
+    };
     let supervisor = Supervisor::new(config, sink);
     // The state file names this hub's tag before any module starts, so a hub killed before
     // its first spawn still leaves the next boot a way to find what its modules started.

@@ -135,6 +135,7 @@ mod tests {
             readiness: parachute_manager::Readiness::Exec,
             hardened: false,
             log_to_journal: false,
+            log_file_args: Vec::new(),
         };
         let why = "/run/systemd/system does not exist (not booted with systemd; a container?)";
         let m = NoManager::new(Scope::User, why);

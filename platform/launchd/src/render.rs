@@ -37,7 +37,7 @@ fn label_of(spec: &UnitSpec) -> String {
 /// Renders `spec` as the bytes of a LaunchAgent ([`Scope::User`]) or LaunchDaemon
 /// ([`Scope::System`]) plist: XML, tab-indented, ending in a newline.
 ///
-/// Keys, in order: `Label`, `ProgramArguments`, `EnvironmentVariables` (only when the
+/// Keys, in order: `Label`, `ProgramArguments` (argv, then `log_file_args`), `EnvironmentVariables` (only when the
 /// environment is non-empty; with a `crash_loop`, plus [`BOOT_BUDGET_ENV`]), `WorkingDirectory`
 /// (when set), `RunAtLoad` (true), `KeepAlive` (true, or `{ SuccessfulExit = false }` with a
 /// `crash_loop`), `ThrottleInterval` (from `crash_loop.throttle_sec`), `StandardOutPath` and
@@ -48,7 +48,10 @@ pub fn render_plist(spec: &UnitSpec, scope: Scope) -> Result<Vec<u8>, Error> {
     dict.insert("Label".into(), Value::String(label_of(spec)));
     dict.insert(
         "ProgramArguments".into(),
-        Value::Array(spec.argv.iter().cloned().map(Value::String).collect()),
+        // launchd never rotates StandardOutPath: a program that can write and rotate its
+        // log itself is told to, and launchd's file (the same path) only catches what it
+        // writes before that.
+        Value::Array(spec.argv.iter().chain(&spec.log_file_args).cloned().map(Value::String).collect()),
     );
     let mut env = Dictionary::new();
     for (k, v) in &spec.env {
@@ -162,6 +165,9 @@ fn validate(spec: &UnitSpec) -> Result<(), Error> {
     for (i, arg) in spec.argv.iter().enumerate() {
         check_text(spec, &format!("argv[{i}]"), arg)?;
     }
+    for (i, arg) in spec.log_file_args.iter().enumerate() {
+        check_text(spec, &format!("log_file_args[{i}]"), arg)?;
+    }
     if !argv0.starts_with('/') {
         return Err(invalid(
             spec,
@@ -272,6 +278,7 @@ mod tests {
             readiness: parachute_manager::Readiness::Exec,
             hardened: false,
             log_to_journal: false,
+            log_file_args: Vec::new(),
         }
     }
 

@@ -96,6 +96,7 @@ impl Harness {
             readiness: parachute_manager::Readiness::Exec,
             hardened: false,
             log_to_journal: false,
+            log_file_args: Vec::new(),
         }
     }
 }

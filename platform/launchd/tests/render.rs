@@ -34,6 +34,8 @@ fn hub_spec() -> UnitSpec {
         readiness: parachute_manager::Readiness::Exec,
         hardened: false,
         log_to_journal: false,
+        // As `parachute::hub_unit` gives it: the hub writes and rotates its log itself.
+        log_file_args: vec!["--log-file".into(), format!("{home}/hub/logs/hub.log")],
     }
 }
 
@@ -50,6 +52,7 @@ fn bare_spec() -> UnitSpec {
         readiness: parachute_manager::Readiness::Exec,
         hardened: false,
         log_to_journal: false,
+        log_file_args: Vec::new(),
     }
 }
 
@@ -193,7 +196,8 @@ impl Drop for Plistlib {
 fn expected_json(spec: &UnitSpec, scope: Scope) -> serde_json::Value {
     let mut m = serde_json::Map::new();
     m.insert("Label".into(), format!("computer.parachute.{}", spec.id).into());
-    m.insert("ProgramArguments".into(), spec.argv.clone().into());
+    let argv: Vec<String> = spec.argv.iter().chain(&spec.log_file_args).cloned().collect();
+    m.insert("ProgramArguments".into(), argv.into());
     let mut env: serde_json::Map<String, serde_json::Value> =
         spec.env.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
     if let Some(c) = spec.crash_loop {
@@ -295,6 +299,7 @@ fn arb_spec() -> impl Strategy<Value = UnitSpec> {
                 readiness: parachute_manager::Readiness::Exec,
                 hardened: false,
                 log_to_journal: false,
+                log_file_args: Vec::new(),
             }
         })
 }

@@ -176,6 +176,12 @@ pub struct UnitSpec {
     /// Send stdout and stderr to the manager's journal rather than to `log_path` (systemd);
     /// a manager without a journal (launchd) still writes `log_path`.
     pub log_to_journal: bool,
+    /// Arguments after which the program writes `log_path` itself, rotated by size (empty:
+    /// it does not). A backend whose manager would append to `log_path` and never rotate it
+    /// (launchd; systemd's `append:` when the output is not the journal) adds them to the
+    /// command line; the manager's own redirection to the same file then only catches what
+    /// the program writes before it has opened its log.
+    pub log_file_args: Vec<String>,
 }
 
 /// What `install` does after writing the unit.

@@ -95,8 +95,12 @@ pub fn render_unit_for(spec: &UnitSpec, scope: Scope, version: ManagerVersion) -
     if let Some(dir) = &spec.working_dir {
         line(&format!("WorkingDirectory={}", escape_specifiers(path_str(dir, "working_dir", &unit)?)));
     }
+    // The user manager appends to `append:` files and never rotates them: a program that
+    // can write and rotate the log itself is told to (`log_file_args`).
+    let appends = !(spec.log_to_journal || scope == Scope::System);
+    let self_log = spec.log_file_args.iter().filter(|_| appends);
     let mut exec = String::from("ExecStart=:");
-    for (i, arg) in spec.argv.iter().enumerate() {
+    for (i, arg) in spec.argv.iter().chain(self_log).enumerate() {
         if i > 0 {
             exec.push(' ');
         }
@@ -288,6 +292,9 @@ fn validate(spec: &UnitSpec, unit: &str) -> Result<(), Error> {
     for (i, a) in spec.argv.iter().enumerate() {
         no_control(a, &format!("argv[{i}]"), unit)?;
     }
+    for (i, a) in spec.log_file_args.iter().enumerate() {
+        no_control(a, &format!("log_file_args[{i}]"), unit)?;
+    }
     if !argv0.starts_with('/') {
         return Err(invalid(format!(
             "argv[0] of {unit} must be an absolute path (systemd does no PATH lookup here), not {argv0:?}."
@@ -351,6 +358,7 @@ mod tests {
             readiness: parachute_manager::Readiness::Exec,
             hardened: false,
             log_to_journal: false,
+            log_file_args: Vec::new(),
         }
     }
 
@@ -381,6 +389,19 @@ mod tests {
         ] {
             assert!(!hardened(argv).contains("PrivateTmp"), "{argv:?}");
         }
+    }
+
+    #[test]
+    fn a_program_that_rotates_its_own_log_is_told_to_where_the_manager_would_append() {
+        let s = UnitSpec { log_file_args: vec!["--log-file".into(), "/tmp/t.log".into()], ..spec() };
+        // A user unit appending to a file: the program writes (and rotates) it instead.
+        let user = render_unit(&s, Scope::User).unwrap();
+        assert!(user.contains("\nExecStart=:\"/bin/true\" \"--log-file\" \"/tmp/t.log\"\n"), "{user}");
+        // The journal (a system unit, or asked for): nothing to rotate, argv as given.
+        let system = render_unit(&s, Scope::System).unwrap();
+        assert!(system.contains("\nExecStart=:\"/bin/true\"\n"), "{system}");
+        let journal = render_unit(&UnitSpec { log_to_journal: true, ..s }, Scope::User).unwrap();
+        assert!(journal.contains("\nExecStart=:\"/bin/true\"\n"), "{journal}");
     }
 
     #[test]

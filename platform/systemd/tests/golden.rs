@@ -53,6 +53,7 @@ fn hub() -> UnitSpec {
         readiness: parachute_manager::Readiness::Notify { start_timeout_sec: 60, watchdog_sec: Some(20) },
         hardened: true,
         log_to_journal: true,
+        log_file_args: Vec::new(),
     }
 }
 
@@ -100,6 +101,7 @@ fn hostile_values_unit_matches_golden() {
         readiness: parachute_manager::Readiness::Exec,
         hardened: false,
         log_to_journal: false,
+        log_file_args: Vec::new(),
     };
     check("parachute-hostile.user.service", &render_unit(&spec, Scope::User).unwrap());
 }

@@ -55,6 +55,7 @@ fn spec() -> impl Strategy<Value = UnitSpec> {
                 },
                 hardened: notify,
                 log_to_journal: journal,
+                log_file_args: Vec::new(),
             }
         })
 }

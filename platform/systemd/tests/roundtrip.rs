@@ -104,6 +104,7 @@ fn rendered_values_round_trip_through_systemd() {
                 readiness: parachute_manager::Readiness::Exec,
                 hardened: false,
                 log_to_journal: false,
+                log_file_args: Vec::new(),
             };
             let mut keys = HashSet::new();
             let representable = !argv.iter().any(|a| has_control(a))

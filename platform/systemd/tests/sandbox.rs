@@ -40,6 +40,7 @@ fn spec(sb: &Sandbox, id: &str, argv: &[&str]) -> UnitSpec {
         readiness: parachute_manager::Readiness::Exec,
         hardened: false,
         log_to_journal: false,
+        log_file_args: Vec::new(),
     }
 }
 
