@@ -21,11 +21,11 @@
 //! the supervisor's output writer (`supervisor::output`) can use it as any other sink.
 
 use std::fs::{File, OpenOptions};
+use std::future::Future;
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::future::Future;
 use std::task::{Context, Poll, ready};
 
 /// Default size at which the log is rotated: 10 MiB.
@@ -119,7 +119,8 @@ impl RotatingLog {
         let prefix = format!("{}.", name.to_string_lossy());
         for e in entries.flatten() {
             let n = e.file_name();
-            let Some(i) = n.to_str().and_then(|n| n.strip_prefix(&prefix)).and_then(|i| i.parse::<u32>().ok())
+            let Some(i) =
+                n.to_str().and_then(|n| n.strip_prefix(&prefix)).and_then(|i| i.parse::<u32>().ok())
             else {
                 continue;
             };
@@ -286,8 +287,10 @@ mod tests {
 
     /// The kept files, oldest first.
     fn files(c: &LogFileConfig) -> Vec<(PathBuf, Vec<u8>)> {
-        let mut out: Vec<_> =
-            (1..=c.backups).rev().filter_map(|i| Some((c.backup(i), std::fs::read(c.backup(i)).ok()?))).collect();
+        let mut out: Vec<_> = (1..=c.backups)
+            .rev()
+            .filter_map(|i| Some((c.backup(i), std::fs::read(c.backup(i)).ok()?)))
+            .collect();
         out.push((c.path.clone(), std::fs::read(&c.path).unwrap_or_default()));
         out
     }
@@ -302,7 +305,9 @@ mod tests {
         for round in 0..500 {
             let mut chunk = Vec::new();
             for _ in 0..(round % 7 + 1) {
-                chunk.extend_from_slice(format!("line {seq:08} {}\n", "x".repeat((seq % 40) as usize)).as_bytes());
+                chunk.extend_from_slice(
+                    format!("line {seq:08} {}\n", "x".repeat((seq % 40) as usize)).as_bytes(),
+                );
                 seq += 1;
             }
             log.write_all(&chunk).unwrap();

@@ -92,7 +92,8 @@ fn a_module_writing_200_mb_leaves_a_bounded_gap_free_log() {
             let Some(rest) = line.strip_prefix("[chatty] chatty ").filter(|r| !r.starts_with("done")) else {
                 continue;
             };
-            let n: u64 = rest[..12].parse().unwrap_or_else(|_| panic!("a torn line in {}: {line:?}", path.display()));
+            let n: u64 =
+                rest[..12].parse().unwrap_or_else(|_| panic!("a torn line in {}: {line:?}", path.display()));
             if let Some(want) = next {
                 assert_eq!(n, want, "line {want} is missing ({} has {n} next)", path.display());
             }
