@@ -340,9 +340,18 @@ async fn each_module_has_its_own_identifier_in_the_journal() {
         text.lines().find(|l| l.contains("PARACHUTE_EVENT")).map(str::to_owned)
     });
     let event: serde_json::Value = serde_json::from_str(&event).unwrap();
-    assert_eq!(event["PARACHUTE_EVENT"], "supervisor", "{event}");
+    // The kind of event, not just "supervisor": flaky exited and a restart is scheduled.
+    assert_eq!(event["PARACHUTE_EVENT"], "restarting", "{event}");
     assert_eq!(event["SYSLOG_IDENTIFIER"], "parachute", "{event}");
     assert!(event["MESSAGE"].as_str().unwrap().contains("flaky"), "{event}");
+    // Past its crash budget the hub gives up on it: an event of that kind, findable by field.
+    let gave_up = wait_for("flaky's gave-up event", Duration::from_secs(30), || {
+        let text = journal(&sb, &["PARACHUTE_EVENT=gave-up", "-o", "json"]);
+        text.lines().next().map(str::to_owned)
+    });
+    let gave_up: serde_json::Value = serde_json::from_str(&gave_up).unwrap();
+    assert_eq!(gave_up["PARACHUTE_MODULE"], "flaky", "{gave_up}");
+    assert!(gave_up["MESSAGE"].as_str().unwrap().contains("giving up"), "{gave_up}");
 
     let token = std::fs::read_to_string(home.operator_token()).unwrap();
     let (code, body) =

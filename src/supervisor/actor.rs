@@ -31,6 +31,7 @@ use tokio::time::Instant;
 use super::attribution::{Attribution, attribute, module_marker};
 use super::budget::{BudgetConfig, CrashBudget, Verdict};
 use super::diagnostics::{self as diag, line};
+use super::journal::EventKind;
 use super::logbuf::LogRing;
 use super::preflight::{preflight, spawn_error};
 use super::pump::{LineSink, pump};
@@ -294,7 +295,7 @@ impl Actor {
                     self.mark_ready();
                 } else if let (Some(port), Some(pid)) = (self.port(), self.pid()) {
                     let err = diag::started_but_unbound(self.short(), pid, port, self.cfg().ready_timeout);
-                    self.sink.event(&line::unbound(&err.description));
+                    self.sink.event(EventKind::StartedButUnbound, &line::unbound(&err.description));
                     self.publish(|s| s.start_error = Some(err));
                     self.late_bind_watch(spawn, port, pid);
                 }
@@ -305,8 +306,10 @@ impl Actor {
                 if self.clear_unbound()
                     && let Some(port) = self.port()
                 {
-                    self.sink
-                        .event(&format!("[supervisor] {} is now listening on port {port}.", self.short()));
+                    self.sink.event(
+                        EventKind::Listening,
+                        &format!("[supervisor] {} is now listening on port {port}.", self.short()),
+                    );
                 }
             }
             // A result for a child that is gone: its exit or stop already answered everyone.
@@ -441,7 +444,7 @@ impl Actor {
     }
 
     fn fail(&mut self, err: StartError) {
-        self.sink.event(&line::start_failed(self.short(), &err.description));
+        self.sink.event(EventKind::StartFailed, &line::start_failed(self.short(), &err.description));
         self.transition(ModuleStatus::Crashed, |s| {
             s.pid = None;
             s.start_error = Some(err);
@@ -513,16 +516,19 @@ impl Actor {
         let mut escalated = false;
         if tokio::time::timeout(kt, cur.child.exited()).await.is_err() {
             escalated = true;
-            self.sink.event(&line::escalating(self.short(), kt));
+            self.sink.event(EventKind::Escalated, &line::escalating(self.short(), kt));
             let _ = cur.child.signal_group(Signal::Kill);
             if tokio::time::timeout(KILL_WAIT, cur.child.exited()).await.is_err() {
                 // Unkillable for now (uninterruptible sleep): reap it whenever it goes, so
                 // this module's commands are not held up (upstream waited forever, R8).
-                self.sink.event(&format!(
-                    "[supervisor] {} (pid {}) survived SIGKILL; it will be reaped when it exits.",
-                    self.short(),
-                    cur.child.pid()
-                ));
+                self.sink.event(
+                    EventKind::Unkillable,
+                    &format!(
+                        "[supervisor] {} (pid {}) survived SIGKILL; it will be reaped when it exits.",
+                        self.short(),
+                        cur.child.pid()
+                    ),
+                );
                 self.module.set_live(None);
                 self.persist().await;
                 tokio::spawn(cur.child.reap(Duration::ZERO));
@@ -560,11 +566,18 @@ impl Actor {
         }
         let (stopped, killed) = statefile::stop_all(&escaped, grace).await;
         if stopped > 0 {
-            self.sink.event(&format!(
-                "[supervisor] {}: stopped {stopped} process(es) that had left its process group{}.",
-                self.short(),
-                if killed.is_empty() { String::new() } else { format!(" ({} needed SIGKILL)", killed.len()) }
-            ));
+            self.sink.event(
+                EventKind::EscapeesStopped,
+                &format!(
+                    "[supervisor] {}: stopped {stopped} process(es) that had left its process group{}.",
+                    self.short(),
+                    if killed.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({} needed SIGKILL)", killed.len())
+                    }
+                ),
+            );
         }
         super::registry::lock(&self.module.escaped).clear();
         self.module.set_live(None);
@@ -623,12 +636,18 @@ impl Actor {
         let now = crate::rfc3339::now();
         let (to, n) = match verdict {
             Verdict::GiveUp { n } => {
-                self.sink.event(&line::giving_up(self.short(), code, signal, n, self.cfg().crash_window));
+                self.sink.event(
+                    EventKind::GaveUp,
+                    &line::giving_up(self.short(), code, signal, n, self.cfg().crash_window),
+                );
                 (ModuleStatus::Crashed, n)
             }
             Verdict::Restart { n, delay } => {
                 let max = self.cfg().max_crashes_in_window;
-                self.sink.event(&line::restarting(self.short(), code, signal, n, max, delay));
+                self.sink.event(
+                    EventKind::Restarting,
+                    &line::restarting(self.short(), code, signal, n, max, delay),
+                );
                 self.respawn_at = Some(Instant::now() + delay);
                 (ModuleStatus::Restarting, n)
             }
@@ -667,17 +686,21 @@ impl Actor {
         let short = self.short().to_owned();
         if self.cfg().reclaim == ReclaimPolicy::Prompt {
             let h = &judged[0].0;
-            self.sink.event(&line::prompt_surface(&short, port, h.pid));
+            self.sink.event(EventKind::PortHeld, &line::prompt_surface(&short, port, h.pid));
             return Reclaim::Halt(diag::port_squatter(&short, port, h.pid, h.cmdline.as_deref()));
         }
         if let Some((h, _)) =
             judged.iter().find(|(_, a)| matches!(a, Attribution::Foreign | Attribution::Sibling))
         {
-            self.sink.event(&line::refuse_unrelated(&short, port, h.pid, h.cmdline.as_deref()));
+            self.sink.event(
+                EventKind::PortHeld,
+                &line::refuse_unrelated(&short, port, h.pid, h.cmdline.as_deref()),
+            );
             return Reclaim::Halt(diag::port_squatter(&short, port, h.pid, h.cmdline.as_deref()));
         }
         for (h, _) in &judged {
-            self.sink.event(&line::adopting(&short, port, h.pid, h.cmdline.as_deref()));
+            self.sink
+                .event(EventKind::ReclaimingPort, &line::adopting(&short, port, h.pid, h.cmdline.as_deref()));
             self.adopt_kill(h, port).await;
         }
         Reclaim::Continue

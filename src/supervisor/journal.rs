@@ -11,8 +11,8 @@
 //! Why streams and not the native datagram protocol for module lines: a stream takes many
 //! lines per `write`, a datagram one entry per `sendmsg`, and the measured throughput of
 //! the stream sink is in docs/benchmarks.md. The supervisor's own events about a module
-//! (crashed, restarting, escalating …) go as native datagrams, because they carry
-//! structured fields: `PARACHUTE_MODULE=<short>` and `PARACHUTE_EVENT=<kind>`.
+//! (restarting, gave-up, escalated …) go as native datagrams, because they carry
+//! structured fields: `PARACHUTE_MODULE=<short>` and `PARACHUTE_EVENT=<kind>` ([`EventKind`]).
 //!
 //! Whether the hub's output is the journal is the manager's word: `JOURNAL_STREAM` names
 //! the device and inode of the stream it connected to the hub's stderr (systemd.exec(5)),
@@ -86,17 +86,47 @@ pub fn open_stream(sockets: &JournalSockets, short: &str, priority: Priority) ->
     Ok(s)
 }
 
-/// A supervisor event kind, the `PARACHUTE_EVENT` field.
+/// What a supervisor event about a module says happened: the `PARACHUTE_EVENT` field, so
+/// `journalctl PARACHUTE_EVENT=gave-up` finds every module the hub gave up on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
-    /// Any `[supervisor] …` line about a module.
-    Supervisor,
+    /// The module could not be started (`startError`: missing dependency, not executable,
+    /// spawn failed, port squatter).
+    StartFailed,
+    /// It runs but did not bind its port within the readiness window.
+    StartedButUnbound,
+    /// It bound its port after the readiness window.
+    Listening,
+    /// It exited unasked; a restart is scheduled.
+    Restarting,
+    /// It exited too often within the crash window; it stays `crashed`.
+    GaveUp,
+    /// It did not exit within the grace after SIGTERM: SIGKILL.
+    Escalated,
+    /// It survived SIGKILL; it is reaped whenever it goes.
+    Unkillable,
+    /// Processes that had left its process group were stopped with it.
+    EscapeesStopped,
+    /// Its port is held by a process that is not its own; it is not started.
+    PortHeld,
+    /// Its port is held by an orphan of its own, which is stopped first.
+    ReclaimingPort,
 }
 
 impl EventKind {
-    fn as_str(self) -> &'static str {
+    /// The field's value.
+    pub fn as_str(self) -> &'static str {
         match self {
-            EventKind::Supervisor => "supervisor",
+            EventKind::StartFailed => "start-failed",
+            EventKind::StartedButUnbound => "started-but-unbound",
+            EventKind::Listening => "listening",
+            EventKind::Restarting => "restarting",
+            EventKind::GaveUp => "gave-up",
+            EventKind::Escalated => "escalated",
+            EventKind::Unkillable => "unkillable",
+            EventKind::EscapeesStopped => "escapees-stopped",
+            EventKind::PortHeld => "port-held",
+            EventKind::ReclaimingPort => "reclaiming-port",
         }
     }
 }
@@ -176,14 +206,14 @@ mod tests {
         let rx = UnixDatagram::bind(&sockets.native).unwrap();
         EventSender::new(&sockets).unwrap().send(
             "scribe",
-            EventKind::Supervisor,
+            EventKind::Restarting,
             "[supervisor] scribe crashed\n",
         );
         let mut buf = [0u8; 512];
         let n = rx.recv(&mut buf).unwrap();
         let text = String::from_utf8_lossy(&buf[..n]);
         assert!(text.contains("MESSAGE=[supervisor] scribe crashed\n"), "{text}");
-        assert!(text.contains("PARACHUTE_MODULE=scribe\n") && text.contains("PARACHUTE_EVENT=supervisor\n"));
+        assert!(text.contains("PARACHUTE_MODULE=scribe\n") && text.contains("PARACHUTE_EVENT=restarting\n"));
         assert!(text.contains("SYSLOG_IDENTIFIER=parachute\n") && text.contains("PRIORITY=5\n"));
     }
 

@@ -41,11 +41,11 @@ pub struct LineSink {
 
 impl LineSink {
     /// A `[supervisor] …` line (no module prefix) into the ring and the output (R29); to
-    /// the journal as an entry with the module and event fields when that is the output.
-    pub fn event(&self, text: &str) {
+    /// the journal as an entry with the module and `kind` fields when that is the output.
+    pub fn event(&self, kind: EventKind, text: &str) {
         let line = format_line(b"", text.as_bytes(), false);
         self.ring.push(line.clone());
-        if !self.journal.as_ref().is_some_and(|j| j.event(EventKind::Supervisor, text)) {
+        if !self.journal.as_ref().is_some_and(|j| j.event(kind, text)) {
             self.output.line(line);
         }
     }
