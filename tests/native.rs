@@ -360,3 +360,134 @@ async fn each_module_has_its_own_identifier_in_the_journal() {
     assert_eq!(body.matches("[alpha] alpha-says").count(), 50, "the ring buffer keeps every line: {body}");
     mgr.teardown(&spec.id).await.unwrap();
 }
+
+/// A python module: writes `path` (inside the home), then answers `python-ok` on
+/// 127.0.0.1:`port`.
+const PY_MODULE: &str = "import socket, sys\n\
+port, path = int(sys.argv[1]), sys.argv[2]\n\
+open(path, 'w').write('python wrote this')\n\
+s = socket.socket()\n\
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+s.bind(('127.0.0.1', port))\n\
+s.listen()\n\
+while True:\n    c, _ = s.accept()\n    c.sendall(b'python-ok\\n')\n    c.close()\n";
+
+/// A node module (V8's JIT needs writable+executable memory, which the profile leaves
+/// alone): writes `path`, then answers `node-ok` on 127.0.0.1:`port`.
+const JS_MODULE: &str = "const [port, path] = process.argv.slice(-2);\
+require('fs').writeFileSync(path, 'node wrote this');\
+require('net').createServer(s => s.end('node-ok\\n')).listen(+port, '127.0.0.1');";
+
+/// The start commands of the python and node modules (node only when it is installed).
+fn runtime_modules(home: &Path, py: u16, js: u16) -> Vec<(&'static str, u16, Vec<String>)> {
+    let file = |name: &str| home.join(name).to_string_lossy().into_owned();
+    let mut v = vec![(
+        "py",
+        py,
+        vec!["/usr/bin/python3".into(), "-c".into(), PY_MODULE.into(), py.to_string(), file("py-wrote.txt")],
+    )];
+    if Path::new("/usr/bin/node").exists() {
+        v.push((
+            "js",
+            js,
+            vec!["/usr/bin/node".into(), "-e".into(), JS_MODULE.into(), js.to_string(), file("js-wrote.txt")],
+        ));
+    }
+    v
+}
+
+fn greeting(port: u16) -> String {
+    use std::io::Read;
+    let mut s = String::new();
+    if let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+        let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+        let _ = c.read_to_string(&mut s);
+    }
+    s
+}
+
+/// The hardened user unit runs real interpreters: a python and a node module each write a
+/// file inside the home and answer on 127.0.0.1, and the start job waits for both.
+#[tokio::test]
+async fn a_hardened_user_unit_runs_python_and_node_modules_that_bind_loopback_and_write_the_home() {
+    let Some(sb) = Sandbox::start("hardened_runtimes") else { return };
+    let (py, js, hub_port) = (free_port(), free_port(), free_port());
+    let root = sb.dir().join("home/.parachute");
+    let modules = runtime_modules(&root, py, js);
+    let home = home_with(&sb, &modules);
+    let spec = hub_spec(&sb, &home, hub_port);
+    assert!(spec.hardened);
+    let mgr = manager(&sb).await;
+    mgr.install(&spec, AfterInstall::Start).await.expect("install and start the hardened hub unit");
+    assert_eq!(show_prop(&sb, "ProtectSystem"), "strict", "the unit is the hardened one");
+    assert_eq!(greeting(py), "python-ok\n");
+    assert_eq!(std::fs::read_to_string(root.join("py-wrote.txt")).unwrap(), "python wrote this");
+    if modules.len() == 2 {
+        assert_eq!(greeting(js), "node-ok\n");
+        assert_eq!(std::fs::read_to_string(root.join("js-wrote.txt")).unwrap(), "node wrote this");
+    }
+    assert_eq!(show_prop(&sb, "StatusText"), format!("{0}/{0} modules up", modules.len()));
+    mgr.teardown(&spec.id).await.unwrap();
+}
+
+/// The same in a booted system-mode systemd, where the profile is the strict one (no
+/// capabilities, private devices, protected kernel): root installs the system unit for a
+/// user's home, the hub runs as that user, and its python and node modules bind 127.0.0.1
+/// and write inside the home, as that user.
+#[test]
+fn a_hardened_system_unit_runs_python_and_node_modules_as_the_home_owner() {
+    use crate::support::system_box::SystemBox;
+    let Some(b) = SystemBox::start("hardened_system_runtimes") else { return };
+    let u = b.new_user("runtimes");
+    let home = u.home.join("ph");
+    let (py, js) = (free_port(), free_port());
+    let modules = runtime_modules(&home, py, js);
+    let mut rows = Vec::new();
+    // Written from the host into the box's file system, then handed to the user.
+    let write = |inner: &Path, text: &str| {
+        let host = b.host_path(inner);
+        std::fs::create_dir_all(host.parent().unwrap()).unwrap();
+        std::fs::write(host, text).unwrap();
+    };
+    for (name, port, cmd) in &modules {
+        let install = u.home.join("modules").join(name);
+        write(&install.join(".parachute/module.json"), &json!({"name": name, "startCmd": cmd}).to_string());
+        rows.push(json!({
+            "name": name, "port": port, "paths": [format!("/{name}")], "health": "/health",
+            "version": "1.0.0", "installDir": install.to_str().unwrap(),
+        }));
+    }
+    write(&home.join("services.json"), &json!({ "services": rows }).to_string());
+    b.sh(&format!("chown -R {0}:{0} {1}", u.name, u.home.display()));
+
+    let out = b.run(&[
+        &b.parachute(),
+        "unit",
+        "install",
+        "--scope",
+        "system",
+        "--home",
+        home.to_str().unwrap(),
+        "--exec",
+        &b.parachute(),
+    ]);
+    assert!(out.status.success(), "{}", crate::support::show(&out));
+    let unit = b.sh("cat /etc/systemd/system/parachute-hub.service");
+    assert!(unit.contains(&format!("User={}\n", u.name)), "{unit}");
+    for key in ["ProtectSystem=strict", "PrivateDevices=yes", "CapabilityBoundingSet=\n"] {
+        assert!(unit.contains(key), "the strict system profile ({key}):\n{unit}");
+    }
+    // The box has its own network namespace: ask from inside it.
+    let ask = |port: u16| {
+        let script = format!("exec 3<>/dev/tcp/127.0.0.1/{port} && timeout 2 cat <&3");
+        String::from_utf8_lossy(&b.run(&["bash", "-c", &script]).stdout).into_owned()
+    };
+    assert_eq!(ask(py), "python-ok\n", "the start job returned before python answered");
+    let owner = |file: &str| b.sh(&format!("stat -c '%u %s' {}/{file}", home.display())).trim().to_owned();
+    assert_eq!(owner("py-wrote.txt"), format!("{} 17", u.uid), "written inside the home, as the user");
+    if modules.len() == 2 {
+        assert_eq!(ask(js), "node-ok\n");
+        assert_eq!(owner("js-wrote.txt"), format!("{} 15", u.uid));
+    }
+    b.sh("systemctl stop parachute-hub.service");
+}
