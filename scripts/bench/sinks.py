@@ -156,7 +156,7 @@ def log_file(nbytes):
                     n = int(line[16:28])
                     ok = ok and (want is None or n == want)
                     want, kept = n + 1, kept + 1
-        ok = ok and want == nbytes // LINE
+        ok = ok and want == -(-nbytes // LINE)
         size = sum(os.path.getsize(os.path.join(os.path.dirname(log), f)) for f in files)
         return took, (1.0 if ok else 0.0), f"{kept} lines in {len(files)} files, {size / 2**20:.1f} MiB kept"
 
