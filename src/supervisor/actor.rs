@@ -432,7 +432,7 @@ impl Actor {
         }
         let delay = TRANSIENT_FIRST.saturating_mul(1 << (n - 1).min(16)).min(TRANSIENT_MAX);
         let err = diag::spawn_retrying(self.short(), &detail, errno, n, TRANSIENT_ATTEMPTS, delay);
-        self.sink.event(EventKind::StartFailed, &line::start_failed(self.short(), &err.description));
+        self.sink.event(EventKind::Restarting, &line::start_failed(self.short(), &err.description));
         self.respawn_at = Some(Instant::now() + delay);
         let next = crate::rfc3339::format(time::OffsetDateTime::now_utc() + delay);
         self.transition(ModuleStatus::Restarting, |s| {
