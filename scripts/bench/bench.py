@@ -1,27 +1,37 @@
 #!/usr/bin/env python3
-"""Side-by-side benchmark: `parachute serve` against supervisord (and pm2 when present).
+"""Side-by-side benchmark: `parachute serve` against a floor and its peers.
 
 Every tool supervises the same program (`parachute-fixture`, built in release mode) on the
-same ports, and every figure is measured the same way, from outside, in one run:
+same ports, every figure is measured the same way, from outside (sockets, /proc), in one
+run, and every figure is printed as a ratio to the floor measured in the same run:
 
-  crash->ready   SIGKILL the module's port holder, time until the port accepts again from a
-                 new process (median and p95 over --kills kills; restart delay 0 where the
+  floor          scripts/bench/floor.c: a minimal single-threaded poll(2) supervisor written
+                 for this benchmark (spawn, prefix and copy output lines, respawn, stop all;
+                 no features), so a ratio says how far a tool is from what the machine allows
+  crash->ready   SIGKILL the module's port holder, time until a new listening socket on the
+                 port accepts (median and p95 over --kills kills; restart delay 0 where the
                  tool allows it)
-  log MB/s       one chatty child writes --chatty-mb MB of 100-byte lines; time until the
-                 tool's sink (file) holds the child's final line
+  log MB/s       one chatty child writes --chatty-mb MiB of 100-byte lines; time until the
+                 tool's sink (a file) holds the child's final line
   RSS 50 idle    resident memory of the supervisor process (pm2: its daemon) with 50 idle
-                 children
+                 children, after they all answer and 1 s of settling
+  idle CPU       CPU time of the supervisor's threads (schedstat) over --idle-secs seconds
+                 with 50 idle children, as a percentage of one core
   start 50       launch the tool, time until all 50 ports accept
-  stop 50        SIGTERM/stop, time until every child is gone and the ports are closed
+  stop 50        SIGTERM (pm2: `pm2 kill`), time until every child is dead and every port
+                 closed / until the supervisor process itself is gone
 
-Floors (no supervisor): raw pipe throughput of the same child into a file, and
-fork+exec+bind of the fixture.
+Peers: supervisord (PyPI), pm2 (npm), horust (crates.io) when installed; their versions
+are printed with the table. The machine's load (`uptime`) is recorded before and after
+each run: the machine is shared, so only same-run ratios are compared across runs.
 
-Usage: scripts/bench.sh [--kills N] [--children N] [--chatty-mb N] [--write docs/benchmarks.md]
+Usage: scripts/bench.sh [--runs 2] [--kills N] [--children N] [--chatty-mb N]
+                        [--tools floor,parachute,...] [--write docs/benchmarks.md]
 """
 
 import argparse
 import json
+import select
 import os
 import shutil
 import signal
@@ -34,8 +44,10 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 REL = os.path.join(ROOT, "target", "release")
-PARACHUTE = os.path.join(REL, "parachute")
+# BENCH_PARACHUTE: another build of the hub (e.g. a saved copy of the code before a change).
+PARACHUTE = os.environ.get("BENCH_PARACHUTE") or os.path.join(REL, "parachute")
 FIXTURE = os.path.join(REL, "parachute-fixture")
+FLOOR = os.path.join(ROOT, "target", "bench", "floor")
 
 
 # --- measurement helpers -------------------------------------------------------------
@@ -64,7 +76,7 @@ def accepts(port):
         s.close()
 
 
-def wait_until(cond, timeout, what, step=0.0005):
+def wait_until(cond, timeout, what, step=0.0002):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         v = cond()
@@ -75,16 +87,17 @@ def wait_until(cond, timeout, what, step=0.0005):
 
 
 def listen_inodes(port):
+    """Inodes of the LISTEN sockets on `port` (cheap: no walk over every process)."""
     out = set()
+    hexport = f":{port:04X}"
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as f:
                 next(f)
                 for line in f:
                     parts = line.split()
-                    local, state, inode = parts[1], parts[3], parts[9]
-                    if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
-                        out.add(inode)
+                    if parts[3] == "0A" and parts[1].endswith(hexport):
+                        out.add(parts[9])
         except FileNotFoundError:
             pass
     return out
@@ -120,11 +133,23 @@ def rss_kib(pid):
     return 0
 
 
+def cpu_ns(pid):
+    """On-CPU nanoseconds of every thread of `pid` (schedstat: finer than utime/stime)."""
+    total = 0
+    for t in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{t}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
 def alive(pid):
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
+    except OSError:  # gone (ENOENT, or ESRCH while it was being reaped)
         return False
 
 
@@ -134,14 +159,78 @@ def pct(xs, p):
     return xs[k]
 
 
-# --- tools ---------------------------------------------------------------------------
+def load():
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
 
-class Parachute:
-    name = "parachute"
+
+def version(argv):
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        text = (out.stdout or out.stderr).strip().splitlines()
+        return text[0] if text else "?"
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+
+
+# --- tools ---------------------------------------------------------------------------
+#
+# Each tool: configure(modules) with (short, argv, port) rows (the child also gets PORT),
+# start(sink) launches it with its own output to `sink`, supervisor_pid(), begin_stop()
+# asks it to stop without waiting, gone() says whether the supervisor process has exited.
+# A tool whose module output goes through its own process writes it to `sink`; one with a
+# sink file of its own names it in sink_path().
+
+class Popened:
+    """A tool run as one foreground process."""
+    proc = None
+
+    def supervisor_pid(self):
+        return self.proc.pid
+
+    def begin_stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+
+    def gone(self):
+        return self.proc.poll() is not None
+
+    def stop(self):
+        self.begin_stop()
+        self.proc.wait(timeout=60)
+
+
+class Floor(Popened):
+    name = "floor"
+    passes_output = True
 
     def __init__(self, work):
         self.work = work
-        self.proc = None
+
+    @staticmethod
+    def version():
+        return "floor.c, " + version(["cc", "--version"])
+
+    def configure(self, modules):
+        self.conf = os.path.join(self.work, "floor.conf")
+        with open(self.conf, "w") as f:
+            for short, argv, port in modules:
+                f.write(f"{short} {port} {' '.join(argv)}\n")
+
+    def start(self, sink):
+        self.proc = subprocess.Popen([FLOOR, self.conf], stdout=sink, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+
+class Parachute(Popened):
+    name = "parachute"
+    passes_output = True
+
+    def __init__(self, work):
+        self.work = work
+
+    @staticmethod
+    def version():
+        return version([PARACHUTE, "--version"])
 
     def configure(self, modules):
         home = os.path.join(self.work, "home")
@@ -164,22 +253,22 @@ class Parachute:
             [PARACHUTE, "serve", "--home", self.home, "--port", str(hub_port),
              "--restart-delay-ms", "0", "--max-crashes", "100000"],
             stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
-        return self.proc.pid
-
-    def supervisor_pid(self):
-        return self.proc.pid
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=60)
 
 
-class Supervisord:
+class Supervisord(Popened):
     name = "supervisord"
+    passes_output = True
 
     def __init__(self, work):
         self.work = work
-        self.exe = shutil.which("supervisord") or os.path.join(os.path.dirname(sys.executable), "supervisord")
+
+    @staticmethod
+    def exe():
+        return shutil.which("supervisord") or os.path.join(os.path.dirname(sys.executable), "supervisord")
+
+    @classmethod
+    def version(cls):
+        return "supervisord " + version([cls.exe(), "--version"])
 
     def configure(self, modules):
         conf = os.path.join(self.work, "supervisord.conf")
@@ -198,27 +287,61 @@ class Supervisord:
         self.conf = conf
 
     def start(self, sink):
-        self.proc = subprocess.Popen([self.exe, "-c", self.conf], stdout=sink, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen([self.exe(), "-c", self.conf], stdout=sink, stderr=subprocess.STDOUT,
                                      start_new_session=True)
-        return self.proc.pid
 
     def sink_path(self):
         return os.path.join(self.work, "sink.log")
 
-    def supervisor_pid(self):
-        return self.proc.pid
 
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=60)
+class Horust(Popened):
+    """horust runs each service with its stdout opened on the file directly: its output does
+    not pass through the supervisor (and gets no prefix)."""
+    name = "horust"
+    passes_output = False
+
+    def __init__(self, work):
+        self.work = work
+
+    @staticmethod
+    def version():
+        # horust has no --version; cargo knows what it installed.
+        out = version(["sh", "-c", "cargo install --list | grep -m1 '^horust '"])
+        return out.rstrip(":")
+
+    def configure(self, modules):
+        self.dir = os.path.join(self.work, "services")
+        os.makedirs(self.dir, exist_ok=True)
+        for short, argv, port in modules:
+            with open(os.path.join(self.dir, f"{short}.toml"), "w") as f:
+                f.write(f"command = {json.dumps(' '.join(argv))}\n"
+                        f"stdout = {json.dumps(self.sink_path())}\n"
+                        f"stderr = {json.dumps(self.sink_path())}\n"
+                        "[restart]\nstrategy = \"always\"\nbackoff = \"0s\"\nattempts = 0\n"
+                        "[failure]\nstrategy = \"ignore\"\n"
+                        "[termination]\nwait = \"10s\"\n"
+                        f"[environment]\nkeep-env = true\nadditional = {{ PORT = \"{port}\" }}\n")
+
+    def start(self, sink):
+        self.proc = subprocess.Popen(["horust", "--services-path", self.dir,
+                                      "--uds-folder-path", self.work], stdout=sink,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+
+    def sink_path(self):
+        return os.path.join(self.work, "sink.log")
 
 
 class Pm2:
     name = "pm2"
+    passes_output = True
 
     def __init__(self, work):
         self.work = work
         self.env = dict(os.environ, PM2_HOME=os.path.join(work, "pm2home"))
+
+    @staticmethod
+    def version():
+        return "pm2 " + version(["pm2", "--version"])
 
     def configure(self, modules):
         apps = []
@@ -235,7 +358,7 @@ class Pm2:
     def start(self, sink):
         subprocess.run(["pm2", "start", self.eco], env=self.env, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, check=True)
-        return self.supervisor_pid()
+        self.pid = self.supervisor_pid()
 
     def sink_path(self):
         return os.path.join(self.work, "sink.log")
@@ -244,15 +367,31 @@ class Pm2:
         with open(os.path.join(self.work, "pm2home", "pm2.pid")) as f:
             return int(f.read().strip())
 
+    def begin_stop(self):
+        self.killer = subprocess.Popen(["pm2", "kill"], env=self.env, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL)
+
+    def gone(self):
+        return not alive(self.pid)
+
     def stop(self):
-        subprocess.run(["pm2", "kill"], env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.begin_stop()
+        self.killer.wait(timeout=60)
+
+
+TOOLS = {c.name: c for c in (Floor, Parachute, Supervisord, Pm2, Horust)}
+INSTALLED = {
+    "floor": lambda: os.access(FLOOR, os.X_OK),
+    "parachute": lambda: os.access(PARACHUTE, os.X_OK),
+    "supervisord": lambda: os.access(Supervisord.exe(), os.X_OK),
+    "pm2": lambda: shutil.which("pm2") is not None,
+    "horust": lambda: shutil.which("horust") is not None,
+}
 
 
 # --- workloads -----------------------------------------------------------------------
 
-def run_tool(cls, args):
-    res = {}
-    # 1. crash -> port ready
+def crash_ready(cls, args):
     with tempfile.TemporaryDirectory() as work:
         t = cls(work)
         (port,) = free_ports(1)
@@ -263,14 +402,24 @@ def run_tool(cls, args):
         lat = []
         for _ in range(args.kills):
             old = wait_until(lambda: holders(port), 10, "holder")
+            fds = [os.pidfd_open(pid) for pid in old]
             t0 = time.monotonic()
             for pid in old:
                 os.kill(pid, signal.SIGKILL)
-            wait_until(lambda: (h := holders(port)) and not (h & old) and accepts(port), 30, "rebind")
+            # The killed holder has exited (its pidfd polls readable) and so closed its socket:
+            # from then on, a connection that is accepted is a new process's. (Reading
+            # /proc/net/tcp to tell sockets apart costs 15-40 ms on a busy host: too coarse.)
+            for fd in fds:
+                select.select([fd], [], [], 10)
+                os.close(fd)
+            wait_until(lambda: accepts(port), 30, "rebind")
             lat.append((time.monotonic() - t0) * 1000)
-        res["crash_ms"] = (statistics.median(lat), pct(lat, 95))
+            time.sleep(0.02)
         t.stop()
-    # 2. log throughput
+    return statistics.median(lat), pct(lat, 95)
+
+
+def throughput(cls, args):
     with tempfile.TemporaryDirectory() as work:
         t = cls(work)
         nbytes = args.chatty_mb * 1024 * 1024
@@ -290,12 +439,16 @@ def run_tool(cls, args):
                 last[:] = [size, time.monotonic()]
             return (size and tail_has(path, b"chatty done")) or time.monotonic() - last[1] > 10
 
-        wait_until(done, 900, "chatty output", 0.01)
+        wait_until(done, 900, "chatty output", 0.002)
         end = time.monotonic() if tail_has(path, b"chatty done") else last[1]
-        res["log_mbs"] = args.chatty_mb / (end - t0)
+        mbs = args.chatty_mb / (end - t0)
         t.stop()
-        res["log_delivered"] = count_lines(path, b"chatty y") / (nbytes // 100)
-    # 3-5. 50 children: start, RSS, stop
+        delivered = count_lines(path, b"chatty y") / (nbytes // 100)
+    return mbs, delivered
+
+
+def fleet(cls, args):
+    res = {}
     with tempfile.TemporaryDirectory() as work:
         t = cls(work)
         ports = free_ports(args.children)
@@ -303,16 +456,45 @@ def run_tool(cls, args):
         sink = open(os.path.join(work, "out.log"), "wb")
         t0 = time.monotonic()
         t.start(sink)
-        wait_until(lambda: all(accepts(p) for p in ports), 120, "all children bound", 0.005)
+        pending = list(ports)
+
+        def all_bound():
+            pending[:] = [p for p in pending if not accepts(p)]
+            return not pending
+
+        wait_until(all_bound, 120, "all children bound", 0.001)
         res["start_ms"] = (time.monotonic() - t0) * 1000
         time.sleep(1.0)  # let the tool settle to its idle footprint
-        res["rss_mib"] = rss_kib(t.supervisor_pid()) / 1024
+        pid = t.supervisor_pid()
+        res["rss_mib"] = rss_kib(pid) / 1024
+        c0, w0 = cpu_ns(pid), time.monotonic()
+        time.sleep(args.idle_secs)
+        res["idle_cpu"] = 100 * (cpu_ns(pid) - c0) / 1e9 / (time.monotonic() - w0)
         pids = set().union(*(holders(p) for p in ports))
         t0 = time.monotonic()
-        t.stop()
-        wait_until(lambda: not any(alive(p) for p in pids) and not any(accepts(p) for p in ports),
-                   120, "children gone", 0.005)
-        res["stop_ms"] = (time.monotonic() - t0) * 1000
+        t.begin_stop()
+        marks = {}
+
+        def stopped():
+            if "dead" not in marks and not any(alive(p) for p in pids) and not any(accepts(p) for p in ports):
+                marks["dead"] = time.monotonic()
+            if "gone" not in marks and t.gone():
+                marks["gone"] = time.monotonic()
+            return len(marks) == 2
+
+        wait_until(stopped, 120, "children and supervisor gone", 0.0005)
+        res["dead_ms"] = (marks["dead"] - t0) * 1000
+        res["gone_ms"] = (marks["gone"] - t0) * 1000
+        if hasattr(t, "killer"):
+            t.killer.wait(timeout=60)
+    return res
+
+
+def run_tool(cls, args):
+    res = {}
+    res["crash_ms"] = crash_ready(cls, args)
+    res["log_mbs"], res["log_delivered"] = throughput(cls, args)
+    res.update(fleet(cls, args))
     return res
 
 
@@ -334,71 +516,83 @@ def tail_has(path, needle):
         return needle in f.read()
 
 
-def floors(args):
-    res = {}
-    with tempfile.TemporaryDirectory() as work:
-        out = os.path.join(work, "raw.log")
-        nbytes = args.chatty_mb * 1024 * 1024
-        t0 = time.monotonic()
-        with open(out, "wb") as f:
-            p = subprocess.Popen([FIXTURE, "--no-listen", "--chatty-bytes", str(nbytes)], stdout=subprocess.PIPE)
-            # a reader on the pipe, like a supervisor, copying to a file
-            while True:
-                chunk = p.stdout.read1(1 << 16)
-                f.write(chunk)
-                if b"chatty done" in chunk[-64:]:
-                    break
-            p.kill()
-            p.wait()
-        res["log_mbs"] = args.chatty_mb / (time.monotonic() - t0)
-    lat = []
-    for _ in range(args.kills):
-        (port,) = free_ports(1)
-        t0 = time.monotonic()
-        p = subprocess.Popen([FIXTURE, "--port", str(port)], stdout=subprocess.DEVNULL)
-        wait_until(lambda: accepts(port), 10, "fixture bind")
-        lat.append((time.monotonic() - t0) * 1000)
-        p.kill()
-        p.wait()
-    res["spawn_bind_ms"] = (statistics.median(lat), pct(lat, 95))
-    return res
+# --- the table -----------------------------------------------------------------------
+
+def ratio(v, floor):
+    if floor is None or floor <= 0 or v is None:
+        return ""
+    return f" ({v / floor:.2f}×)"
+
+
+def table(rows, args):
+    n = args.children
+    fl = dict(rows).get("floor")
+    g = (lambda k, i=None: None if fl is None else (fl[k] if i is None else fl[k][i]))
+    head = [
+        f"| tool | crash→ready median (ms) | crash→ready p95 (ms) | log MB/s, prefixed (delivered) "
+        f"| RSS, {n} idle (MiB) | idle CPU, {n} children | stop {n}: children dead (ms) "
+        f"| stop {n}: supervisor gone (ms) | start {n} (ms) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in rows:
+        log = f"{r['log_mbs']:.0f}{ratio(r['log_mbs'], g('log_mbs'))} ({100 * r['log_delivered']:.1f} %)"
+        if not TOOLS[name].passes_output:
+            log += " — child writes the file itself, no prefix"
+        head.append(
+            f"| {name} | {r['crash_ms'][0]:.1f}{ratio(r['crash_ms'][0], g('crash_ms', 0))} "
+            f"| {r['crash_ms'][1]:.1f}{ratio(r['crash_ms'][1], g('crash_ms', 1))} | {log} "
+            f"| {r['rss_mib']:.1f}{ratio(r['rss_mib'], g('rss_mib'))} | {r['idle_cpu']:.3f} % "
+            f"| {r['dead_ms']:.0f}{ratio(r['dead_ms'], g('dead_ms'))} "
+            f"| {r['gone_ms']:.0f}{ratio(r['gone_ms'], g('gone_ms'))} "
+            f"| {r['start_ms']:.0f}{ratio(r['start_ms'], g('start_ms'))} |")
+    return "\n".join(head)
 
 
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--kills", type=int, default=20)
     ap.add_argument("--children", type=int, default=50)
     ap.add_argument("--chatty-mb", type=int, default=256)
-    ap.add_argument("--tools", default="parachute,supervisord,pm2")
-    ap.add_argument("--write", help="also write the table to this markdown file")
+    ap.add_argument("--idle-secs", type=float, default=5.0)
+    ap.add_argument("--tools", default="floor,parachute,supervisord,pm2,horust")
+    ap.add_argument("--write", help="also put the tables into this markdown file, between the "
+                                    "<!-- bench:begin --> and <!-- bench:end --> markers")
     args = ap.parse_args()
-    tools = {"parachute": Parachute, "supervisord": Supervisord, "pm2": Pm2}
-    rows = []
+    names = []
     for name in args.tools.split(","):
-        if name == "pm2" and not shutil.which("pm2"):
-            print("pm2 not installed; skipping it", file=sys.stderr)
+        if name not in TOOLS:
+            sys.exit(f"unknown tool {name}; known: {', '.join(TOOLS)}")
+        if not INSTALLED[name]():
+            print(f"{name} not installed; skipping it", file=sys.stderr)
             continue
-        print(f"running {name} ...", file=sys.stderr)
-        rows.append((name, run_tool(tools[name], args)))
-    fl = floors(args)
-    lines = [
-        f"| tool | crash→ready median / p95 (ms) | log MB/s (lines delivered) | RSS with {args.children} idle (MiB) "
-        f"| start {args.children} (ms) | stop {args.children} (ms) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, r in rows:
-        lines.append(f"| {name} | {r['crash_ms'][0]:.1f} / {r['crash_ms'][1]:.1f} | {r['log_mbs']:.0f} ({100 * r['log_delivered']:.1f} %) "
-                     f"| {r['rss_mib']:.1f} | {r['start_ms']:.0f} | {r['stop_ms']:.0f} |")
-    lines.append(f"| floor (no supervisor) | fork+exec+bind {fl['spawn_bind_ms'][0]:.1f} / "
-                 f"{fl['spawn_bind_ms'][1]:.1f} | pipe→file {fl['log_mbs']:.0f} | – | – | – |")
-    table = "\n".join(lines)
-    print(table)
+        names.append(name)
+    versions = [f"{n}: {TOOLS[n].version()}" for n in names]
+    out = [f"Versions: {'; '.join(versions)}. Machine: {os.cpu_count()} cores, "
+           f"{time.strftime('%Y-%m-%d')}. Ratios in brackets are to the floor in the same run "
+           "(throughput: higher is better; everything else: lower is better)."]
+    for run in range(1, args.runs + 1):
+        before = load()
+        rows = []
+        for name in names:
+            print(f"run {run}: {name} ...", file=sys.stderr)
+            rows.append((name, run_tool(TOOLS[name], args)))
+        out.append(f"Run {run} of {args.runs} (load average before: {before}; after: {load()}):\n\n"
+                   + table(rows, args))
+        print(out[-1], flush=True)
+    text = "\n\n".join(out)
     if args.write:
         cmd = "scripts/bench.sh " + " ".join(sys.argv[1:])
-        with open(os.path.join(ROOT, args.write), "w") as f:
-            f.write("# Benchmarks\n\nProduced by:\n\n```\n" + cmd + "\n```\n\n"
-                    f"Machine: {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}, one run, all tools "
-                    "supervising the same release-built `parachute-fixture`.\n\n" + table + "\n")
+        block = "<!-- bench:begin -->\nProduced by:\n\n```\n" + cmd + "\n```\n\n" + text + "\n<!-- bench:end -->"
+        path = os.path.join(ROOT, args.write)
+        doc = open(path).read() if os.path.exists(path) else "# Benchmarks\n\n<!-- bench:begin -->\n<!-- bench:end -->\n"
+        a, b = doc.find("<!-- bench:begin -->"), doc.find("<!-- bench:end -->")
+        if a < 0 or b < 0:
+            doc = doc.rstrip("\n") + "\n\n" + block + "\n"
+        else:
+            doc = doc[:a] + block + doc[b + len("<!-- bench:end -->"):]
+        with open(path, "w") as f:
+            f.write(doc)
 
 
 if __name__ == "__main__":
