@@ -4,11 +4,11 @@
 //! `Allow`, checked before auth; unknown paths are 404 `not_found`):
 //!
 //! ```text
-//! GET  /health                          open: {status, service, instance, pid, port, version, startedAt, modules:{running,total}}
+//! GET  /health                          open: {status, service, instance, pid, port, version, db, startedAt, modules:{running,total}}
 //! GET  /livez                           open: 200 while the serve loop ticks, else 500 (see `probes`)
 //! GET  /readyz                          open: 200 when every module is up, else 503 {ready, reasons}
 //! GET  /api/ready                       open: upstream's {ready, ready_modules, transient_modules, persistent_modules}
-//! GET  /api/modules                     bearer: {modules: [ModuleState…], installed: [{short, port}…]}
+//! GET  /api/modules                     bearer: {modules: [ModuleState + upstream's fields…], supervised, supervisor_available, installed: [{short, port, version}…]}
 //! GET  /api/modules/<short>             bearer: {short, state} | 404 not_supervised
 //! POST /api/modules/<short>/start       bearer: {short, state} | 400 not_installed | 422 no_start_cmd / invalid_module
 //! POST /api/modules/<short>/stop        bearer: {short, state} | 404 not_supervised
@@ -16,6 +16,8 @@
 //! GET  /api/modules/<short>/logs        bearer: ?since=<seq> → {short, lines:[{seq,text}], missed, nextSeq}
 //!                                       &follow=1 → application/x-ndjson stream (see `logs`)
 //! ```
+//!
+//! Every field, ours and upstream's, is described in docs/api.md (and docs/api.schema.json).
 //!
 //! Any module in services.json can be driven, third-party ones included (upstream R20).
 //! Start and restart re-read services.json through [`ResolveSpawn`], which `serve` backs
@@ -211,6 +213,7 @@ async fn health(State(s): State<Shared>) -> Response {
         pid: s.instance.pid,
         port: s.instance.port,
         version: env!("CARGO_PKG_VERSION").to_owned(),
+        db: "unconfigured".to_owned(),
         started_at: crate::rfc3339::format(s.instance.started_at),
         modules: ModuleCounts { running, total: modules.len() },
     })
@@ -220,7 +223,7 @@ async fn list(State(s): State<Shared>, _op: auth::Operator) -> Response {
     // File work (services.json, module.json) off the runtime's two workers.
     let resolver = Arc::clone(&s.resolver);
     let installed = tokio::task::spawn_blocking(move || resolver.installed()).await.unwrap_or_default();
-    json(ModuleList { modules: s.supervisor.list_measured().await, installed })
+    json(ModuleList { modules: ModuleList::in_services_order(s.supervisor.list_measured().await, &installed), installed })
 }
 
 async fn one(

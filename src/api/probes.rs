@@ -8,8 +8,9 @@
 //! * `/readyz` answers 200 once boot has returned and every module is up (running, past
 //!   its readiness gate), else 503 with the reasons, one per module that is not.
 //! * `/api/ready` has upstream's shape, `{ready, ready_modules, transient_modules,
-//!   persistent_modules}` (always 200; GET and HEAD): `starting`, `restarting` and a
-//!   running module still inside its readiness gate are transient, `crashed` and `stopped`
+//!   persistent_modules}` (always 200; GET and HEAD; modules in services.json order):
+//!   `starting`, `restarting`, a running module still inside its readiness gate and a
+//!   running one that has not bound its port (`started_but_unbound`) are transient, `crashed` and `stopped`
 //!   persistent. Upstream guessed readiness from a 30 s window after `startedAt`; here it
 //!   is the gate's own result.
 
@@ -136,7 +137,11 @@ pub fn api_ready(modules: &[ModuleState]) -> ApiReady {
 }
 
 pub(super) async fn ready(State(s): State<Shared>) -> Response {
-    let mut body = api_ready(&s.supervisor.list());
+    // Listed in services.json order, as `/api/modules` is (a stat while the file is unchanged).
+    let resolver = std::sync::Arc::clone(&s.resolver);
+    let installed = tokio::task::spawn_blocking(move || resolver.installed()).await.unwrap_or_default();
+    let modules = super::wire::ModuleList::in_services_order(s.supervisor.list(), &installed);
+    let mut body = api_ready(&modules);
     body.ready &= s.beat.is_booted();
     no_store(StatusCode::OK, body)
 }

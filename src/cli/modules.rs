@@ -425,9 +425,9 @@ mod tests {
         let list = ModuleList {
             modules: vec![state("a", ModuleStatus::Running), state("b", ModuleStatus::Stopped)],
             installed: vec![
-                Installed { short: "a".into(), port: None, skip_reason: None },
-                Installed { short: "c".into(), port: None, skip_reason: None },
-                Installed { short: "d".into(), port: None, skip_reason: Some("no startCmd".into()) },
+                Installed { short: "a".into(), port: None, version: None, skip_reason: None },
+                Installed { short: "c".into(), port: None, version: None, skip_reason: None },
+                Installed { short: "d".into(), port: None, version: None, skip_reason: Some("no startCmd".into()) },
             ],
         };
         assert_eq!(every_target(Op::Start, &list), ["a", "b", "c"]);

@@ -569,6 +569,7 @@ mod tests {
             pid: 10,
             port: 1939,
             version: "0.1.0".into(),
+            db: "unconfigured".into(),
             started_at: "2025-01-01T00:00:00Z".into(),
             modules: ModuleCounts { running: 1, total: 2 },
         }
@@ -598,7 +599,7 @@ mod tests {
     }
 
     fn installed(short: &str, port: Option<u16>) -> Installed {
-        Installed { short: short.into(), port, skip_reason: None }
+        Installed { short: short.into(), port, version: None, skip_reason: None }
     }
 
     fn err(kind: StartErrorKind) -> StartError {
@@ -656,7 +657,7 @@ mod tests {
             modules: vec![],
             installed: vec![
                 installed("new", Some(1)),
-                Installed { short: "cli".into(), port: None, skip_reason: Some("no startCmd".into()) },
+                Installed { short: "cli".into(), port: None, version: None, skip_reason: Some("no startCmd".into()) },
             ],
         };
         let bad = unhealthy(&list);
@@ -729,6 +730,7 @@ mod tests {
             installed: vec![Installed {
                 short: "x\ry".into(),
                 port: None,
+                version: None,
                 skip_reason: Some("bad\u{202e}".into()),
             }],
         };

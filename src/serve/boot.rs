@@ -157,11 +157,17 @@ impl ResolveSpawn for ModelResolver {
                         Ok(modules::StartCommand::Skipped(reason)) => Some(reason.to_string()),
                         Err(e) => Some(e.to_string()),
                     };
-                    Installed { short: short.to_string(), port: Some(rows[index].port()), skip_reason }
+                    Installed {
+                        short: short.to_string(),
+                        port: Some(rows[index].port()),
+                        version: Some(rows[index].version().to_owned()),
+                        skip_reason,
+                    }
                 }
                 BootDecision::Skip { index, name, reason } => Installed {
                     short: names::short_name_for(&name),
                     port: Some(rows[index].port()),
+                    version: Some(rows[index].version().to_owned()),
                     skip_reason: Some(reason),
                 },
             })

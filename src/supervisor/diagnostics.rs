@@ -14,16 +14,28 @@ fn error(kind: StartErrorKind, description: String) -> StartError {
     StartError { kind, description, at: crate::rfc3339::now() }
 }
 
-/// `argv[0]` was not found on the child's PATH (unregistered-binary wording of depcheck).
+/// `argv[0]` was not found on the child's PATH. Upstream's wording; for a binary the
+/// registry knows, its install recipe and docs follow on the same line (one line per event
+/// in the log, where upstream printed a block).
 pub fn missing_dependency(binary: &str) -> StartError {
-    error(
-        StartErrorKind::MissingDependency { binary: binary.to_owned() },
-        format!(
-            "{} is required but was not found on PATH. Ask your system administrator, \
-             or check the Parachute docs.",
-            text::field(binary)
+    let b = text::field(binary);
+    let description = match super::dependencies::lookup(binary) {
+        None => format!(
+            "{b} is required but was not found on PATH. Ask your system administrator, \
+             or check the Parachute docs."
         ),
-    )
+        Some(k) => {
+            let mut d = format!("{b} is required to {}, but it was not found on PATH.", k.why);
+            if let Some(recipe) = k.install.here() {
+                d.push_str(&format!(" Install it: {}.", recipe.replace('\n', " or ")));
+            }
+            if let Some(url) = k.docs_url {
+                d.push_str(&format!(" Docs: {url}"));
+            }
+            d
+        }
+    };
+    error(StartErrorKind::MissingDependency { binary: binary.to_owned() }, description)
 }
 
 /// `argv[0]` exists but lacks the execute bit (hub#634).
@@ -307,6 +319,21 @@ mod tests {
         assert!(e.description.contains("pid 1921"));
         assert!(!e.description.contains('('), "{}", e.description);
         assert!(matches!(e.kind, StartErrorKind::PortSquatter { holder_cmdline: None, .. }));
+    }
+
+    #[test]
+    fn a_known_missing_binary_says_why_and_how_to_install_it_on_one_line() {
+        let e = missing_dependency("/nowhere/parachute-vault");
+        assert_eq!(
+            e.description,
+            "/nowhere/parachute-vault is required to run the vault module, but it was not found on \
+             PATH. Install it: bun add -g @openparachute/vault."
+        );
+        let e = missing_dependency("python3");
+        assert!(e.description.starts_with("python3 is required to run modules written in Python"), "{e}");
+        assert!(!e.description.contains('\n'), "{e}");
+        assert!(e.description.ends_with("Docs: https://www.python.org/downloads/"), "{e}");
+        assert!(missing_dependency("nope").description.starts_with("nope is required but was not found"));
     }
 
     #[test]

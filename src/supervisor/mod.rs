@@ -33,6 +33,7 @@
 mod actor;
 pub(crate) mod attribution;
 pub(crate) mod budget;
+pub mod dependencies;
 pub(crate) mod diagnostics;
 pub(crate) mod journal;
 pub(crate) mod lines;

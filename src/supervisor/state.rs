@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::dependencies::InstallRecipes;
+
 /// A module's lifecycle status. Closed set: consumers rely on exactly these strings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -123,6 +125,17 @@ struct StartErrorWire {
     at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     binary: Option<String>,
+    // The install card of `missing_dependency` (upstream's fields; `why` and `docs_url`
+    // are `null`, not absent, for a binary the registry does not know). Derived from the
+    // binary on the way out, so a reader ignores them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    why: Option<Option<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    docs_url: Option<Option<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    install: Option<InstallRecipes<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sysadmin_hint: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     path: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -142,6 +155,10 @@ impl From<StartError> for StartErrorWire {
             error_description: e.description,
             at: e.at,
             binary: None,
+            why: None,
+            docs_url: None,
+            install: None,
+            sysadmin_hint: None,
             path: None,
             port: None,
             holder_pid: None,
@@ -149,7 +166,18 @@ impl From<StartError> for StartErrorWire {
             os_error: None,
         };
         match e.kind {
-            StartErrorKind::MissingDependency { binary } => w.binary = Some(binary),
+            StartErrorKind::MissingDependency { binary } => {
+                let known = super::dependencies::lookup(&binary);
+                w.why = Some(known.map(|k| k.why.to_owned()));
+                w.docs_url = Some(known.and_then(|k| k.docs_url).map(str::to_owned));
+                w.install = Some(known.map_or_else(InstallRecipes::default, |k| InstallRecipes {
+                    darwin: k.install.darwin.map(str::to_owned),
+                    linux: k.install.linux.map(str::to_owned),
+                    generic: k.install.generic.map(str::to_owned),
+                }));
+                w.sysadmin_hint = Some(super::dependencies::SYSADMIN_HINT.to_owned());
+                w.binary = Some(binary);
+            }
             StartErrorKind::NonExecutable { binary, path } => {
                 w.binary = Some(binary);
                 w.path = Some(path);
@@ -314,14 +342,22 @@ mod tests {
         StartError { kind, description: "d".into(), at: "2025-01-01T00:00:00Z".into() }
     }
 
-    /// The wire shape, byte for byte as the hub sent it before `StartError` was typed.
+    /// The wire shape, byte for byte (a missing dependency carries upstream's install card).
     #[test]
     fn every_kind_serializes_to_the_flat_upstream_shape() {
         let head = r#""error_description":"d","at":"2025-01-01T00:00:00Z""#;
         let cases = [
             (
                 StartErrorKind::MissingDependency { binary: "ffmpeg".into() },
-                format!(r#"{{"error_type":"missing_dependency",{head},"binary":"ffmpeg"}}"#),
+                format!(
+                    r#"{{"error_type":"missing_dependency",{head},"binary":"ffmpeg","why":null,"docs_url":null,"install":{{}},"sysadmin_hint":"Or ask your system administrator to install it for you."}}"#
+                ),
+            ),
+            (
+                StartErrorKind::MissingDependency { binary: "parachute-vault".into() },
+                format!(
+                    r#"{{"error_type":"missing_dependency",{head},"binary":"parachute-vault","why":"run the vault module","docs_url":null,"install":{{"generic":"bun add -g @openparachute/vault"}},"sysadmin_hint":"Or ask your system administrator to install it for you."}}"#
+                ),
             ),
             (
                 StartErrorKind::NonExecutable { binary: "x".into(), path: "/opt/x".into() },
