@@ -251,3 +251,25 @@ fn status_watch_prints_plain_frames_off_a_terminal() {
         }
     }
 }
+
+/// One line per event at boot: a failed start is reported once, with its reason, by the
+/// supervisor (before: the hub said it again, `[hub] nodep: crashed — …`); a module that
+/// came up gets its `[hub] … running` line; the summary names the failed ones.
+#[test]
+fn a_module_that_fails_to_start_gets_one_boot_line() {
+    let h = TestHome::new();
+    h.module("nodep", free_port(), &["parachute-definitely-missing".into()]);
+    h.fixture("mute", free_port(), &["--no-listen"]);
+    h.fixture("alpha", free_port(), &[]);
+    let s = Serve::ready(&h, free_port(), &[]);
+    let summary = s.wait_err("boot", |l| l.contains("boot done"));
+    assert!(summary.contains("1 running, 2 with problems (nodep, mute)"), "{summary}");
+    // stdout and stderr are separate pipes: wait for both reports before counting.
+    s.wait_out("nodep's report", |l| l.contains("[supervisor] nodep not started"));
+    s.wait_out("mute's report", |l| l.contains("[supervisor] mute started"));
+    let all = format!("{}\n{}", s.stderr(), s.stdout());
+    let about = |name: &str, what: &str| all.lines().filter(|l| l.contains(name) && l.contains(what)).count();
+    assert_eq!(about("nodep", "parachute-definitely-missing"), 1, "one line for the failed start:\n{all}");
+    assert_eq!(about("mute", "not listening on port"), 1, "one line for the unbound port:\n{all}");
+    assert_eq!(about("alpha", "running (pid"), 1, "{all}");
+}

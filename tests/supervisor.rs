@@ -331,7 +331,11 @@ async fn missing_and_non_executable_binaries_are_diagnosed_on_the_childs_path() 
         // R28: stop clears the diagnostic; the log keeps it.
         let st = s.stop("a").await.unwrap();
         assert_eq!((st.status, st.start_error), (ModuleStatus::Stopped, None));
-        assert!(text(&s, "a").contains("parachute-vault is required to run the vault module, but it was not found on PATH"));
+        assert!(
+            text(&s, "a").contains(
+                "parachute-vault is required to run the vault module, but it was not found on PATH"
+            )
+        );
         shutdown(&s).await;
     })
     .await;

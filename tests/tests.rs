@@ -1,6 +1,7 @@
 //! Integration tests: one binary, one support module. Each module is named after the
 //! behaviour it covers.
 
+mod api_contract;
 mod cli_modules;
 mod cutover;
 mod deb;

@@ -223,7 +223,10 @@ async fn list(State(s): State<Shared>, _op: auth::Operator) -> Response {
     // File work (services.json, module.json) off the runtime's two workers.
     let resolver = Arc::clone(&s.resolver);
     let installed = tokio::task::spawn_blocking(move || resolver.installed()).await.unwrap_or_default();
-    json(ModuleList { modules: ModuleList::in_services_order(s.supervisor.list_measured().await, &installed), installed })
+    json(ModuleList {
+        modules: ModuleList::in_services_order(s.supervisor.list_measured().await, &installed),
+        installed,
+    })
 }
 
 async fn one(

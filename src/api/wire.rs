@@ -134,7 +134,10 @@ impl Serialize for ModuleList {
         Body {
             modules: modules
                 .iter()
-                .map(|state| ModuleRow { state, installed: installed.iter().find(|i| i.short == state.short) })
+                .map(|state| ModuleRow {
+                    state,
+                    installed: installed.iter().find(|i| i.short == state.short),
+                })
                 .collect(),
             supervised: modules.iter().map(UpstreamView::of).collect(),
             // This hub always supervises its modules (upstream's is `false` when it runs
@@ -354,7 +357,8 @@ mod tests {
     fn modules_no_longer_listed_keep_their_order_at_the_end() {
         let m = |s: &str| ModuleState::new(s, ModuleStatus::Running);
         let inst = |s: &str| Installed { short: s.into(), ..Installed::default() };
-        let sorted = ModuleList::in_services_order(vec![m("x"), m("c"), m("y"), m("a")], &[inst("a"), inst("c")]);
+        let sorted =
+            ModuleList::in_services_order(vec![m("x"), m("c"), m("y"), m("a")], &[inst("a"), inst("c")]);
         let names: Vec<&str> = sorted.iter().map(|m| m.short.as_str()).collect();
         assert_eq!(names, ["a", "c", "x", "y"]);
     }

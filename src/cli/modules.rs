@@ -427,7 +427,12 @@ mod tests {
             installed: vec![
                 Installed { short: "a".into(), port: None, version: None, skip_reason: None },
                 Installed { short: "c".into(), port: None, version: None, skip_reason: None },
-                Installed { short: "d".into(), port: None, version: None, skip_reason: Some("no startCmd".into()) },
+                Installed {
+                    short: "d".into(),
+                    port: None,
+                    version: None,
+                    skip_reason: Some("no startCmd".into()),
+                },
             ],
         };
         assert_eq!(every_target(Op::Start, &list), ["a", "b", "c"]);

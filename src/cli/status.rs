@@ -657,7 +657,12 @@ mod tests {
             modules: vec![],
             installed: vec![
                 installed("new", Some(1)),
-                Installed { short: "cli".into(), port: None, version: None, skip_reason: Some("no startCmd".into()) },
+                Installed {
+                    short: "cli".into(),
+                    port: None,
+                    version: None,
+                    skip_reason: Some("no startCmd".into()),
+                },
             ],
         };
         let bad = unhealthy(&list);

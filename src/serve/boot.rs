@@ -5,7 +5,9 @@
 //! per module and per port) and builds the request with the model's single builder and the
 //! hub context fixed at boot (R16, R17). Boot starts modules concurrently, with at most
 //! `concurrency` starts (each of which may wait out the readiness window) in flight, and
-//! logs every module's *real* resulting state (upstream R15 logged "started" for crashes).
+//! logs every module that came up (upstream R15 logged "started" for crashes too); each
+//! one that did not was already reported by the supervisor, once, with its reason, and
+//! the closing summary names them.
 
 use std::sync::{Arc, Mutex};
 
@@ -175,6 +177,11 @@ impl ResolveSpawn for ModelResolver {
     }
 }
 
+/// Came up: running, no start error (the one boot outcome the supervisor does not log).
+fn is_clean(state: &ModuleState) -> bool {
+    state.status == ModuleStatus::Running && state.start_error.is_none()
+}
+
 /// One line describing a module's state after `start` (R15: the real outcome).
 pub fn describe(state: &ModuleState) -> String {
     let short = &state.short;
@@ -255,7 +262,13 @@ pub async fn boot(
             };
             tokio::select! {
                 state = started => {
-                    say(&describe(&state));
+                    // One line per event: a module that did not come up cleanly was
+                    // already reported by the supervisor, once, with its reason (start
+                    // failure, exit and restart, give-up, unbound port); saying it again
+                    // here doubled every failure. The summary below names them.
+                    if is_clean(&state) {
+                        say(&describe(&state));
+                    }
                     Some(state)
                 }
                 _ = phase.wait_for(|p| *p != Phase::Running) => None,
@@ -270,11 +283,29 @@ pub async fn boot(
     let count = |f: &dyn Fn(&ModuleState) -> bool| {
         out.iter().filter(|b| matches!(b, Booted::Started(s) if f(s))).count()
     };
-    let running = count(&|s| s.status == ModuleStatus::Running && s.start_error.is_none());
-    let failed = count(&|s| s.status != ModuleStatus::Running || s.start_error.is_some());
+    let running = count(&|s| is_clean(s));
+    let failed: Vec<String> = resolver
+        .installed()
+        .into_iter()
+        .map(|i| i.short)
+        .filter(|short| {
+            out.iter().any(|b| matches!(b, Booted::Started(s) if &s.short == short && !is_clean(s)))
+        })
+        .collect();
     let skipped = out.iter().filter(|b| matches!(b, Booted::Skipped)).count();
     if *phase.borrow() == Phase::Running {
-        say(&format!("boot done: {running} running, {failed} with problems, {skipped} skipped."));
+        let names = if failed.is_empty() {
+            String::new()
+        } else {
+            let shown: Vec<_> = failed.iter().take(10).map(|s| crate::text::field(s)).collect();
+            let more =
+                if failed.len() > 10 { format!(" and {} more", failed.len() - 10) } else { String::new() };
+            format!(" ({}{more})", shown.join(", "))
+        };
+        say(&format!(
+            "boot done: {running} running, {} with problems{names}, {skipped} skipped.",
+            failed.len()
+        ));
     } else {
         say("boot abandoned: the hub is shutting down.");
     }
