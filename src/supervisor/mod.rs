@@ -327,7 +327,8 @@ impl Supervisor {
     pub async fn list_measured(&self) -> Vec<ModuleState> {
         let mut list = self.list();
         let ctx = Arc::clone(self.ctx());
-        let measured = tokio::task::spawn_blocking(move || ctx.sample(&ctx.facts)).await.unwrap_or_default();
+        let measured =
+            tokio::task::spawn_blocking(move || ctx.sample(&ctx.facts, None)).await.unwrap_or_default();
         for m in &mut list {
             m.resources = measured.get(&m.short).cloned().filter(|_| m.pid.is_some());
         }
@@ -339,8 +340,10 @@ impl Supervisor {
         let mut state = self.get(short)?;
         if state.pid.is_some() {
             let ctx = Arc::clone(self.ctx());
-            let mut measured =
-                tokio::task::spawn_blocking(move || ctx.sample(&ctx.facts)).await.unwrap_or_default();
+            let owned = short.to_owned();
+            let mut measured = tokio::task::spawn_blocking(move || ctx.sample(&ctx.facts, Some(&owned)))
+                .await
+                .unwrap_or_default();
             state.resources = measured.remove(short);
         }
         Some(state)
@@ -469,7 +472,7 @@ async fn sample_cpu(ctx: std::sync::Weak<Ctx>) {
         if ctx.live_leaders().is_empty() {
             continue;
         }
-        let _ = tokio::task::spawn_blocking(move || ctx.sample(&ctx.facts)).await;
+        let _ = tokio::task::spawn_blocking(move || ctx.sample(&ctx.facts, None)).await;
     }
 }
 

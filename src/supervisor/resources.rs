@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use parachute_process::facts::ProcessFacts;
 use parachute_process::procfs::ProcStat;
-use parachute_process::{Facts, ProcessIdentity};
+use parachute_process::{Facts, HeldPort, ProcessIdentity};
 use serde::{Deserialize, Serialize};
 
 use super::registry::{Ctx, Module, lock};
@@ -188,11 +188,13 @@ pub(crate) struct Measured {
     pub cpu: CpuSample,
 }
 
-/// Measures `tree` now: memory, CPU time and listening ports. `cpu_base` is the baseline
-/// for the percentage.
+/// Measures `tree` now: memory and CPU time; `ports` are the listening sockets already read
+/// for every tree of the sample (one listen-table dump for all), or why they could not be.
+/// `cpu_base` is the baseline for the percentage.
 pub(crate) fn measure(
     facts: &dyn ProcessFacts,
     tree: &[ProcessIdentity],
+    ports: &Result<Vec<HeldPort>, String>,
     uptime: Option<Duration>,
     cpu_base: Option<&CpuSample>,
 ) -> Measured {
@@ -228,15 +230,16 @@ pub(crate) fn measure(
         }
     }
     let pids: Vec<u32> = tree.iter().map(|id| id.pid).collect();
-    let ports = match facts.listening_ports_of(&pids) {
+    let ports = match ports {
         Ok(held) => {
-            let mut ports: Vec<u16> = held.into_iter().map(|h| h.port).collect();
+            let mut ports: Vec<u16> =
+                held.iter().filter(|h| pids.contains(&h.listener.pid)).map(|h| h.port).collect();
             ports.sort_unstable();
             ports.dedup();
             Some(ports)
         }
         Err(e) => {
-            unknown.push(e.to_string());
+            unknown.push(e.clone());
             None
         }
     };
@@ -265,40 +268,72 @@ pub(crate) fn measure(
 }
 
 impl Ctx {
-    /// The tree of `m`'s live child, from `table`: `None` when no child runs.
-    fn tree_of(&self, m: &Module, table: &ProcTable) -> Option<(ProcessIdentity, Vec<ProcessIdentity>)> {
-        let live = m.live()?;
-        let leader = ProcessIdentity { pid: live.handle.pid(), start_ticks: live.start_ticks };
-        let mut extra = lock(&m.escaped).clone();
-        extra.extend(self.tagged_orphans(&m.short));
-        Some((leader, table.tree(leader, &extra)))
+    /// Orphans that came back to the hub (its children that lead no module), by the module
+    /// their tag names: read once per sample, from `table`.
+    fn tagged_orphans_by_module(&self, table: &ProcTable) -> HashMap<String, Vec<ProcessIdentity>> {
+        let mut out: HashMap<String, Vec<ProcessIdentity>> = HashMap::new();
+        let (true, Some(tag)) = (self.config.adopt_orphans, self.config.process_tag.as_deref()) else {
+            return out;
+        };
+        let leaders = self.live_leaders();
+        for &pid in table.children.get(&std::process::id()).into_iter().flatten() {
+            if leaders.contains(&pid) {
+                continue;
+            }
+            if let (Some(short), Some(id)) = (super::statefile::tagged_module(pid, tag), table.identity(pid))
+            {
+                out.entry(short).or_default().push(id);
+            }
+        }
+        out
     }
 
-    /// Measures every module with a live child (one process-table scan for all), records the
-    /// CPU samples, and returns the resources by module. Blocking: reads `/proc`.
-    pub(crate) fn sample(&self, facts: &Facts) -> HashMap<String, Resources> {
-        let modules = self.modules();
+    /// Measures every module with a live child — or only `only` — from one process-table
+    /// scan and one listen-table read for all, records the CPU samples, and returns the
+    /// resources by module. Blocking: reads `/proc`.
+    pub(crate) fn sample(&self, facts: &Facts, only: Option<&str>) -> HashMap<String, Resources> {
+        let modules: Vec<_> = self
+            .modules()
+            .into_iter()
+            .filter(|m| m.live().is_some() && only.is_none_or(|o| o == m.short))
+            .collect();
         let mut out = HashMap::new();
+        if modules.is_empty() {
+            return out;
+        }
         let table = match ProcTable::read(facts.as_ref()) {
             Ok(t) => t,
             Err(e) => {
-                for m in modules.iter().filter(|m| m.live().is_some()) {
+                for m in &modules {
                     out.insert(m.short.clone(), unreadable(&e));
                 }
                 return out;
             }
         };
+        let mut orphans = self.tagged_orphans_by_module(&table);
+        let trees: Vec<(&Module, Vec<ProcessIdentity>, Option<Duration>)> = modules
+            .iter()
+            .filter_map(|m| {
+                let live = m.live()?;
+                let leader = ProcessIdentity { pid: live.handle.pid(), start_ticks: live.start_ticks };
+                let mut extra = lock(&m.escaped).clone();
+                extra.extend(orphans.remove(&m.short).unwrap_or_default());
+                Some((m.as_ref(), table.tree(leader, &extra), Some(live.since.elapsed())))
+            })
+            .collect();
+        let all: Vec<u32> = trees.iter().flat_map(|(_, t, _)| t.iter().map(|id| id.pid)).collect();
+        let ports = facts.listening_ports_of(&all).map_err(|e| e.to_string());
         let mut history = lock(&self.cpu);
         let now = Instant::now();
-        for m in &modules {
-            let Some((_, tree)) = self.tree_of(m, &table) else { continue };
-            let uptime = m.live().map(|l| l.since.elapsed());
-            let measured = measure(facts.as_ref(), &tree, uptime, history.baseline(&m.short, now));
+        for (m, tree, uptime) in trees {
+            let measured = measure(facts.as_ref(), &tree, &ports, uptime, history.baseline(&m.short, now));
             history.record(&m.short, measured.cpu);
             out.insert(m.short.clone(), measured.resources);
         }
-        let shorts: HashSet<&str> = modules.iter().map(|m| m.short.as_str()).collect();
-        history.retain(&shorts);
+        if only.is_none() {
+            let shorts: HashSet<String> = self.modules().iter().map(|m| m.short.clone()).collect();
+            history.retain(&shorts.iter().map(String::as_str).collect());
+        }
         out
     }
 }
