@@ -504,3 +504,22 @@ fn an_oversized_env_file_is_named_with_its_variable_and_size() {
     assert!(text.contains("200011 bytes"), "{text}");
     assert!(text.contains("E2BIG"), "{text}");
 }
+
+/// Each module's cgroup is recorded beside its process group in the state file.
+#[cfg(target_os = "linux")]
+#[test]
+fn each_module_s_cgroup_is_recorded_in_the_state_file() {
+    let h = TestHome::new();
+    h.fixture("cg-mod", free_port(), &[]);
+    let s = Serve::ready(&h, free_port(), &[]);
+    s.wait_err("boot", |l| l.contains("boot done: 1 running"));
+    let pid = s.state(&h, "cg-mod")["pid"].as_u64().unwrap();
+    let raw = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let expected = procfs::parse_cgroup(&raw).expect("a cgroup line");
+    let entry = crate::support::wait_for("the state file entry", Duration::from_secs(20), || {
+        let text = std::fs::read_to_string(h.home().join("hub/run/supervised.json")).ok()?;
+        let doc: serde_json::Value = serde_json::from_str(&text).ok()?;
+        doc["modules"].as_array()?.iter().find(|m| m["pid"].as_u64() == Some(pid)).cloned()
+    });
+    assert_eq!(entry["cgroup"].as_str(), Some(expected.as_str()), "{entry}");
+}

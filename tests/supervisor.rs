@@ -1196,6 +1196,7 @@ async fn the_state_file_lists_live_children_and_leftovers_are_stopped_at_boot() 
             pgid: pid,
             start_ticks: st.start_ticks,
             escaped: Vec::new(),
+            cgroup: None,
         };
         let doc = parachute::supervisor::statefile::StateDoc::now(vec![entry], Vec::new());
         parachute::supervisor::statefile::write(&file, &doc).unwrap();

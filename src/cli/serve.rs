@@ -18,8 +18,9 @@ use crate::supervisor::SupervisorConfig;
 #[command(after_help = "\
 Binds the control API on 127.0.0.1 first (a held port exits 7 naming the holder, with no \
 module started), writes <home>/hub-instance.json and <home>/operator.token (0600, created \
-once), then starts every module of <home>/services.json. SIGTERM or SIGINT stops all \
-modules in parallel within --stop-timeout and exits; a second signal kills them at once.
+once), then starts every module of <home>/services.json. A full or read-only home does not \
+stop it: what cannot be written is said once and retried every few seconds. SIGTERM or SIGINT \
+stops all modules in parallel within --stop-timeout and exits; a second signal kills them at once.
 
 Exit codes: 0 clean shutdown; 1 startup failed; 2 bad flags or PORT; 7 the port is held; \
 8 shutdown was not clean (something had to be SIGKILLed).

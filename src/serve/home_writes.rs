@@ -9,12 +9,14 @@
 //! same policy in its writer (`supervisor::statefile`).
 //!
 //! The serve lock keeps two hubs off one home (the second would stop the first's children
-//! as "leftovers"). The hub locks two things: the home directory itself (an open
-//! directory can be `flock`ed on a read-only or full file system, and it always exists)
-//! and `hub/run/serve.lock` (what older versions lock). When `serve.lock` cannot be created,
-//! the directory lock alone keeps a second hub of this version away; an existing
-//! `serve.lock` is locked through a read-only descriptor, which `flock` allows. The bound
-//! control port is no substitute: two hubs on one home may be given different ports.
+//! as "leftovers"). The hub locks two things: a directory — `hub/run` (0700, so no other
+//! user can open it and hold the lock to keep the hub from starting), or the home itself
+//! when `hub/run` does not exist and cannot be created — and `hub/run/serve.lock` (what
+//! older versions lock). An open directory can be `flock`ed on a read-only or full file
+//! system, so when `serve.lock` cannot be created the directory lock alone keeps a second
+//! hub of this version away; an existing `serve.lock` is locked through a read-only
+//! descriptor, which `flock` allows. The bound control port is no substitute: two hubs on
+//! one home may be given different ports.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -60,16 +62,20 @@ fn try_lock(file: File, path: &Path) -> Try {
     }
 }
 
+/// Creates `dir` (and its parents) mode 0700: the hub's run state (pids, locks, the
+/// cutover journal) is private.
+fn create_private_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))
+}
+
 /// Opens (creating it, and its 0700 directory, when possible) and locks `serve.lock`.
 fn lock_file(path: &Path) -> Try {
-    let mut create_error = None;
-    if let Some(dir) = path.parent() {
-        // 0700: the hub's run state (pids, locks, the cutover journal) is private.
-        use std::os::unix::fs::DirBuilderExt;
-        if let Err(e) = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
-            create_error = Some(format!("cannot create {}: {e}", dir.display()));
-        }
-    }
+    let mut create_error = path.parent().and_then(|dir| create_private_dir(dir).err());
     if create_error.is_none() {
         match std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path) {
             Ok(f) => return try_lock(f, path),
@@ -100,17 +106,19 @@ fn another_hub(home: &Home) -> String {
 /// when neither can be taken at all. `Ok((lock, Some(why)))`: the home directory is locked
 /// but `serve.lock` could not be created (`why`); [`HomeWrites`] keeps trying.
 pub fn lock_home(home: &Home) -> Result<(HomeLock, Option<String>), String> {
-    let root = home.root();
-    let dir = match File::open(root) {
-        Ok(f) => try_lock(f, root),
-        Err(e) => Try::Unavailable(format!("cannot open {}: {e}", root.display())),
+    let path = lock_path(home);
+    let run = path.parent().unwrap_or(home.root());
+    let _ = create_private_dir(run);
+    let locked_dir = if run.is_dir() { run } else { home.root() };
+    let dir = match File::open(locked_dir) {
+        Ok(f) => try_lock(f, locked_dir),
+        Err(e) => Try::Unavailable(format!("cannot open {}: {e}", locked_dir.display())),
     };
     let dir = match dir {
         Try::Held(f) => Ok(f),
         Try::Busy => return Err(another_hub(home)),
         Try::Unavailable(why) => Err(why),
     };
-    let path = lock_path(home);
     match (lock_file(&path), dir) {
         (Try::Busy, _) => Err(another_hub(home)),
         (Try::Held(file), dir) => {
@@ -142,9 +150,9 @@ impl HomeWrites {
     /// `serve.lock` could not be created (`why`).
     pub fn lock_failed(&mut self, why: &str) {
         say(&format!(
-            "{why}: running without the serve lock file — this hub holds the lock on the home directory {} \
-             instead, which keeps a second `parachute serve` of this version off this home (an older version \
-             checks only serve.lock). Retrying every {}s.",
+            "{why}: running without the serve lock file — this hub holds the lock on its directory \
+             instead, which keeps a second `parachute serve` of this version off the home {} (an older \
+             version checks only serve.lock). Retrying every {}s.",
             self.home.root().display(),
             RETRY_EVERY.as_secs()
         ));

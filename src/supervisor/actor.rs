@@ -394,6 +394,7 @@ impl Actor {
         self.module.set_live(Some(Live {
             handle: child.handle(),
             start_ticks,
+            cgroup: procfs::cgroup(pid),
             since: std::time::Instant::now(),
         }));
         self.spawn_seq += 1;

@@ -99,6 +99,7 @@ impl Ctx {
                     pgid: pid,
                     start_ticks: l.start_ticks,
                     escaped: lock(&m.escaped).clone(),
+                    cgroup: l.cgroup.clone(),
                 })
             })
             .collect();
@@ -211,6 +212,8 @@ fn escapees_of(leader: u32) -> Vec<ProcessIdentity> {
 pub(crate) struct Live {
     pub handle: ChildHandle,
     pub start_ticks: u64,
+    /// Its cgroup at spawn (Linux).
+    pub cgroup: Option<String>,
     /// When it was spawned.
     pub since: std::time::Instant,
 }

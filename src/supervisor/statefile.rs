@@ -1,7 +1,7 @@
 //! The runtime state file: every process this supervisor's modules have, with enough
 //! identity to prove it after the supervisor itself was killed (R7d).
 //!
-//! `{bootId, hubStartTicks, modules: [{short, pid, pgid, start_ticks, escaped}]}`. On Linux
+//! `{bootId, hubStartTicks, modules: [{short, pid, pgid, start_ticks, escaped, cgroup}]}`. On Linux
 //! a module's leader dies with the supervisor (`PR_SET_PDEATHSIG`), but nothing else of
 //! its group does, and a descendant that left the group (a `setsid`/daemonizing wrapper)
 //! is in no group of ours at all. [`adopt_leftovers`] runs at boot, before any module
@@ -48,6 +48,11 @@ pub struct StateEntry {
     /// each by identity.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub escaped: Vec<ProcessIdentity>,
+    /// The leader's cgroup at spawn (Linux; `/proc/<pid>/cgroup`), for the operator and for
+    /// tools. Recorded, not acted on: a module shares the hub's cgroup (the hub unit
+    /// delegates none), which the service manager already empties when the hub dies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
 }
 
 /// The whole file.
@@ -511,7 +516,7 @@ mod tests {
     use super::*;
 
     fn entry(short: &str, pid: u32, pgid: u32, start_ticks: u64) -> StateEntry {
-        StateEntry { short: short.into(), pid, pgid, start_ticks, escaped: Vec::new() }
+        StateEntry { short: short.into(), pid, pgid, start_ticks, escaped: Vec::new(), cgroup: None }
     }
 
     #[test]

@@ -181,6 +181,44 @@ pub fn stat(pid: u32) -> Option<ProcStat> {
     host_ref().stat(pid).ok().flatten()
 }
 
+/// The cgroup `pid` is in: the unified (v2) path, else the v1 `name=systemd` one. `None`
+/// where there are no cgroups (macOS) or the file cannot be read. Read directly rather than
+/// through the facts layer: it is a Linux-only fact, recorded, never acted on.
+pub fn cgroup(pid: u32) -> Option<String> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::io::Read;
+        let mut text = String::new();
+        // A few lines per hierarchy; a bounded read all the same.
+        std::fs::File::open(format!("/proc/{pid}/cgroup"))
+            .ok()?
+            .take(16 * 1024)
+            .read_to_string(&mut text)
+            .ok()?;
+        parse_cgroup(&text)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = pid;
+        None
+    }
+}
+
+/// The path of `/proc/<pid>/cgroup`'s unified line (`0::/path`), else of the
+/// `name=systemd` hierarchy.
+pub fn parse_cgroup(text: &str) -> Option<String> {
+    let path_of = |prefix: &str| {
+        text.lines().find_map(|l| l.strip_prefix(prefix)).map(str::to_owned).filter(|p| p.starts_with('/'))
+    };
+    path_of("0::").or_else(|| {
+        text.lines().find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, ctrl, path) = (parts.next()?, parts.next()?, parts.next()?);
+            (ctrl == "name=systemd" && path.starts_with('/')).then(|| path.to_owned())
+        })
+    })
+}
+
 /// The command line of `pid`, arguments joined by spaces. `None` if unreadable or empty
 /// (kernel threads, zombies).
 pub fn cmdline(pid: u32) -> Option<String> {
@@ -349,6 +387,17 @@ pub(crate) fn parse_hex_addr(hex: &str, v6: bool) -> Option<IpAddr> {
 mod tests {
     use super::*;
     use std::net::{Ipv4Addr, Ipv6Addr};
+
+    #[test]
+    fn cgroup_prefers_the_unified_line_then_the_systemd_hierarchy() {
+        let hybrid = "9:name=systemd:/user.slice/u.service\n4:memory:/m\n0::/system.slice/hub.service\n";
+        assert_eq!(parse_cgroup(hybrid).as_deref(), Some("/system.slice/hub.service"));
+        assert_eq!(parse_cgroup("12:name=systemd:/a/b\n3:cpu:/c\n").as_deref(), Some("/a/b"));
+        assert_eq!(parse_cgroup("3:cpu:/c\n"), None);
+        assert_eq!(parse_cgroup(""), None);
+        #[cfg(target_os = "linux")]
+        assert!(cgroup(std::process::id()).is_some_and(|p| p.starts_with('/')));
+    }
 
     #[test]
     fn stat_comm_with_spaces_and_parens() {
