@@ -225,9 +225,16 @@ pub struct Spawner {
     tx: mpsc::Sender<Request>,
 }
 
-struct Request {
-    spec: SpawnSpec,
-    reply: oneshot::Sender<Result<Forked, SpawnError>>,
+enum Request {
+    Spawn {
+        spec: SpawnSpec,
+        reply: oneshot::Sender<Result<Forked, SpawnError>>,
+    },
+    /// Replace this process's image ([`Spawner::exec`]); answered only if `execve` failed.
+    Exec {
+        spec: SpawnSpec,
+        reply: oneshot::Sender<io::Error>,
+    },
 }
 
 /// What the spawner thread hands back; turned into tokio types on the caller's runtime.
@@ -253,8 +260,15 @@ impl Spawner {
         let (tx, rx) = mpsc::channel::<Request>();
         std::thread::Builder::new().name("parachute-spawner".into()).spawn(move || {
             for req in rx {
-                // If the caller went away, the returned `Forked` is dropped: see its doc.
-                let _ = req.reply.send(fork_child(&req.spec));
+                match req {
+                    // If the caller went away, the returned `Forked` is dropped: see its doc.
+                    Request::Spawn { spec, reply } => {
+                        let _ = reply.send(fork_child(&spec));
+                    }
+                    Request::Exec { spec, reply } => {
+                        let _ = reply.send(exec_self(&spec));
+                    }
+                }
             }
         })?;
         Ok(Self { tx })
@@ -267,11 +281,61 @@ impl Spawner {
         let program = spec.program.clone();
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Request { spec, reply })
+            .send(Request::Spawn { spec, reply })
             .map_err(|_| SpawnError::SpawnerGone { program: program.clone() })?;
         let forked = rx.await.map_err(|_| SpawnError::SpawnerGone { program: program.clone() })??;
         adopt(forked).map_err(|source| SpawnError::Other { program, source })
     }
+
+    /// Replace this whole process's image with `spec` (`execve`: same pid, every other thread
+    /// ends), keeping every child. Returns only if the exec failed; this process then runs on
+    /// unchanged.
+    ///
+    /// Why through the spawner thread: `execve` from any other thread ends the spawner thread
+    /// first, and its ending fires every child's `PR_SET_PDEATHSIG` (SIGKILL) — the exec'ing
+    /// thread itself survives the exec, so only an exec from the thread that forked keeps the
+    /// children alive (`tests/it/reexec.rs` proves both halves).
+    ///
+    /// Descriptors the new image must get have to be cleared of `FD_CLOEXEC` by the caller
+    /// (stdin, stdout and stderr are inherited as they are); `spec.env` is the new image's
+    /// whole environment and `spec.cwd` its working directory. `spec.program` is run as
+    /// given (no `PATH` lookup).
+    pub async fn exec(&self, spec: SpawnSpec) -> io::Error {
+        if let Err(SpawnError::InvalidSpec { reason, .. }) = validate(&spec) {
+            return io::Error::new(io::ErrorKind::InvalidInput, reason);
+        }
+        let gone = || io::Error::other("the spawner thread has stopped; cannot exec");
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Request::Exec { spec, reply }).is_err() {
+            return gone();
+        }
+        rx.await.unwrap_or_else(|_| gone())
+    }
+}
+
+/// Lets `fd` survive an `execve` ([`Spawner::exec`]): clears its `FD_CLOEXEC`.
+pub fn inherit_across_exec(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on a descriptor the borrow proves open.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, flags & !libc::FD_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Runs on the spawner thread only; returns only on failure.
+fn exec_self(spec: &SpawnSpec) -> io::Error {
+    let mut cmd = Command::new(&spec.program);
+    cmd.args(&spec.args).env_clear().envs(spec.env.iter().map(|(k, v)| (k, v)));
+    if let Some(cwd) = &spec.cwd {
+        cmd.current_dir(cwd);
+    }
+    cmd.exec()
 }
 
 fn adopt(mut forked: Forked) -> io::Result<Spawned> {

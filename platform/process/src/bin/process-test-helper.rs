@@ -8,6 +8,12 @@
 //!   other test if the test binary did it) and check `reap_untracked_zombies`; prints
 //!   `SUBREAPER-OK` when every check held, panics (non-zero exit) otherwise.
 //!
+//! - `exec-spawner` / `exec-main`: spawn a child that exits 7 on SIGTERM, then replace this
+//!   process's image with `after-exec` — through [`Spawner::exec`] (the spawner thread) or
+//!   from the main thread. `after-exec` (same pid) sends the child SIGTERM, reaps it and
+//!   prints `CHILD-EXIT code=<c> signal=<s>`: code 7 if the child survived the exec, signal 9
+//!   if PR_SET_PDEATHSIG killed it.
+//!
 //! Not a product binary: nothing installs or packages it.
 
 use std::collections::HashSet;
@@ -36,8 +42,13 @@ fn main() {
             set_child_subreaper().expect("PR_SET_CHILD_SUBREAPER");
             rt.block_on(subreaper());
         }
+        "exec-spawner" => rt.block_on(exec_keeping_children(true)),
+        "exec-main" => rt.block_on(exec_keeping_children(false)),
+        "after-exec" => after_exec(),
         other => {
-            eprintln!("process-test-helper: unknown role {other:?} (expected pdeathsig or subreaper)");
+            eprintln!(
+                "process-test-helper: unknown role {other:?} (expected pdeathsig, subreaper or exec-*)"
+            );
             std::process::exit(2);
         }
     }
@@ -99,4 +110,49 @@ async fn subreaper() {
     assert!(!reaped.iter().any(|(p, _)| *p == other_pid), "stole a tracked child's status: {reaped:?}");
     assert_eq!(other.wait().expect("wait other").code(), Some(5), "its own waiter still gets the status");
     println!("SUBREAPER-OK");
+}
+
+async fn exec_keeping_children(through_spawner: bool) {
+    use std::os::unix::process::CommandExt;
+    let spawner = Spawner::new().expect("spawner thread");
+    let spec = SpawnSpec::new("sh")
+        .arg("-c")
+        .arg("trap 'exit 7' TERM; echo up; while :; do sleep 0.05; done")
+        .env("PATH", PATH);
+    let mut s = within("spawn", spawner.spawn(spec)).await.expect("spawn sh");
+    // The trap is installed once the child said so: a SIGTERM from `after-exec` is then never
+    // the default action.
+    let mut up = String::new();
+    within(
+        "the child's first line",
+        tokio::io::AsyncBufReadExt::read_line(&mut tokio::io::BufReader::new(&mut s.stdout), &mut up),
+    )
+    .await
+    .expect("read");
+    assert_eq!(up.trim(), "up");
+    let pid = s.child.pid();
+    // Not reaped by this image: the next one does it.
+    std::mem::forget(s);
+    let me = std::env::current_exe().expect("current_exe");
+    let err = if through_spawner {
+        let next = SpawnSpec::new(&me).arg("after-exec").arg(pid.to_string()).env("PATH", PATH);
+        spawner.exec(next).await
+    } else {
+        std::process::Command::new(&me).args(["after-exec", &pid.to_string()]).exec()
+    };
+    panic!("exec failed: {err}");
+}
+
+fn after_exec() {
+    let pid: libc::pid_t = std::env::args().nth(2).expect("the child's pid").parse().expect("a pid");
+    // SAFETY: plain syscalls on a pid that is our own unreaped child (alive or a zombie).
+    let status = unsafe {
+        libc::kill(pid, libc::SIGTERM);
+        let mut status = 0;
+        assert_eq!(libc::waitpid(pid, &mut status, 0), pid, "the child is still ours after the exec");
+        status
+    };
+    let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -1 };
+    let signal = if libc::WIFSIGNALED(status) { libc::WTERMSIG(status) } else { 0 };
+    println!("CHILD-EXIT code={code} signal={signal}");
 }

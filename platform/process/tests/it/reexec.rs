@@ -47,3 +47,36 @@ async fn subreaper_reaps_orphans_but_never_a_tracked_child() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// What `after-exec` said about the child after its parent's image was replaced.
+async fn child_exit_after(role: &str) -> String {
+    let out = within(role, helper(role).stderr(Stdio::piped()).output()).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "helper {role} failed: {}\n--- stdout\n{stdout}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("CHILD-EXIT "))
+        .unwrap_or_else(|| panic!("no CHILD-EXIT in {stdout:?}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn exec_through_the_spawner_keeps_every_child() {
+    assert_eq!(
+        child_exit_after("exec-spawner").await,
+        "code=7 signal=0",
+        "the child got the SIGTERM sent after the exec"
+    );
+}
+
+/// The other half, so the test above can fail: an exec from any other thread ends the
+/// spawner thread, and PR_SET_PDEATHSIG kills its children.
+#[tokio::test]
+async fn exec_from_another_thread_kills_the_children() {
+    assert_eq!(child_exit_after("exec-main").await, "code=-1 signal=9");
+}
