@@ -364,3 +364,57 @@ fn as_pid_1_orphans_are_reaped_and_sigterm_exits_cleanly() {
     assert_eq!(st.code(), Some(0), "{}", s.stderr());
     assert!(t.elapsed() < Duration::from_secs(8), "took {:?}", t.elapsed());
 }
+
+/// `serve --check-handover FD` (issue 17's dry run), with the document on descriptor 9.
+fn check_handover(doc: &[u8]) -> std::process::Output {
+    use std::io::{Seek, Write};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let mut file = tempfile::tempfile().unwrap();
+    file.write_all(doc).unwrap();
+    file.rewind().unwrap();
+    let raw = file.as_raw_fd();
+    let mut cmd = crate::support::parachute();
+    cmd.args(["serve", "--check-handover", "9"]);
+    // SAFETY: dup2 only (async-signal-safe); the copy on 9 is not close-on-exec.
+    unsafe {
+        cmd.pre_exec(
+            move || if libc::dup2(raw, 9) < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) },
+        );
+    }
+    cmd.output().unwrap()
+}
+
+fn handover_doc(version: u32) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "version": version, "hubPid": std::process::id(), "bootId": "b", "instance": "n",
+        "listenerFd": 3, "port": 1939, "fromBuild": "old",
+        "modules": [{"short": "vault", "leader": {"pid": 1, "start_ticks": 1}, "stdoutFd": 4, "stderrFd": 5, "nextSeq": 7}]
+    }))
+    .unwrap()
+}
+
+#[test]
+fn check_handover_accepts_its_format_and_refuses_others_with_the_reason() {
+    let ok = check_handover(&handover_doc(1));
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        out.contains(&format!("can take over hub {}", std::process::id())) && out.contains("1 module(s)"),
+        "{out}"
+    );
+
+    let newer = check_handover(&handover_doc(99));
+    assert_eq!(newer.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&newer.stderr);
+    assert!(err.contains("format version 99"), "{err}");
+
+    let garbage = check_handover(b"{\"version\": 1, \"modules\": 3}");
+    assert_eq!(garbage.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&garbage.stderr).contains("malformed"));
+
+    // Nothing on the descriptor: a reason, not a panic.
+    let none = crate::support::parachute().args(["serve", "--check-handover", "9"]).output().unwrap();
+    assert_eq!(none.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&none.stderr).contains("cannot read the hand-over document"));
+}

@@ -70,10 +70,29 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = crate::logfile::DEFAULT_BACKUPS,
           value_parser = clap::value_parser!(u32).range(..=i64::from(crate::logfile::MAX_BACKUPS)), requires = "log_file")]
     pub log_backups: u32,
+    /// The in-place upgrade's dry run (issue 17), run by the hub on a new binary before it
+    /// execs it: read the hand-over document on descriptor FD, check this binary can take
+    /// over (format version, written by its parent hub), print one line and exit 0 — or
+    /// exit 1 with the reason. Starts nothing.
+    #[arg(long, value_name = "FD", hide = true)]
+    pub check_handover: Option<i32>,
 }
 
 /// Runs `serve`.
 pub fn run(args: Args, env: &HostEnv) -> Code {
+    if let Some(fd) = args.check_handover {
+        let parent = u32::try_from(nix::unistd::getppid().as_raw()).unwrap_or(0);
+        return match serve::handover::check(fd, parent) {
+            Ok(summary) => {
+                println!("{summary}");
+                Code::Success
+            }
+            Err(e) => {
+                eprintln!("parachute serve --check-handover: {e}");
+                Code::Failure
+            }
+        };
+    }
     let home = match resolve_home(&args.home, env) {
         Ok(h) => h,
         Err(c) => return c,
@@ -121,8 +140,10 @@ pub fn run(args: Args, env: &HostEnv) -> Code {
         inherited_path: env.get("PATH").unwrap_or("/usr/local/bin:/usr/bin:/bin").to_owned(),
         user_home: super::host::own_home(env),
         extra_path: env.get("PARACHUTE_EXTRA_PATH").map(str::to_owned),
+        // The hand-over descriptor of an in-place upgrade is the hub's own business.
         base_env: env
             .vars()
+            .filter(|(k, _)| k.as_os_str() != serve::handover::FD_ENV)
             .filter_map(|(k, v)| Some((k.to_str()?.to_owned(), v.to_str()?.to_owned())))
             .collect(),
     };
