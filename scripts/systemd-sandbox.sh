@@ -28,7 +28,8 @@
 #
 # Environment knobs: SANDBOX_OWNER_PID, SANDBOX_START_TIMEOUT (s, default 30),
 # SANDBOX_STOP_TIMEOUT (s, default 20), SANDBOX_OWN_DBUS_UNITS=1 (write our own
-# dbus.socket/dbus.service even if the OS ships them).
+# dbus.socket/dbus.service even if the OS ships them), SANDBOX_JOURNAL_NO_RATE_LIMIT=1
+# (journald's RateLimitIntervalSec=0: for throughput benchmarks).
 #
 # Requires root (creating cgroups in the name=systemd tree and mounting need it); the
 # manager runs as root, i.e. as user@0.service.
@@ -169,8 +170,8 @@ EOF
 # stays one file.
 read -r -d '' INNER <<'INNER_EOF' || true
 set -euo pipefail
-d=$1 mcg=$2 jcg=$3 systemd_bin=$4 journald_bin=$5 persistent=$6
-shift 6
+d=$1 mcg=$2 jcg=$3 systemd_bin=$4 journald_bin=$5 persistent=$6 nolimit=$7
+shift 7
 # On a real host /run is a mount of its own. Where it is not (a microVM whose root holds
 # /run), systemd 252 mounts a fresh tmpfs over it for units with API file-system options
 # (ProtectControlGroups=, ProtectProc=, ...), and the journal's sockets vanish from their
@@ -200,6 +201,13 @@ ForwardToConsole=no
 ForwardToWall=no
 ReadKMsg=no
 EOF
+# journald applies a unit's LogRateLimitIntervalSec= only for system units (it reads it
+# from /run/systemd/units/, which a user manager does not write): under this sandbox's
+# user manager every unit gets journald's default limit. A throughput benchmark turns it
+# off here (SANDBOX_JOURNAL_NO_RATE_LIMIT=1); docs/benchmarks.md says why.
+if [[ $nolimit == 1 ]]; then
+    printf 'RateLimitIntervalSec=0\n' >>/run/systemd/journald.conf.d/zz-systemd-sandbox.conf
+fi
 # journald in a sibling cgroup (the manager's root stays free of foreign processes).
 (
     for p in "${@}"; do echo "$BASHPID" >"$p$jcg/cgroup.procs"; done
@@ -290,7 +298,7 @@ EOF
 
     # stdio to files: a caller reading our stdout must see EOF when we exit.
     setsid unshare --mount --propagation slave -- bash -c "$INNER" inner \
-        "$dir" "$mcg" "$jcg" "$systemd_bin" "$journald_bin" "$persistent" "${hs[@]}" \
+        "$dir" "$mcg" "$jcg" "$systemd_bin" "$journald_bin" "$persistent" "${SANDBOX_JOURNAL_NO_RATE_LIMIT:-0}" "${hs[@]}" \
         </dev/null >>"$dir/manager.log" 2>&1 &
 
     local timeout=${SANDBOX_START_TIMEOUT:-30} t0=$SECONDS pid="" state="" owner_ok
