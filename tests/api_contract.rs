@@ -188,6 +188,10 @@ fn upstream_clients_read_running_crashed_unbound_and_missing_modules_right() {
     assert_eq!(health["status"], "ok");
     assert_eq!(health["service"], "parachute-hub");
     assert_eq!(health["version"], env!("CARGO_PKG_VERSION"), "this hub's own version");
+    // The running image's build id (ours; not upstream's): what tells builds apart across an
+    // in-place upgrade, which keeps pid and nonce.
+    #[cfg(target_os = "linux")]
+    assert!(health["buildId"].as_str().is_some_and(|id| id.len() >= 16), "{health}");
     assert_eq!(health["db"], "unconfigured", "no database, and not a fault: {health}");
     assert!(!health["db"].as_str().unwrap().starts_with("error:"));
     assert_eq!(health["instance"], h.instance().unwrap()["instance"], "the nonce of hub-instance.json");

@@ -4,7 +4,7 @@
 //! `Allow`, checked before auth; unknown paths are 404 `not_found`):
 //!
 //! ```text
-//! GET  /health                          open: {status, service, instance, pid, port, version, db, startedAt, modules:{running,total}}
+//! GET  /health                          open: {status, service, instance, pid, port, version, buildId, db, startedAt, modules:{running,total}}
 //! GET  /livez                           open: 200 while the serve loop ticks, else 500 (see `probes`)
 //! GET  /readyz                          open: 200 when every module is up, else 503 {ready, reasons}
 //! GET  /api/ready                       open: upstream's {ready, ready_modules, transient_modules, persistent_modules}
@@ -213,6 +213,7 @@ async fn health(State(s): State<Shared>) -> Response {
         pid: s.instance.pid,
         port: s.instance.port,
         version: env!("CARGO_PKG_VERSION").to_owned(),
+        build_id: crate::serve::build_id::current().map(str::to_owned),
         db: "unconfigured".to_owned(),
         started_at: crate::rfc3339::format(s.instance.started_at),
         modules: ModuleCounts { running, total: modules.len() },

@@ -22,6 +22,10 @@ pub struct Health {
     /// client comparing it with its own version learns whether this hub is the build it
     /// ships with (an upstream client never finds it equal; see docs/api.md).
     pub version: String,
+    /// The answering image's GNU build id (hex; `null` when it has none, as on macOS): an
+    /// in-place upgrade keeps the pid and the nonce, and this tells the builds apart.
+    #[serde(rename = "buildId")]
+    pub build_id: Option<String>,
     /// Upstream's database health: this hub has no database, so always `"unconfigured"`
     /// (upstream's own value for that case, which its clients do not count as a fault).
     #[serde(default)]

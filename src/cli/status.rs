@@ -569,6 +569,7 @@ mod tests {
             pid: 10,
             port: 1939,
             version: "0.1.0".into(),
+            build_id: None,
             db: "unconfigured".into(),
             started_at: "2025-01-01T00:00:00Z".into(),
             modules: ModuleCounts { running: 1, total: 2 },

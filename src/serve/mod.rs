@@ -23,6 +23,7 @@
 
 pub mod bind;
 pub mod boot;
+pub mod build_id;
 pub mod handover;
 pub mod home_writes;
 pub mod limits;
