@@ -75,3 +75,21 @@ fn grandchild_holds_the_port_after_the_parent_exits() {
         std::net::TcpStream::connect(("127.0.0.1", port)).ok()
     });
 }
+
+#[test]
+fn ticks_count_up_without_a_gap() {
+    let mut child = Command::new(fixture_bin())
+        .args(["--no-listen", "--tick-ms", "1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ticks: Vec<String> = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map(Result::unwrap)
+        .filter(|l| l.starts_with("tick "))
+        .take(20)
+        .collect();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(ticks, (0..20).map(|n| format!("tick {n}")).collect::<Vec<_>>());
+}

@@ -13,7 +13,12 @@
 //!                   [--spawn-sleeper] [--fake-hub NONCE] [--hold-connections N]
 //!                   [--setsid-holds-port] [--daemonize-holds-port]
 //!                   [--child-holds-mb MB [--child-port N] [--child-setsid]] [--busy]
+//!                   [--tick-ms MS]
 //! ```
+//!
+//! `--tick-ms MS` prints `tick <n>` (n = 0, 1, 2, …) every MS milliseconds for as long as it
+//! runs, so a reader of its log can tell whether any line went missing across an event
+//! (issue 17: a hub upgrade must lose none).
 //!
 //! `--child-holds-mb MB` starts a child that allocates MB MiB, writes to every page (so it is
 //! resident, not just reserved), prints `holder pid=<pid> mb=<MB>` and stays; with
@@ -74,6 +79,7 @@ struct Opts {
     long_line: Option<usize>,
     chatty_bytes: Option<u64>,
     chatty_seq: bool,
+    tick_ms: Option<u64>,
     print_env: Vec<String>,
     pidfile: Option<String>,
     spawn_sleeper: bool,
@@ -130,6 +136,7 @@ fn parse() -> Result<Opts, String> {
             "--long-line" => o.long_line = Some(num(&val(&a)?)? as usize),
             "--chatty-bytes" => o.chatty_bytes = Some(num(&val(&a)?)?),
             "--chatty-seq" => o.chatty_seq = true,
+            "--tick-ms" => o.tick_ms = Some(num(&val(&a)?)?),
             "--print-env" => o.print_env.push(val(&a)?),
             "--pidfile" => o.pidfile = Some(val(&a)?),
             "--spawn-sleeper" => o.spawn_sleeper = true,
@@ -276,6 +283,14 @@ fn main() {
             left -= k;
         }
         let _ = out.flush();
+    }
+    if let Some(ms) = o.tick_ms {
+        std::thread::spawn(move || {
+            for n in 0u64.. {
+                say!("tick {n}");
+                std::thread::sleep(Duration::from_millis(ms));
+            }
+        });
     }
     if let Some(total) = o.chatty_bytes {
         let line = [b"chatty ".as_slice(), &[b'y'; 92], b"\n"].concat();
