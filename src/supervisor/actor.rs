@@ -511,8 +511,13 @@ impl Actor {
         self.cancel_watchers();
         let cur = self.cur.take()?;
         // The tree is intact only while the leader lives: record who left the group now.
-        let ctx = Arc::clone(&self.ctx);
-        let _ = tokio::task::spawn_blocking(move || ctx.track_descendants()).await;
+        // At shutdown the supervisor has already walked every module's tree once, before
+        // asking any actor to stop: one walk instead of one per module (each walk covers
+        // all modules, so per-actor walks made a 50-module stop quadratic).
+        if !self.ctx.closing.load(Ordering::SeqCst) {
+            let ctx = Arc::clone(&self.ctx);
+            let _ = tokio::task::spawn_blocking(move || ctx.track_descendants()).await;
+        }
         let _ = cur.child.signal_group(Signal::Term);
         let mut escalated = false;
         if tokio::time::timeout(kt, cur.child.exited()).await.is_err() {

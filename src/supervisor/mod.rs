@@ -366,6 +366,10 @@ impl Supervisor {
     pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
         self.ctx().closing.store(true, Ordering::SeqCst);
         let modules = self.ctx().modules();
+        // Who left each module's group, recorded while the leaders live (the actors skip
+        // their own walk once `closing` is set).
+        let ctx = Arc::clone(self.ctx());
+        let _ = tokio::task::spawn_blocking(move || ctx.track_descendants()).await;
         // The actors escalate at `deadline` themselves; this outer bound only catches an
         // actor that could not (a child stuck in uninterruptible sleep).
         let until = tokio::time::Instant::now() + deadline + parachute_process::KILL_WAIT;
