@@ -338,6 +338,68 @@ fn exec_self(spec: &SpawnSpec) -> io::Error {
     cmd.exec()
 }
 
+impl Spawned {
+    /// Takes back a child this process started before it replaced its own image
+    /// ([`Spawner::exec`]): `leader` by identity, with its stdout and stderr pipe read ends
+    /// and, if it still has one, its pidfd — all inherited across the exec.
+    ///
+    /// Refused (`InvalidInput`, nothing signalled, the descriptors closed) unless `leader`
+    /// is still that very process (pid and start time), alive, and a child of this process:
+    /// only then can its pid not be reused under us, since we have not reaped it. Must be
+    /// called inside a tokio runtime.
+    pub fn adopt_inherited(
+        leader: crate::ProcessIdentity,
+        stdout: std::os::fd::OwnedFd,
+        stderr: std::os::fd::OwnedFd,
+        pidfd: Option<std::os::fd::OwnedFd>,
+    ) -> io::Result<Spawned> {
+        // Registered before the check, so a zombie sweep never reaps it in between.
+        let mut leaders = child::leaders();
+        let fresh = leaders.insert(leader.pid);
+        let refuse = |leaders: &mut std::collections::BTreeSet<u32>, why: String| {
+            if fresh {
+                leaders.remove(&leader.pid);
+            }
+            Err(io::Error::new(io::ErrorKind::InvalidInput, why))
+        };
+        let me = std::process::id();
+        match crate::procfs::stat(leader.pid) {
+            None => return refuse(&mut leaders, format!("process {} is gone", leader.pid)),
+            Some(st) if st.start_ticks != leader.start_ticks => {
+                return refuse(&mut leaders, format!("pid {} now names another process", leader.pid));
+            }
+            Some(st) if st.ppid != me => {
+                return refuse(
+                    &mut leaders,
+                    format!("process {} is not a child of this process", leader.pid),
+                );
+            }
+            // Alive, or a zombie that is still ours to reap (the exit watch sees it at once).
+            Some(_) => {}
+        }
+        drop(leaders);
+        #[cfg(target_os = "linux")]
+        let child = {
+            let pidfd = match pidfd {
+                Some(fd) => Some(fd),
+                // Our unreaped child: the pid cannot have been reused.
+                None => crate::sys::pidfd_open(leader.pid).ok(),
+            };
+            GroupChild::from_forked(leader.pid, pidfd)?
+        };
+        #[cfg(not(target_os = "linux"))]
+        let child = {
+            drop(pidfd);
+            GroupChild::from_forked(leader.pid)?
+        };
+        Ok(Spawned {
+            child,
+            stdout: ChildStdout::from_std(std::process::ChildStdout::from(stdout))?,
+            stderr: ChildStderr::from_std(std::process::ChildStderr::from(stderr))?,
+        })
+    }
+}
+
 fn adopt(mut forked: Forked) -> io::Result<Spawned> {
     #[expect(clippy::zombie_processes, reason = "the GroupChild built from its pid reaps it")]
     let mut std_child = forked.child.take().expect("a Forked is adopted once");

@@ -14,6 +14,11 @@
 //!   prints `CHILD-EXIT code=<c> signal=<s>`: code 7 if the child survived the exec, signal 9
 //!   if PR_SET_PDEATHSIG killed it.
 //!
+//! - `exec-adopt`: as `exec-spawner`, but hands the child's stdout and stderr pipes over
+//!   (`FD_CLOEXEC` cleared) to `after-adopt`, which takes the child back with
+//!   `Spawned::adopt_inherited`, sends it SIGTERM, reads the line it prints on the way out
+//!   through the inherited pipe and reaps it: `ADOPTED code=7 line=bye`.
+//!
 //! Not a product binary: nothing installs or packages it.
 
 use std::collections::HashSet;
@@ -45,6 +50,8 @@ fn main() {
         "exec-spawner" => rt.block_on(exec_keeping_children(true)),
         "exec-main" => rt.block_on(exec_keeping_children(false)),
         "after-exec" => after_exec(),
+        "exec-adopt" => rt.block_on(exec_handing_over_pipes()),
+        "after-adopt" => rt.block_on(after_adopt()),
         other => {
             eprintln!(
                 "process-test-helper: unknown role {other:?} (expected pdeathsig, subreaper or exec-*)"
@@ -155,4 +162,69 @@ fn after_exec() {
     let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -1 };
     let signal = if libc::WIFSIGNALED(status) { libc::WTERMSIG(status) } else { 0 };
     println!("CHILD-EXIT code={code} signal={signal}");
+}
+
+async fn exec_handing_over_pipes() {
+    use std::os::fd::{AsFd, AsRawFd};
+    let spawner = Spawner::new().expect("spawner thread");
+    let spec = SpawnSpec::new("sh")
+        .arg("-c")
+        .arg("trap 'echo bye; exit 7' TERM; echo up; while :; do sleep 0.05; done")
+        .env("PATH", PATH);
+    let mut s = within("spawn", spawner.spawn(spec)).await.expect("spawn sh");
+    // Read "up" byte by byte: nothing after it may be left in a buffer of this image.
+    let mut up = Vec::new();
+    while !up.ends_with(b"\n") {
+        let mut b = [0u8; 1];
+        within("the child's first line", tokio::io::AsyncReadExt::read_exact(&mut s.stdout, &mut b))
+            .await
+            .expect("read");
+        up.push(b[0]);
+    }
+    assert_eq!(up, b"up\n");
+    let id = procfs::identity(s.child.pid()).expect("child identity");
+    let out = s.stdout.into_owned_fd().expect("stdout fd");
+    let err = s.stderr.into_owned_fd().expect("stderr fd");
+    for fd in [&out, &err] {
+        parachute_process::inherit_across_exec(fd.as_fd()).expect("clear FD_CLOEXEC");
+    }
+    let (o, e) = (out.as_raw_fd(), err.as_raw_fd());
+    // The next image owns them (and the child); this one must not close or reap them.
+    std::mem::forget((out, err, s.child));
+    let me = std::env::current_exe().expect("current_exe");
+    let next = SpawnSpec::new(&me)
+        .args([
+            "after-adopt".to_owned(),
+            id.pid.to_string(),
+            id.start_ticks.to_string(),
+            o.to_string(),
+            e.to_string(),
+        ])
+        .env("PATH", PATH);
+    let err = spawner.exec(next).await;
+    panic!("exec failed: {err}");
+}
+
+async fn after_adopt() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use tokio::io::AsyncBufReadExt;
+    let a: Vec<String> = std::env::args().skip(2).collect();
+    let num = |i: usize| a[i].parse::<u64>().expect("a number");
+    let id = procfs::ProcessIdentity { pid: num(0) as u32, start_ticks: num(1) };
+    // SAFETY: descriptors the previous image left open for exactly this.
+    let (out, err) = unsafe { (OwnedFd::from_raw_fd(num(2) as i32), OwnedFd::from_raw_fd(num(3) as i32)) };
+
+    // A wrong identity is refused, whatever the pid.
+    let wrong = procfs::ProcessIdentity { pid: id.pid, start_ticks: id.start_ticks + 1 };
+    let dup = |fd: &OwnedFd| fd.try_clone().expect("dup");
+    assert!(parachute_process::Spawned::adopt_inherited(wrong, dup(&out), dup(&err), None).is_err());
+
+    let s = parachute_process::Spawned::adopt_inherited(id, out, err, None).expect("adopt the child");
+    s.child.signal(parachute_process::Signal::Term).expect("SIGTERM");
+    let mut line = String::new();
+    within("the child's last line", tokio::io::BufReader::new(s.stdout).read_line(&mut line))
+        .await
+        .expect("read");
+    let exit = within("reap", s.child.reap(Duration::from_secs(5))).await;
+    println!("ADOPTED code={} line={}", exit.code.unwrap_or(-1), line.trim());
 }

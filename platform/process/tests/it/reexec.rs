@@ -80,3 +80,18 @@ async fn exec_through_the_spawner_keeps_every_child() {
 async fn exec_from_another_thread_kills_the_children() {
     assert_eq!(child_exit_after("exec-main").await, "code=-1 signal=9");
 }
+
+/// The pipes cross the exec too: the new image adopts the child by identity with its
+/// inherited stdout, and reads the line the child prints after the exec.
+#[tokio::test]
+async fn an_adopted_child_keeps_its_pipes_across_the_exec() {
+    let role = "exec-adopt";
+    let out = within(role, helper(role).stderr(Stdio::piped()).output()).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("ADOPTED code=7 line=bye"),
+        "helper failed: {}\n--- stdout\n{stdout}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
