@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Crash-loop soak of `parachute serve`: 5 healthy modules and 5 crash-looping ones
 # (`--max-crashes 1000000 --restart-delay-ms 0`), sampled every 10 s for threads, RSS,
-# descriptors, zombie children and restarts. A healthy hub shows flat columns.
+# descriptors, zombie children and restarts, and a verdict against issue 16: threads and RSS at the
+# end within 10 % of their value after the first minute, no descriptor or zombie growth.
 #   scripts/soak.sh [--duration SECS]   (default 600; e.g. --duration 120 for a quick look)
 # Needs Linux (/proc). Leaves nothing running: the hub is stopped with SIGTERM at the end.
 set -euo pipefail
@@ -72,13 +73,14 @@ def sample():
 
 print(f"home {home}; hub pid {hub.pid}; {duration} s")
 print(f"{'t(s)':>6} {'threads':>8} {'RSS KiB':>9} {'fds':>5} {'zombies':>8} {'children':>9} {'restarts':>9}")
-rows_out = []
+rows_out, times = [], []
 start = time.monotonic()
 try:
     while True:
         t = time.monotonic() - start
         s = sample()
         rows_out.append(s)
+        times.append(t)
         print(f"{t:6.0f} {s[0]:8} {s[1]:9} {s[2]:5} {s[3]:8} {s[4]:9} {s[5]:9}", flush=True)
         if t >= duration or hub.poll() is not None:
             break
@@ -89,9 +91,21 @@ finally:
         rc = hub.wait(30)
     except subprocess.TimeoutExpired:
         hub.kill(); rc = hub.wait()
-first, last = rows_out[min(1, len(rows_out) - 1)], rows_out[-1]
-print(f"hub exit {rc}; threads {first[0]} -> {last[0]} (max {max(r[0] for r in rows_out)}), "
+# Issue 16's criterion: threads and RSS at the end within 10 % of their value after the first
+# minute (the first sample at or after 60 s; for a shorter run, after the first 10 s, and the
+# verdict says so), descriptors no higher, no zombie left between samples.
+base_i = next((i for i, t in enumerate(times) if t >= 60), min(1, len(rows_out) - 1))
+first, last = rows_out[base_i], rows_out[-1]
+print(f"hub exit {rc}; baseline at {times[base_i]:.0f} s: threads {first[0]} -> {last[0]} "
+      f"(max {max(r[0] for r in rows_out)}), "
       f"RSS {first[1]} -> {last[1]} KiB (max {max(r[1] for r in rows_out)}), "
       f"fds {first[2]} -> {last[2]}, zombies max {max(r[3] for r in rows_out)}, "
       f"restarts {last[5]} ({last[5] / max(1, time.monotonic() - start):.1f}/s)")
+# Descriptors and zombies move with the crash timing (a spawn's pipes, a child not reaped yet
+# at the instant of the sample): a leak raises even the lowest of the last three samples.
+tail3 = rows_out[-3:]
+flat = (last[0] <= first[0] * 1.1 and last[1] <= first[1] * 1.1
+        and min(r[2] for r in tail3) <= first[2] and min(r[3] for r in tail3) == 0)
+print(("FLAT" if flat else "NOT FLAT") + " (threads/RSS within 10 % of the baseline, lowest fd count of the last 3 samples no higher, a zombie-free sample among them)"
+      + ("" if times[base_i] >= 60 else "; run shorter than the issue's 10 minutes"))
 PY
