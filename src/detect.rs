@@ -21,6 +21,10 @@ use parachute_manager::{
 };
 use parachute_systemd::{SystemdManager, connect};
 
+/// What `sd_booted(3)` looks for, relative to the filesystem root: a directory that exists
+/// only while systemd is PID 1.
+pub const SYSTEMD_BOOTED_MARKER: &str = "run/systemd/system";
+
 /// What the caller knows about the host, as values.
 #[derive(Debug, Clone, Default)]
 pub struct HostFacts {
@@ -111,7 +115,7 @@ pub fn decide(p: &DetectProbe<'_>) -> Detected {
                 Some(rt) => format!("this is a {rt} container"),
                 None => "not booted with systemd; a container?".to_owned(),
             };
-            Detected::None { why: format!("/run/systemd/system does not exist ({hint})") }
+            Detected::None { why: format!("/{SYSTEMD_BOOTED_MARKER} does not exist ({hint})") }
         }
         "linux" if p.bus == Reach::Answered => Detected::Systemd,
         "linux" if p.scope == Scope::System => failed(
@@ -171,7 +175,7 @@ pub async fn backend(facts: &HostFacts, scope: Scope, timeout: Duration) -> Back
     let mut launchd_m = None;
     match facts.os {
         "linux" => {
-            probe.run_systemd_system_exists = facts.root.join("run/systemd/system").is_dir();
+            probe.run_systemd_system_exists = facts.root.join(SYSTEMD_BOOTED_MARKER).is_dir();
             if probe.run_systemd_system_exists {
                 match connect_systemd(facts, scope, timeout).await {
                     Ok(m) => {

@@ -10,6 +10,7 @@ use parachute::hub_unit::hub_unit_spec;
 use parachute::model::home::Home;
 use parachute_manager::{AfterInstall, CrashLoop, Readiness, Scope, ServiceManager, UnitSpec};
 use parachute_systemd::SystemdManager;
+use parachute_systemd::connect::SYSTEM_UNIT_DIR;
 use serde_json::json;
 
 use crate::support::sandbox::Sandbox;
@@ -472,7 +473,7 @@ fn a_hardened_system_unit_runs_python_and_node_modules_as_the_home_owner() {
         &b.parachute(),
     ]);
     assert!(out.status.success(), "{}", crate::support::show(&out));
-    let unit = b.sh("cat /etc/systemd/system/parachute-hub.service");
+    let unit = b.sh(&format!("cat {SYSTEM_UNIT_DIR}/parachute-hub.service"));
     assert!(unit.contains(&format!("User={}\n", u.name)), "{unit}");
     for key in ["ProtectSystem=strict", "PrivateDevices=yes", "CapabilityBoundingSet=\n"] {
         assert!(unit.contains(key), "the strict system profile ({key}):\n{unit}");

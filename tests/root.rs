@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use parachute_systemd::connect::{SYSTEM_UNIT_DIR, USER_UNIT_DIR_IN_HOME};
+
 use crate::support::system_box::{BoxUser, SystemBox};
 use crate::support::{show, wait_for};
 
@@ -51,7 +53,7 @@ fn the_log_symlink_swap_and_a_hub_kill_change_nothing_outside_the_home() {
         &b.parachute(),
     ]);
     assert!(out.status.success(), "{}", show(&out));
-    let unit = b.sh("cat /etc/systemd/system/parachute-hub.service");
+    let unit = b.sh(&format!("cat {SYSTEM_UNIT_DIR}/parachute-hub.service"));
     assert!(unit.contains(&format!("User={}\n", u.name)), "{unit}");
     assert!(unit.contains("StandardOutput=journal\n") && !unit.contains("append:"), "{unit}");
     let first = wait_hub_running(&b, "the hub running", 0);
@@ -180,7 +182,7 @@ fn a_fifo_services_json_lets_preremove_finish_with_a_clear_message() {
     );
     assert_ne!(out.status.code(), Some(124), "preremove hung:\n{}", show(&out));
     assert!(
-        !b.sh("ls /etc/systemd/system").contains("parachute-hub.service"),
+        !b.sh(&format!("ls {SYSTEM_UNIT_DIR}")).contains("parachute-hub.service"),
         "the unit is removed:\n{}",
         show(&out)
     );
@@ -304,7 +306,7 @@ fn sudo_migrate_runs_the_hub_as_the_invoking_user_and_leaves_no_root_file_in_the
         u.uid.to_string(),
         "the hub runs as the user"
     );
-    let unit = b.sh("cat /etc/systemd/system/parachute-hub.service");
+    let unit = b.sh(&format!("cat {SYSTEM_UNIT_DIR}/parachute-hub.service"));
     assert!(
         unit.contains(&format!("User={}\n", u.name)) && unit.contains(&format!("\"--home\" \"{home}\"")),
         "{unit}"
@@ -351,7 +353,7 @@ fn root_hooks_refresh_and_remove_another_users_user_scope_hub() {
         let pid: u32 = user_prop("MainPID").parse().ok()?;
         (pid > 0 && user_prop("ActiveState") == "active").then_some(pid)
     });
-    let unit_file = format!("{}/.config/systemd/user/parachute-hub.service", u.home.display());
+    let unit_file = format!("{}/{USER_UNIT_DIR_IN_HOME}/parachute-hub.service", u.home.display());
 
     // An out-of-date definition (as an older package version would have left it).
     b.sh_as(&u, &format!("sed -i 's/^Description=.*/Description=old hub/' {unit_file}"));
@@ -383,7 +385,7 @@ fn root_hooks_refresh_and_remove_another_users_user_scope_hub() {
 fn root_preremove_removes_a_user_unit_without_a_running_manager_and_says_so() {
     let Some(b) = SystemBox::start("root_user_units_offline") else { return };
     let u = b.new_user("offline");
-    let dir = format!("{}/.config/systemd/user", u.home.display());
+    let dir = format!("{}/{USER_UNIT_DIR_IN_HOME}", u.home.display());
     b.sh_as(&u, &format!("mkdir -p {dir}/default.target.wants && printf '[Service]\\nExecStart=/bin/true\\n' > {dir}/parachute-hub.service && ln -s ../parachute-hub.service {dir}/default.target.wants/parachute-hub.service"));
     let out = b.run(&[&b.parachute(), "preremove"]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();

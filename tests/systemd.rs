@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use parachute::detect::{self, Backend, HostFacts};
+use parachute::detect::{self, Backend, HostFacts, SYSTEMD_BOOTED_MARKER};
 use parachute_manager::{AfterInstall, Change, CrashLoop, Scope, ServiceManager, UnitId, UnitSpec};
 use serde_json::Value;
 
@@ -166,14 +166,14 @@ fn unit_verbs_without_a_manager_exit_4_and_say_why() {
         .env("HOME", tmp.path())
         .output()
         .unwrap();
-    if Path::new("/run/systemd/system").exists() {
+    if Path::new("/").join(SYSTEMD_BOOTED_MARKER).exists() {
         // A host booted with systemd: the user's own manager may answer; nothing to assert.
         return;
     }
     assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
     let v = json_of(&out);
     assert_eq!(v["error"]["kind"], "manager-unavailable");
-    assert!(v["error"]["message"].as_str().unwrap().contains("/run/systemd/system"), "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains(SYSTEMD_BOOTED_MARKER), "{v}");
 }
 
 /// Detection with the root pointed at a directory holding `run/systemd/system`, and the
@@ -199,7 +199,7 @@ async fn detection_picks_systemd_when_booted_and_the_bus_answers() {
         matches!(detect::backend(&facts, Scope::User, t).await, Backend::None(_)),
         "not booted: no systemd"
     );
-    std::fs::create_dir_all(root.path().join("run/systemd/system")).unwrap();
+    std::fs::create_dir_all(root.path().join(SYSTEMD_BOOTED_MARKER)).unwrap();
     let backend = detect::backend(&facts, Scope::User, t).await;
     assert_eq!(backend.kind(), "systemd-user");
     assert_eq!(backend.as_systemd().unwrap().unit_dir(), sb.unit_dir());

@@ -74,7 +74,7 @@ pub fn user_units() -> Vec<UserUnit> {
         if uid == 0 || home.as_os_str().is_empty() || home == Path::new("/") {
             continue;
         }
-        let unit_file = home.join(".config/systemd/user").join(HUB_UNIT);
+        let unit_file = home.join(parachute_systemd::connect::USER_UNIT_DIR_IN_HOME).join(HUB_UNIT);
         // Looked at as that user: a symlink they planted leads nowhere root could go.
         let Ok(_as_owner) = crate::privsep::act_as_owner(&home) else { continue };
         if std::fs::symlink_metadata(&unit_file).is_ok_and(|m| m.file_type().is_file()) {

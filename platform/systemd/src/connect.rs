@@ -22,6 +22,9 @@ const DEFAULT_SYSTEM_BUS: &str = "unix:path=/run/dbus/system_bus_socket";
 /// Where system units are written.
 pub const SYSTEM_UNIT_DIR: &str = "/etc/systemd/system";
 
+/// Where an account's own user units live, relative to its home (systemd.unit(5)).
+pub const USER_UNIT_DIR_IN_HOME: &str = ".config/systemd/user";
+
 fn unavailable(msg: String) -> Error {
     Error::new(ErrorKind::ManagerUnavailable, msg)
 }
