@@ -38,6 +38,9 @@ pub const FORMAT_VERSION: u32 = 1;
 /// The environment variable naming the document's descriptor in the new image.
 pub const FD_ENV: &str = "PARACHUTE_HANDOVER_FD";
 
+/// The largest document read: a few hundred bytes per module, far below this.
+pub const MAX_DOC_BYTES: u64 = 4 * 1024 * 1024;
+
 /// The whole document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -148,10 +151,16 @@ impl Handover {
         serde_json::from_slice(bytes).map_err(HandoverError::Malformed)
     }
 
-    /// Reads and parses a document.
-    pub fn read_from(mut r: impl Read) -> Result<Handover, HandoverError> {
+    /// Reads and parses a document of at most [`MAX_DOC_BYTES`]: the descriptor is named on
+    /// a command line, so what it holds is not trusted to be small.
+    pub fn read_from(r: impl Read) -> Result<Handover, HandoverError> {
         let mut bytes = Vec::new();
-        r.read_to_end(&mut bytes).map_err(HandoverError::Read)?;
+        r.take(MAX_DOC_BYTES + 1).read_to_end(&mut bytes).map_err(HandoverError::Read)?;
+        if bytes.len() as u64 > MAX_DOC_BYTES {
+            return Err(HandoverError::Read(std::io::Error::other(format!(
+                "the document is larger than {MAX_DOC_BYTES} bytes"
+            ))));
+        }
         Handover::parse(&bytes)
     }
 
@@ -249,7 +258,7 @@ pub fn check(fd: i32, writer: u32) -> Result<String, HandoverError> {
         "can take over hub {} (format {}, from build {}, {} module(s))",
         doc.hub_pid,
         doc.version,
-        doc.from_build,
+        crate::text::field(&doc.from_build),
         doc.modules.len()
     ))
 }
@@ -281,6 +290,26 @@ mod tests {
             next_seq: 42,
             crashes_ms: vec![1, 2],
         }
+    }
+
+    #[test]
+    fn a_document_past_the_bound_is_refused_unread() {
+        let huge = std::io::repeat(b' ').take(MAX_DOC_BYTES + 10);
+        let err = Handover::read_from(huge).unwrap_err();
+        assert!(matches!(err, HandoverError::Read(_)), "{err}");
+        assert!(err.to_string().contains("larger than"), "{err}");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_dry_run_summary_carries_no_raw_control_bytes() {
+        use std::os::fd::IntoRawFd;
+        let mut d = doc(vec![]);
+        d.from_build = "old\u{1b}[2J\r".into();
+        let fd = to_memfd(&d).unwrap().into_raw_fd();
+        let summary = check(fd, std::process::id()).unwrap();
+        assert!(!summary.chars().any(|c| c.is_control()), "{summary:?}");
+        assert!(summary.contains("from build old\\e[2J\\r"), "{summary:?}");
     }
 
     #[test]
