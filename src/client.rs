@@ -266,6 +266,106 @@ impl Hub {
         Ok(LogStream { port: self.port, body: resp.into_body(), buf: BytesMut::new() })
     }
 
+    /// `POST /api/hub/upgrade`, then `GET /health` until the same pid answers as the next
+    /// generation (the in-place upgrade of issue 17; the contract is in
+    /// docs/architecture.md, "In-place upgrade"). `deadline` bounds the whole exchange: the
+    /// hub answers the POST only after the new binary passed its dry run.
+    ///
+    /// The modules are listed before and after, so the caller can say which kept running
+    /// (the same pid) and which the new image had to start afresh (it adopts only what it
+    /// can prove; the hub's log says why for the others).
+    pub async fn upgrade_in_place(&self, deadline: Duration) -> Result<InPlaceUpgrade, UpgradeError> {
+        let until = tokio::time::Instant::now() + deadline;
+        let before = self.modules().await?;
+        let what = "POST /api/hub/upgrade";
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        let (status, body) = call(self.port, Method::POST, "/api/hub/upgrade", Some(self.bearer()), left)
+            .await
+            .map_err(|f| match f {
+                // The dry run of the new binary may take most of the deadline.
+                Failure::Timeout(_) => UpgradeError::NoAnswer { after: deadline },
+                f => UpgradeError::Client(f.into_error(self.port, what)),
+            })?;
+        if status != StatusCode::OK {
+            return Err(UpgradeError::from_answer(api_error(status, &body), &self.health));
+        }
+        let answer: HandingOver = serde_json::from_slice(&body).map_err(|e| {
+            UpgradeError::Client(ClientError::Protocol {
+                port: self.port,
+                what: what.to_owned(),
+                detail: format!("the answer is not the expected JSON ({e}): {}", snippet(&body)),
+            })
+        })?;
+        let came_back = self.wait_generation(&answer, until, deadline).await?;
+        // The module list of the new image (a fresh connection: the old one's is gone).
+        let after = self.modules().await?;
+        let (kept, restarted) = compare_modules(&before, &after);
+        Ok(InPlaceUpgrade {
+            pid: came_back.pid,
+            binary: answer.binary,
+            from_build: answer.from_build,
+            to_build: came_back.build_id,
+            generation: came_back.generation.unwrap_or_default(),
+            kept,
+            restarted,
+        })
+    }
+
+    /// Polls `GET /health` (a fresh connection each time: the listener is handed over, an
+    /// open connection is not) until the answer comes from `answer.pid` at a generation above
+    /// `answer.generation`.
+    async fn wait_generation(
+        &self,
+        answer: &HandingOver,
+        until: tokio::time::Instant,
+        deadline: Duration,
+    ) -> Result<HealthGeneration, UpgradeError> {
+        let mut last = "no answer yet".to_owned();
+        loop {
+            let now = tokio::time::Instant::now();
+            if now >= until {
+                return Err(UpgradeError::NotBack { after: deadline, last });
+            }
+            let probe = TIMEOUT.min(until - now);
+            match call(self.port, Method::GET, "/health", None, probe).await {
+                Ok((StatusCode::OK, body)) => match serde_json::from_slice::<HealthGeneration>(&body) {
+                    Ok(h) if h.service != HUB_SERVICE || h.instance != self.health.instance => {
+                        return Err(UpgradeError::Client(ClientError::Foreign {
+                            port: self.port,
+                            detail: format!(
+                                "after the upgrade began, GET /health answered as {} instance {} (pid {}), not this home's hub (instance {})",
+                                crate::text::field(&h.service),
+                                crate::text::field(&h.instance),
+                                h.pid,
+                                self.health.instance
+                            ),
+                        }));
+                    }
+                    Ok(h) if h.pid != answer.pid => {
+                        return Err(UpgradeError::PidChanged { before: answer.pid, after: h.pid });
+                    }
+                    Ok(h) if h.generation.unwrap_or_default() > answer.generation => return Ok(h),
+                    Ok(h) => {
+                        last = format!(
+                            "pid {} still answers as generation {} (build {})",
+                            h.pid,
+                            h.generation.unwrap_or_default(),
+                            h.build_id.as_deref().unwrap_or("unknown")
+                        );
+                    }
+                    Err(e) => last = format!("GET /health answered something else ({e}): {}", snippet(&body)),
+                },
+                Ok((status, body)) => {
+                    last = format!("GET /health answered HTTP {status}: {}", snippet(&body))
+                }
+                Err(Failure::Refused(e)) => last = format!("nothing accepts connections on the port ({e})"),
+                Err(Failure::Timeout(t)) => last = format!("GET /health did not answer within {t:?}"),
+                Err(Failure::Untrusted(d) | Failure::Other(d)) => last = d,
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     async fn json<T: DeserializeOwned>(
         &self,
         method: Method,
@@ -284,6 +384,171 @@ impl Hub {
             what,
             detail: format!("the answer is not the expected JSON ({e}): {}", snippet(&body)),
         })
+    }
+}
+
+/// `POST /api/hub/upgrade`'s answer: the hub checked the new binary and is handing over.
+#[derive(Debug, Clone, serde::Deserialize)]
+struct HandingOver {
+    /// The binary the hub execs (the path it was started from).
+    binary: PathBuf,
+    /// The running image's build id.
+    #[serde(rename = "fromBuild", default)]
+    from_build: Option<String>,
+    /// The hub's pid (which the new image keeps).
+    pid: u32,
+    /// The hub's generation before the exec; the new image reports one more.
+    generation: u32,
+}
+
+/// The part of `GET /health` an upgrade waits on (read on its own, so an older hub without
+/// `generation` still parses: it counts as generation 0).
+#[derive(Debug, Clone, serde::Deserialize)]
+struct HealthGeneration {
+    service: String,
+    instance: String,
+    pid: u32,
+    #[serde(default)]
+    generation: Option<u32>,
+    #[serde(rename = "buildId", default)]
+    build_id: Option<String>,
+}
+
+/// A finished in-place upgrade.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InPlaceUpgrade {
+    /// The hub's pid, the same before and after.
+    pub pid: u32,
+    /// The binary the hub now runs.
+    pub binary: PathBuf,
+    /// The build id before (`null`: the old image had none).
+    #[serde(rename = "fromBuild")]
+    pub from_build: Option<String>,
+    /// The build id the new image reports on `/health`.
+    #[serde(rename = "toBuild")]
+    pub to_build: Option<String>,
+    /// The generation the new image reports.
+    pub generation: u32,
+    /// Modules whose process kept running across the exec.
+    pub kept: Vec<KeptModule>,
+    /// Modules that run a different process afterwards (the new image could not prove the
+    /// old one was its child and started it afresh; the hub's log says why), or none.
+    pub restarted: Vec<RestartedModule>,
+}
+
+/// A module that kept its process across an in-place upgrade.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KeptModule {
+    /// The module.
+    pub short: String,
+    /// Its pid, before and after.
+    pub pid: u32,
+}
+
+/// A module whose process differs after an in-place upgrade.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RestartedModule {
+    /// The module.
+    pub short: String,
+    /// Its pid before (`null`: none ran).
+    pub pid_before: Option<u32>,
+    /// Its pid after (`null`: none runs).
+    pub pid_after: Option<u32>,
+}
+
+/// Modules running before, split into those with the same pid after and the others.
+fn compare_modules(before: &ModuleList, after: &ModuleList) -> (Vec<KeptModule>, Vec<RestartedModule>) {
+    let (mut kept, mut restarted) = (Vec::new(), Vec::new());
+    for b in before.modules.iter().filter(|m| m.pid.is_some()) {
+        let now = after.modules.iter().find(|a| a.short == b.short).and_then(|a| a.pid);
+        match (b.pid, now) {
+            (Some(p), Some(q)) if p == q => kept.push(KeptModule { short: b.short.clone(), pid: p }),
+            (p, q) => restarted.push(RestartedModule { short: b.short.clone(), pid_before: p, pid_after: q }),
+        }
+    }
+    (kept, restarted)
+}
+
+/// Why an in-place upgrade did not happen (or did not finish as asked).
+#[derive(Debug, thiserror::Error)]
+pub enum UpgradeError {
+    /// The hub refused before anything changed (the new binary is not trusted, or its dry
+    /// run failed): the old hub keeps running.
+    #[error("the hub refused the in-place upgrade and keeps running as it was: {0}")]
+    Refused(String),
+    /// Another upgrade is under way.
+    #[error("another in-place upgrade of this hub is under way: {0}")]
+    InProgress(String),
+    /// The hub is stopping.
+    #[error("the hub is shutting down: {0}")]
+    ShuttingDown(String),
+    /// The running hub predates in-place upgrades (no such route).
+    #[error(
+        "the running hub (version {version}) cannot upgrade in place (it has no POST /api/hub/upgrade); restart it onto the new binary instead (`parachute unit restart`, or restart `parachute serve`)"
+    )]
+    Unsupported {
+        /// The running hub's version.
+        version: String,
+    },
+    /// The hub did not answer the upgrade request in time.
+    #[error(
+        "the hub did not answer the upgrade request within {after:?} (it checks the new binary first); see its log"
+    )]
+    NoAnswer {
+        /// The deadline.
+        after: Duration,
+    },
+    /// The hub accepted, but the new generation did not answer in time.
+    #[error(
+        "the hub did not come back as the new build within {after:?} (last: {last}); see its log: a failed exec leaves the old image running"
+    )]
+    NotBack {
+        /// The deadline.
+        after: Duration,
+        /// The last thing `/health` said.
+        last: String,
+    },
+    /// Another process answers as this home's hub: it was restarted, not upgraded in place.
+    #[error(
+        "the hub answers from pid {after}, not {before}: it was restarted (its modules with it), not upgraded in place"
+    )]
+    PidChanged {
+        /// The pid that accepted the upgrade.
+        before: u32,
+        /// The pid answering now.
+        after: u32,
+    },
+    /// Finding or talking to the hub failed.
+    #[error("{0}")]
+    Client(#[from] ClientError),
+}
+
+impl UpgradeError {
+    fn from_answer(e: ClientError, health: &Health) -> UpgradeError {
+        let ClientError::Api { code, description, status } = &e else { return UpgradeError::Client(e) };
+        // Matched by wire name: the hub's codes for this route are newer than some clients.
+        match code.as_str() {
+            "upgrade_refused" => UpgradeError::Refused(description.clone()),
+            "upgrade_in_progress" => UpgradeError::InProgress(description.clone()),
+            "shutting_down" => UpgradeError::ShuttingDown(description.clone()),
+            "not_found" | "method_not_allowed" if *status == 404 || *status == 405 => {
+                UpgradeError::Unsupported { version: health.version.clone() }
+            }
+            _ => UpgradeError::Client(e),
+        }
+    }
+
+    /// The error code for `--json` output.
+    pub fn json_code(&self) -> &str {
+        match self {
+            UpgradeError::Refused(_) => "upgrade_refused",
+            UpgradeError::InProgress(_) => "upgrade_in_progress",
+            UpgradeError::ShuttingDown(_) => "shutting_down",
+            UpgradeError::Unsupported { .. } => "upgrade_unsupported",
+            UpgradeError::NoAnswer { .. } | UpgradeError::NotBack { .. } => "upgrade_timeout",
+            UpgradeError::PidChanged { .. } => "hub_restarted",
+            UpgradeError::Client(e) => e.json_code(),
+        }
     }
 }
 
@@ -601,6 +866,89 @@ mod tests {
         let r = call(port, Method::GET, "/health", None, Duration::from_millis(200)).await;
         assert!(matches!(r, Err(Failure::Timeout(_))));
         hold.abort();
+    }
+
+    /// A fake hub answering `GET /health` from `pid`, generation `gen(n)` for the n-th
+    /// request; every connection gets one answer and is closed.
+    async fn fake_health(pid: u32, generation: fn(u32) -> u32) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let mut n = 0;
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let body = serde_json::json!({
+                    "status": "ok", "service": HUB_SERVICE, "instance": "i", "pid": pid, "port": port,
+                    "version": "0", "buildId": format!("b{}", generation(n)), "generation": generation(n),
+                    "startedAt": "2026-01-01T00:00:00Z", "modules": {"running": 0, "total": 0},
+                })
+                .to_string();
+                let head =
+                    format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
+                let _ = s.write_all(format!("{head}{body}").as_bytes()).await;
+                n += 1;
+            }
+        });
+        port
+    }
+
+    fn fake_hub(port: u16) -> Hub {
+        let health: Health = serde_json::from_value(serde_json::json!({
+            "status": "ok", "service": HUB_SERVICE, "instance": "i", "pid": 7, "port": port, "version": "0",
+            "buildId": "b0", "generation": 0, "startedAt": "2026-01-01T00:00:00Z",
+            "modules": {"running": 0, "total": 0},
+        }))
+        .unwrap();
+        Hub { port, health, token: OperatorToken::mint().unwrap() }
+    }
+
+    fn handing_over(pid: u32) -> HandingOver {
+        HandingOver { binary: "/b".into(), from_build: Some("b0".into()), pid, generation: 0 }
+    }
+
+    #[tokio::test]
+    async fn the_upgrade_waits_for_the_next_generation_of_the_same_pid() {
+        // The old image answers twice more before the new one does.
+        let port = fake_health(7, |n| u32::from(n >= 2)).await;
+        let until = tokio::time::Instant::now() + Duration::from_secs(10);
+        let h =
+            fake_hub(port).wait_generation(&handing_over(7), until, Duration::from_secs(10)).await.unwrap();
+        assert_eq!((h.pid, h.generation, h.build_id.as_deref()), (7, Some(1), Some("b1")));
+    }
+
+    #[tokio::test]
+    async fn another_pid_is_a_restart_and_an_old_generation_runs_out_of_time() {
+        let port = fake_health(8, |_| 1).await;
+        let until = tokio::time::Instant::now() + Duration::from_secs(10);
+        let e = fake_hub(port).wait_generation(&handing_over(7), until, Duration::from_secs(10)).await;
+        assert!(matches!(e, Err(UpgradeError::PidChanged { before: 7, after: 8 })), "{e:?}");
+
+        let port = fake_health(7, |_| 0).await;
+        let until = tokio::time::Instant::now() + Duration::from_millis(100);
+        let e = fake_hub(port).wait_generation(&handing_over(7), until, Duration::from_millis(100)).await;
+        let Err(e @ UpgradeError::NotBack { .. }) = e else { panic!("{e:?}") };
+        assert!(e.to_string().contains("still answers as generation 0 (build b0)"), "{e}");
+    }
+
+    #[test]
+    fn upgrade_answers_map_to_their_errors() {
+        let hub = fake_hub(1);
+        let err = |status: u16, code: &str| {
+            let body = serde_json::json!({"error": code, "error_description": "why"}).to_string();
+            UpgradeError::from_answer(
+                api_error(StatusCode::from_u16(status).unwrap(), body.as_bytes()),
+                &hub.health,
+            )
+        };
+        assert!(matches!(err(422, "upgrade_refused"), UpgradeError::Refused(d) if d == "why"));
+        assert!(matches!(err(409, "upgrade_in_progress"), UpgradeError::InProgress(_)));
+        assert!(matches!(err(503, "shutting_down"), UpgradeError::ShuttingDown(_)));
+        let old = err(404, "not_found");
+        assert!(matches!(old, UpgradeError::Unsupported { .. }), "{old:?}");
+        assert!(old.to_string().contains("parachute unit restart"), "{old}");
+        assert!(matches!(err(401, "unauthenticated"), UpgradeError::Client(_)));
     }
 
     #[tokio::test]

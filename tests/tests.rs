@@ -23,3 +23,4 @@ mod serve;
 mod supervisor;
 mod support;
 mod systemd;
+mod upgrade;

@@ -17,6 +17,7 @@ pub mod offer;
 pub mod serve;
 pub mod status;
 pub mod unit;
+pub mod upgrade;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -95,6 +96,9 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Print (or follow) a module's buffered output.
     Logs(modules::LogsArgs),
+    /// Replace the running hub's image with the binary at its path (--in-place: same pid,
+    /// every module keeps running).
+    Upgrade(upgrade::Args),
     /// Manage the hub's unit in the platform service manager (systemd, launchd).
     #[command(subcommand)]
     Unit(unit::Verb),
@@ -124,6 +128,7 @@ pub fn main(env: HostEnv) -> ExitCode {
         Command::Restart(args) => modules::run_op(crate::client::Op::Restart, args, &env),
         Command::Status(args) => status::run_status(args, &env),
         Command::Logs(args) => modules::run_logs(args, &env),
+        Command::Upgrade(args) => upgrade::run(args, &env),
         Command::Unit(verb) => unit::run(verb, &env),
         Command::Migrate(args) => migrate::run(args, &env),
         Command::Completions(args) => docs::run_completions(args),
