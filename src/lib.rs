@@ -34,6 +34,9 @@ pub(crate) mod port_holder;
 pub mod privsep;
 pub(crate) mod rfc3339;
 pub(crate) mod serve;
+/// A binary's GNU build id (what `/health`'s `buildId` reports), for clients and packagers
+/// that must know which build an in-place upgrade will run.
+pub use serve::build_id;
 pub mod supervisor;
 pub mod text;
 pub(crate) mod token;

@@ -385,13 +385,24 @@ fn check_handover(doc: &[u8]) -> std::process::Output {
     cmd.output().unwrap()
 }
 
+/// A hand-over memory file's bytes: its JSON part's length (8 bytes, little-endian), the JSON
+/// part, and a log part of one 4-byte line.
 fn handover_doc(version: u32) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
+    let json = serde_json::to_vec(&serde_json::json!({
         "version": version, "hubPid": std::process::id(), "bootId": "b", "instance": "n",
+        "startedAt": "2026-12-04T17:00:00Z", "generation": 0,
         "listenerFd": 3, "port": 1939, "fromBuild": "old",
-        "modules": [{"short": "vault", "leader": {"pid": 1, "start_ticks": 1}, "stdoutFd": 4, "stderrFd": 5, "nextSeq": 7}]
+        "modules": [{
+            "short": "vault", "state": {"short": "vault", "status": "running", "restartsInWindow": 0},
+            "request": null, "leader": {"pid": 1, "start_ticks": 1}, "stdoutFd": 4, "stderrFd": 5,
+            "ringFirstSeq": 7, "ringLens": [4], "spawnSeq": 1, "respawnInMs": null, "uptimeMs": 5
+        }]
     }))
-    .unwrap()
+    .unwrap();
+    let mut out = (json.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&json);
+    out.extend_from_slice(b"abc\n");
+    out
 }
 
 #[test]
@@ -409,7 +420,10 @@ fn check_handover_accepts_its_format_and_refuses_others_with_the_reason() {
     let err = String::from_utf8_lossy(&newer.stderr);
     assert!(err.contains("format version 99"), "{err}");
 
-    let garbage = check_handover(b"{\"version\": 1, \"modules\": 3}");
+    let bad = b"{\"version\": 1, \"modules\": 3}";
+    let mut garbage = (bad.len() as u64).to_le_bytes().to_vec();
+    garbage.extend_from_slice(bad);
+    let garbage = check_handover(&garbage);
     assert_eq!(garbage.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&garbage.stderr).contains("malformed"));
 
@@ -417,4 +431,93 @@ fn check_handover_accepts_its_format_and_refuses_others_with_the_reason() {
     let none = crate::support::parachute().args(["serve", "--check-handover", "9"]).output().unwrap();
     assert_eq!(none.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&none.stderr).contains("cannot read the hand-over document"));
+}
+
+/// A copy of `bin` whose GNU build id differs in its first byte (a "rebuilt" binary),
+/// renamed over `bin` as a package manager does. Returns the new build id.
+fn rebuild_in_place(bin: &std::path::Path) -> String {
+    let id = parachute::build_id::of_file(bin).expect("a build id");
+    let raw: Vec<u8> =
+        (0..id.len()).step_by(2).map(|i| u8::from_str_radix(&id[i..i + 2], 16).unwrap()).collect();
+    let mut bytes = std::fs::read(bin).unwrap();
+    let at = bytes.windows(raw.len()).position(|w| w == raw).unwrap();
+    bytes[at] ^= 0xff;
+    let next = bin.with_extension("new");
+    std::fs::write(&next, &bytes).unwrap();
+    std::fs::set_permissions(&next, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&next, bin).unwrap();
+    parachute::build_id::of_file(bin).unwrap()
+}
+
+/// Issue 17: a module's child was forked by one thread of the hub, and an exec ends every
+/// thread but the caller's; with a spawner thread of its own in each image, a second
+/// upgrade ended the thread the first image's children were forked by, and their
+/// `PR_SET_PDEATHSIG` killed them. Two upgrades in a row keep every module, and a broken
+/// binary is refused with its own words while the hub carries on.
+#[test]
+fn modules_survive_upgrades_in_a_row_and_a_broken_binary_is_refused() {
+    let h = TestHome::new();
+    h.fixture("tick", free_port(), &["--tick-ms", "10"]);
+    h.fixture("quiet", free_port(), &[]);
+    // The hub runs from a copy of its own that can be replaced.
+    let dir = h.scratch("bin");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.join("parachute");
+    std::fs::copy(parachute_bin(), &bin).unwrap();
+    let port = free_port();
+    let mut cmd = crate::support::isolated(&bin);
+    cmd.arg("serve").arg("--home").arg(h.home()).arg("--port").arg(port.to_string());
+    let s = Serve::spawn(cmd, &h, port);
+    s.wait_err("boot", |l| l.contains("boot done: 2 running"));
+    let health = |s: &Serve| -> Value { serde_json::from_str(&s.http("GET", "/health", None).1).unwrap() };
+    let pids = |s: &Serve| (s.state(&h, "tick")["pid"].clone(), s.state(&h, "quiet")["pid"].clone());
+    let before = pids(&s);
+    assert!(before.0.is_u64() && before.1.is_u64(), "{before:?}");
+
+    for generation in 1..=2u64 {
+        let build = rebuild_in_place(&bin);
+        let (st, body) = s.http("POST", "/api/hub/upgrade", Some(&h.token()));
+        assert_eq!(st, 200, "{body}");
+        let accepted: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(accepted["status"], "handing_over", "{accepted}");
+        assert_eq!(accepted["toBuild"], build.as_str(), "{accepted}");
+        assert_eq!(accepted["generation"], generation - 1, "{accepted}");
+        let now = wait_for("the new image's /health", Duration::from_secs(20), || {
+            let v = health(&s);
+            (v["generation"] == generation).then_some(v)
+        });
+        assert_eq!(now["buildId"], build.as_str(), "{now}");
+        assert_eq!(now["pid"], s.pid(), "{now}");
+        assert_eq!(std::fs::read_link(format!("/proc/{}/exe", s.pid())).unwrap(), bin);
+        assert_eq!(pids(&s), before, "upgrade {generation} restarted a module:\n{}", s.stderr());
+    }
+
+    std::fs::write(dir.join("broken"), "#!/bin/sh\necho 'cannot start: libfoo.so missing' >&2\nexit 127\n")
+        .unwrap();
+    std::fs::set_permissions(dir.join("broken"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(dir.join("broken"), &bin).unwrap();
+    let (st, body) = s.http("POST", "/api/hub/upgrade", Some(&h.token()));
+    assert_eq!(st, 422, "{body}");
+    let refused: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(refused["error"], "upgrade_refused", "{refused}");
+    assert!(refused["error_description"].as_str().unwrap().contains("libfoo.so missing"), "{refused}");
+    assert_eq!(health(&s)["generation"], 2);
+    assert_eq!(pids(&s), before);
+
+    // Not a line of the tick sequence was lost across both hand-overs.
+    let (st, body) = s.http("GET", "/api/modules/tick/logs", Some(&h.token()));
+    assert_eq!(st, 200, "{body}");
+    let logs: Value = serde_json::from_str(&body).unwrap();
+    let ticks: Vec<u64> = logs["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["text"].as_str()?.strip_prefix("[tick] tick ")?.trim().parse().ok())
+        .collect();
+    assert!(ticks.len() > 10, "{logs}");
+    assert!(ticks.windows(2).all(|w| w[1] == w[0] + 1), "a gap in the sequence: {ticks:?}");
+    let seqs: Vec<u64> =
+        logs["lines"].as_array().unwrap().iter().map(|l| l["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "log sequence numbers carried over: {seqs:?}");
 }

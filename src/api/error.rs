@@ -27,7 +27,9 @@ pub(crate) fn status_of(code: &ErrorCode) -> StatusCode {
         ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         ErrorCode::BadRequest | ErrorCode::NotInstalled => StatusCode::BAD_REQUEST,
         ErrorCode::NoStartCmd | ErrorCode::InvalidModule => StatusCode::UNPROCESSABLE_ENTITY,
-        ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::ShuttingDown | ErrorCode::Upgrading => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::UpgradeRefused => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::UpgradeInProgress => StatusCode::CONFLICT,
         ErrorCode::ModuleOpFailed | ErrorCode::Other(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -78,6 +80,14 @@ impl ApiError {
         ApiError::new(
             ErrorCode::ShuttingDown,
             "the hub is shutting down and starts no modules; start it again first.",
+        )
+    }
+
+    /// 503 `upgrading`.
+    pub fn upgrading() -> ApiError {
+        ApiError::new(
+            ErrorCode::Upgrading,
+            "the hub is handing over to a new build of itself (an in-place upgrade); retry in a moment.",
         )
     }
 }

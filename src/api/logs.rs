@@ -63,14 +63,14 @@ pub(super) async fn logs(
     let follower = s.supervisor.follow(&short, q.since).ok_or_else(|| ApiError::not_supervised(&short))?;
     let phase = s.phase.clone();
     let stream = futures_util::stream::unfold((follower, phase), |(mut follower, mut phase)| async move {
-        if *phase.borrow() == Phase::Closing {
+        if phase.borrow().ends_streams() {
             return None;
         }
         let event = tokio::select! {
             ev = follower.next() => ev?,
             // Closing (or the hub dropping its sender) ends the stream, so graceful HTTP
             // shutdown is not held up by followers.
-            _ = phase.wait_for(|p| *p == Phase::Closing) => return None,
+            _ = phase.wait_for(Phase::ends_streams) => return None,
         };
         let wire = match event {
             LogEvent::Line(l) => FollowEvent::Line(line(l.seq, l.text)),

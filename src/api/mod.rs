@@ -15,6 +15,8 @@
 //! POST /api/modules/<short>/restart     bearer: {short, state} | 400 not_installed | 404 not_supervised
 //! GET  /api/modules/<short>/logs        bearer: ?since=<seq> → {short, lines:[{seq,text}], missed, nextSeq}
 //!                                       &follow=1 → application/x-ndjson stream (see `logs`)
+//! POST /api/hub/upgrade                 bearer: {status:"handing_over", binary, fromBuild, toBuild, pid, generation}
+//!                                       | 422 upgrade_refused | 409 upgrade_in_progress (see `serve::upgrade`)
 //! ```
 //!
 //! Every field, ours and upstream's, is described in docs/api.md (and docs/api.schema.json).
@@ -116,6 +118,10 @@ pub struct ApiState {
     pub phase: watch::Receiver<Phase>,
     /// The serve loop's beat and boot flag, for the container probes.
     pub beat: Arc<probes::LoopBeat>,
+    /// In-place upgrades this instance went through (`/health`'s `generation`).
+    pub generation: u32,
+    /// Where an in-place upgrade is asked for (`None`: this hub cannot re-exec itself).
+    pub upgrade: Option<tokio::sync::mpsc::Sender<crate::serve::upgrade::Ask>>,
 }
 
 /// Where the hub is in its life.
@@ -127,6 +133,26 @@ pub enum Phase {
     Stopping,
     /// Modules are down; the API is closing.
     Closing,
+    /// Handing over to a new image of the hub (an in-place upgrade): no starts or stops,
+    /// log follows end, the API stops accepting (clients wait in the listener's backlog).
+    /// Back to `Running` if the upgrade is abandoned.
+    Upgrading,
+}
+
+impl Phase {
+    /// Whether open log follows end and the API stops serving.
+    pub fn ends_streams(&self) -> bool {
+        matches!(self, Phase::Closing | Phase::Upgrading)
+    }
+
+    /// The refusal of a module operation in this phase (`None`: allowed).
+    fn refusal(self) -> Option<ApiError> {
+        match self {
+            Phase::Running => None,
+            Phase::Upgrading => Some(ApiError::upgrading()),
+            Phase::Stopping | Phase::Closing => Some(ApiError::shutting_down()),
+        }
+    }
 }
 
 type Shared = Arc<ApiState>;
@@ -159,6 +185,7 @@ pub fn router(state: Shared) -> Router {
             "/api/modules/{short}/logs",
             get(logs::logs).fallback(|| async { ApiError::method_not_allowed("GET") }),
         )
+        .route("/api/hub/upgrade", post(upgrade).fallback(|| async { ApiError::method_not_allowed("POST") }))
         .fallback(|uri: axum::http::Uri| async move { ApiError::not_found(uri.path()) })
         .with_state(state)
 }
@@ -216,6 +243,7 @@ async fn health(State(s): State<Shared>) -> Response {
         build_id: crate::serve::build_id::current().map(str::to_owned),
         db: "unconfigured".to_owned(),
         started_at: crate::rfc3339::format(s.instance.started_at),
+        generation: s.generation,
         modules: ModuleCounts { running, total: modules.len() },
     })
 }
@@ -246,8 +274,8 @@ async fn start(
     _op: auth::Operator,
 ) -> Result<Response, ApiError> {
     let short = short_of(path)?;
-    if *s.phase.borrow() != Phase::Running {
-        return Err(ApiError::shutting_down());
+    if let Some(refused) = s.phase.borrow().refusal() {
+        return Err(refused);
     }
     let req = resolve_off_runtime(&s, &short).await?;
     // 200 even when the module crashed: the state (status + startError) is the answer,
@@ -262,8 +290,36 @@ async fn stop(
     _op: auth::Operator,
 ) -> Result<Response, ApiError> {
     let short = short_of(path)?;
+    // A stop while the hub hands over would wait on a frozen module.
+    if *s.phase.borrow() == Phase::Upgrading {
+        return Err(ApiError::upgrading());
+    }
     let state = s.supervisor.stop(&short).await.ok_or_else(|| ApiError::not_supervised(&short))?;
     Ok(json(ModuleReply { short, state }))
+}
+
+/// `POST /api/hub/upgrade`: the serve loop checks the binary and runs its dry run; the
+/// answer comes before the exec (see `serve::upgrade`).
+async fn upgrade(State(s): State<Shared>, _op: auth::Operator) -> Result<Response, ApiError> {
+    use crate::serve::upgrade::{Ask, Refusal};
+    if let Some(refused) = s.phase.borrow().refusal() {
+        return Err(refused);
+    }
+    let Some(tx) = &s.upgrade else {
+        return Err(ApiError::new(
+            ErrorCode::UpgradeRefused,
+            "this hub cannot replace its own image (it does not know the path it was started from).",
+        ));
+    };
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    if tx.try_send(Ask { reply }).is_err() {
+        return Err(ApiError::new(ErrorCode::UpgradeInProgress, "another in-place upgrade is under way."));
+    }
+    match rx.await {
+        Ok(Ok(accepted)) => Ok(json(accepted)),
+        Ok(Err(Refusal(why))) => Err(ApiError::new(ErrorCode::UpgradeRefused, why)),
+        Err(_) => Err(ApiError::shutting_down()),
+    }
 }
 
 async fn restart(
@@ -272,8 +328,8 @@ async fn restart(
     _op: auth::Operator,
 ) -> Result<Response, ApiError> {
     let short = short_of(path)?;
-    if *s.phase.borrow() != Phase::Running {
-        return Err(ApiError::shutting_down());
+    if let Some(refused) = s.phase.borrow().refusal() {
+        return Err(refused);
     }
     // Re-read services.json so a corrected command, port or .env takes effect (hub#532).
     let req = resolve_off_runtime(&s, &short).await?;

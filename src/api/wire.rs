@@ -30,9 +30,12 @@ pub struct Health {
     /// (upstream's own value for that case, which its clients do not count as a fault).
     #[serde(default)]
     pub db: String,
-    /// When the hub started (RFC 3339).
+    /// When the hub started (RFC 3339); kept across in-place upgrades.
     #[serde(rename = "startedAt")]
     pub started_at: String,
+    /// In-place upgrades this hub instance went through (0 after a fresh start).
+    #[serde(default)]
+    pub generation: u32,
     /// Module counts.
     pub modules: ModuleCounts,
 }
@@ -250,12 +253,19 @@ pub enum ErrorCode {
     ShuttingDown,
     /// The supervisor refused the operation (500).
     ModuleOpFailed,
+    /// The hub is handing over to a new image of itself (503; retry in a moment).
+    Upgrading,
+    /// An in-place upgrade was not attempted: the binary is untrusted or failed its dry
+    /// run (422).
+    UpgradeRefused,
+    /// Another in-place upgrade is under way (409).
+    UpgradeInProgress,
     /// A code this build does not know (a newer hub).
     Other(String),
 }
 
 impl ErrorCode {
-    const KNOWN: [ErrorCode; 10] = [
+    const KNOWN: [ErrorCode; 13] = [
         ErrorCode::Unauthenticated,
         ErrorCode::NotFound,
         ErrorCode::MethodNotAllowed,
@@ -266,6 +276,9 @@ impl ErrorCode {
         ErrorCode::NotSupervised,
         ErrorCode::ShuttingDown,
         ErrorCode::ModuleOpFailed,
+        ErrorCode::Upgrading,
+        ErrorCode::UpgradeRefused,
+        ErrorCode::UpgradeInProgress,
     ];
 
     /// The wire name.
@@ -281,6 +294,9 @@ impl ErrorCode {
             ErrorCode::NotSupervised => "not_supervised",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::ModuleOpFailed => "module_op_failed",
+            ErrorCode::Upgrading => "upgrading",
+            ErrorCode::UpgradeRefused => "upgrade_refused",
+            ErrorCode::UpgradeInProgress => "upgrade_in_progress",
             ErrorCode::Other(s) => s,
         }
     }

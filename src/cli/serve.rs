@@ -191,6 +191,8 @@ pub fn run(args: Args, env: &HostEnv) -> Code {
             max_bytes: args.log_max_bytes,
             backups: args.log_backups,
         }),
+        reexec: reexec(env),
+        handover_fd: env.get(serve::handover::FD_ENV).and_then(|v| v.parse().ok()),
     });
     match outcome {
         Ok(Outcome::Clean) => Code::Success,
@@ -203,4 +205,28 @@ pub fn run(args: Args, env: &HostEnv) -> Code {
             }
         }
     }
+}
+
+/// How this hub was started, for an in-place upgrade to start it again: the binary at the
+/// path it was run from (`argv[0]` made absolute when it names a path — under a service
+/// manager, the unit's `ExecStart` path — else the file the kernel ran), the same arguments
+/// and the same environment. Resolved now, at boot: after a package replaced the file, the
+/// running image's own path reads "(deleted)".
+fn reexec(env: &HostEnv) -> Option<serve::upgrade::Reexec> {
+    let mut argv = std::env::args_os();
+    let arg0 = std::path::PathBuf::from(argv.next()?);
+    let program = if arg0.components().count() > 1 {
+        std::path::absolute(&arg0).ok()?
+    } else {
+        std::env::current_exe().ok()?
+    };
+    Some(serve::upgrade::Reexec {
+        program,
+        args: argv.collect(),
+        env: env
+            .vars()
+            .filter(|(k, _)| k.as_os_str() != serve::handover::FD_ENV)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    })
 }

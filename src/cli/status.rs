@@ -572,6 +572,7 @@ mod tests {
             build_id: None,
             db: "unconfigured".into(),
             started_at: "2025-01-01T00:00:00Z".into(),
+            generation: 0,
             modules: ModuleCounts { running: 1, total: 2 },
         }
     }

@@ -87,8 +87,9 @@ impl std::fmt::Display for SkipReason {
 }
 
 /// What to run for one module: what [`resolve`] builds for every path (boot, API start,
-/// restart) and the supervisor runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// restart) and the supervisor runs. Serializable: an in-place upgrade hands it to the new
+/// image (`serve::handover`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SpawnRequest {
     /// The module's key (`vault`, or a third-party row name).
     pub short: String,
@@ -106,7 +107,7 @@ pub struct SpawnRequest {
 }
 
 /// Which variables of a request's environment came from which `.env` file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EnvFileOrigin {
     /// The file.
     pub path: PathBuf,

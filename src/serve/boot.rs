@@ -241,6 +241,11 @@ pub async fn boot(
                 continue;
             }
         };
+        // Handed over by the image this hub replaced (an in-place upgrade): kept as it is.
+        if let Some(state) = supervisor.get(short.as_str()) {
+            out.push(Booted::Started(Box::new(state)));
+            continue;
+        }
         let request = match modules::resolve(&resolver.home, rows[index], &resolver.ctx) {
             Ok(Resolution::Spawn { request, .. }) => request,
             Ok(Resolution::Skipped { reason, .. }) => {

@@ -2,11 +2,15 @@
 //! the image that replaces it (`execve` through [`parachute_process::Spawner::exec`], same
 //! pid), so that the new image adopts every module instead of restarting it.
 //!
-//! The document is JSON in an anonymous memory file (Linux `memfd`, never on disk), whose
-//! descriptor number the new image finds in [`FD_ENV`]; the hub removes that variable from
-//! its environment snapshot before anything reads it, so no module ever sees it. The other
-//! descriptors it names (the control listener, each module's stdout and stderr pipe, its
-//! pidfd) are inherited across the exec with `FD_CLOEXEC` cleared.
+//! The document is an anonymous memory file (Linux `memfd`, never on disk): an 8-byte
+//! little-endian length, that many bytes of JSON, then every module's log lines back to
+//! back (the JSON gives each line's length). The new image finds its descriptor number in
+//! [`FD_ENV`]; the hub removes that variable from its environment snapshot before anything
+//! reads it, so no module ever sees it. The other descriptors it names (the control
+//! listener, each module's stdout and stderr pipe) are inherited across the exec: they lose
+//! `FD_CLOEXEC` on the spawner thread right before the `execve`, and nowhere else. Pidfds
+//! are not handed over: the new image opens its own for children that are provably its own
+//! (unreaped, so their pids cannot have been reused).
 //!
 //! Versioned: [`FORMAT_VERSION`] is checked before anything else is parsed, and an image
 //! that does not know the version refuses the whole document with a reason — the old
@@ -18,14 +22,6 @@
 //! the recorded pid *and* start time, whose parent is this very process (the exec kept the
 //! pid). Anything else is restarted, with the reason logged ([`Verdict::Restart`]). See
 //! docs/architecture.md, "In-place upgrade".
-#![cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the serve exec path that writes and adopts the document lands next (issue 17)"
-    )
-)]
-
 use std::io::Read;
 
 use parachute_process::procfs::{self, ProcessIdentity};
@@ -38,11 +34,15 @@ pub const FORMAT_VERSION: u32 = 1;
 /// The environment variable naming the document's descriptor in the new image.
 pub const FD_ENV: &str = "PARACHUTE_HANDOVER_FD";
 
-/// The largest document read: a few hundred bytes per module, far below this.
-pub const MAX_DOC_BYTES: u64 = 4 * 1024 * 1024;
+/// The largest JSON part read: modules' requests (with their environments) and line
+/// lengths, far below this.
+pub const MAX_DOC_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The largest log part read: every module's ring buffer.
+pub const MAX_LOG_BYTES: u64 = 256 * 1024 * 1024;
 
 /// The whole document.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Handover {
     /// [`FORMAT_VERSION`] of the writer.
@@ -56,6 +56,10 @@ pub struct Handover {
     /// environment (the supervisor's process tag), so a new one would disown their
     /// descendants. See docs/architecture.md for why `/health`'s `instance` stays too.
     pub instance: String,
+    /// When this hub instance started (RFC 3339), kept: the hub did not restart.
+    pub started_at: String,
+    /// In-place upgrades this instance went through before this one.
+    pub generation: u32,
     /// The control API's listening socket, inherited: a client connecting during the exec
     /// waits in its backlog instead of being refused.
     pub listener_fd: i32,
@@ -63,32 +67,47 @@ pub struct Handover {
     pub port: u16,
     /// The build that wrote this (for the log line of the new image).
     pub from_build: String,
-    /// Every running module.
+    /// Every supervised module.
     pub modules: Vec<HandedModule>,
 }
 
-/// One running module, as handed over.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One supervised module, as handed over.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HandedModule {
     /// The module.
     pub short: String,
-    /// Its leader, by identity (pid + start time).
-    pub leader: ProcessIdentity,
-    /// The read end of its stdout pipe, inherited.
-    pub stdout_fd: i32,
+    /// Its state as the API showed it.
+    pub state: crate::supervisor::ModuleState,
+    /// What it was started with (its respawns use it).
+    pub request: Option<crate::supervisor::SpawnRequest>,
+    /// Its leader, by identity (pid + start time), if it has a child.
+    pub leader: Option<ProcessIdentity>,
+    /// The read end of its stdout pipe, inherited (`None`: no child, or it closed it).
+    pub stdout_fd: Option<i32>,
     /// The read end of its stderr pipe, inherited.
-    pub stderr_fd: i32,
-    /// Its pidfd, inherited (Linux ≥ 5.3); the new image opens one itself otherwise.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pidfd: Option<i32>,
-    /// The sequence number the next line of its log ring gets, so `logs --follow` clients
-    /// see no gap or repeat.
-    pub next_seq: u64,
-    /// Its recent crashes (Unix milliseconds), so the crash budget is not reset by an
-    /// upgrade.
+    pub stderr_fd: Option<i32>,
+    /// An unfinished stdout line (bytes).
     #[serde(default)]
-    pub crashes_ms: Vec<u64>,
+    pub partial_stdout: Vec<u8>,
+    /// An unfinished stderr line (bytes).
+    #[serde(default)]
+    pub partial_stderr: Vec<u8>,
+    /// The sequence number of its first buffered log line; the lines follow in the log
+    /// part, `ring_lens` long each, so `logs --since` cursors stay valid.
+    pub ring_first_seq: u64,
+    /// The length of each buffered line, oldest first.
+    pub ring_lens: Vec<u32>,
+    /// How long ago (ms) each crash its budget counts was, so an upgrade does not reset
+    /// a crash loop's budget.
+    #[serde(default)]
+    pub crash_ages_ms: Vec<u64>,
+    /// Spawns so far.
+    pub spawn_seq: u64,
+    /// A crash respawn due in this many ms.
+    pub respawn_in_ms: Option<u64>,
+    /// How long (ms) its child has been up.
+    pub uptime_ms: u64,
 }
 
 /// Why a document was refused as a whole.
@@ -122,9 +141,9 @@ pub enum HandoverError {
 /// What the new image does with one handed-over module.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// Its identity holds: adopt it, its pipes and its ring position.
+    /// Its identity holds (or it has no child): adopt it, its pipes and its log.
     Adopt,
-    /// It cannot be proven to be the module that was handed over: start it afresh.
+    /// Its child cannot be proven to be the one that was handed over: start it afresh.
     Restart {
         /// Said in the hub's log.
         reason: String,
@@ -133,6 +152,10 @@ pub enum Verdict {
 
 impl Handover {
     /// Serializes the document.
+    #[cfg_attr(
+        not(target_os = "linux"),
+        allow(dead_code, reason = "written into a Linux memory file only (and by tests)")
+    )]
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a Handover always serializes")
     }
@@ -151,17 +174,55 @@ impl Handover {
         serde_json::from_slice(bytes).map_err(HandoverError::Malformed)
     }
 
-    /// Reads and parses a document of at most [`MAX_DOC_BYTES`]: the descriptor is named on
-    /// a command line, so what it holds is not trusted to be small.
-    pub fn read_from(r: impl Read) -> Result<Handover, HandoverError> {
-        let mut bytes = Vec::new();
-        r.take(MAX_DOC_BYTES + 1).read_to_end(&mut bytes).map_err(HandoverError::Read)?;
-        if bytes.len() as u64 > MAX_DOC_BYTES {
+    /// Reads a whole memory file: its JSON part (at most [`MAX_DOC_BYTES`]) and its log
+    /// part (at most [`MAX_LOG_BYTES`]): the descriptor is named on a command line or in the
+    /// environment, so what it holds is not trusted to be small.
+    pub fn read_from(mut r: impl Read) -> Result<(Handover, Vec<u8>), HandoverError> {
+        let doc = Handover::read_doc(&mut r)?;
+        let mut logs = Vec::new();
+        r.take(MAX_LOG_BYTES + 1).read_to_end(&mut logs).map_err(HandoverError::Read)?;
+        if logs.len() as u64 > MAX_LOG_BYTES {
+            return Err(HandoverError::Read(std::io::Error::other(format!(
+                "its log part is larger than {MAX_LOG_BYTES} bytes"
+            ))));
+        }
+        let want: u64 = doc.modules.iter().flat_map(|m| &m.ring_lens).map(|&n| u64::from(n)).sum();
+        if want != logs.len() as u64 {
+            return Err(HandoverError::Read(std::io::Error::other(format!(
+                "its log part holds {} bytes where the document names {want}",
+                logs.len()
+            ))));
+        }
+        Ok((doc, logs))
+    }
+
+    /// Reads the JSON part only (the dry run's check).
+    pub fn read_doc(r: &mut impl Read) -> Result<Handover, HandoverError> {
+        let mut len = [0u8; 8];
+        r.read_exact(&mut len).map_err(HandoverError::Read)?;
+        let len = u64::from_le_bytes(len);
+        if len > MAX_DOC_BYTES {
             return Err(HandoverError::Read(std::io::Error::other(format!(
                 "the document is larger than {MAX_DOC_BYTES} bytes"
             ))));
         }
+        let mut bytes = vec![0u8; usize::try_from(len).unwrap_or(0)];
+        r.read_exact(&mut bytes).map_err(HandoverError::Read)?;
         Handover::parse(&bytes)
+    }
+
+    /// The memory file's bytes: length, JSON, then `logs`.
+    #[cfg_attr(
+        not(target_os = "linux"),
+        allow(dead_code, reason = "written into a Linux memory file only (and by tests)")
+    )]
+    pub fn encode(&self, logs: &[u8]) -> Vec<u8> {
+        let json = self.to_json();
+        let mut out = Vec::with_capacity(8 + json.len() + logs.len());
+        out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+        out.extend_from_slice(&json);
+        out.extend_from_slice(logs);
+        out
     }
 
     /// Checks the document was written by process `mine` (after an exec: by ourselves).
@@ -180,10 +241,12 @@ impl Handover {
         self.modules
             .iter()
             .map(|m| {
-                let verdict = if !same_boot {
-                    Verdict::Restart { reason: "the hand-over was written in another boot".into() }
-                } else {
-                    identity_verdict(&m.leader, hub_pid)
+                let verdict = match &m.leader {
+                    None => Verdict::Adopt,
+                    Some(_) if !same_boot => {
+                        Verdict::Restart { reason: "the hand-over was written in another boot".into() }
+                    }
+                    Some(leader) => identity_verdict(leader, hub_pid),
                 };
                 (m.short.clone(), verdict)
             })
@@ -216,22 +279,32 @@ fn identity_verdict(leader: &ProcessIdentity, hub_pid: u32) -> Verdict {
     Verdict::Adopt
 }
 
-/// Writes `doc` into a new anonymous memory file that survives an exec (no `MFD_CLOEXEC`),
-/// positioned at its start, ready to be named in [`FD_ENV`].
+/// Writes `doc` and `logs` into a new anonymous memory file, positioned at its start. It is
+/// close-on-exec like every descriptor of the hub: name it in [`SpawnSpec::keep_fds`]
+/// (`parachute_process`) for the one child or image that must get it.
 #[cfg(target_os = "linux")]
-pub fn to_memfd(doc: &Handover) -> std::io::Result<std::os::fd::OwnedFd> {
+pub fn to_memfd(doc: &Handover, logs: &[u8]) -> std::io::Result<std::os::fd::OwnedFd> {
     use std::io::{Seek, Write};
     use std::os::fd::{FromRawFd, OwnedFd};
-    // SAFETY: memfd_create with a NUL-terminated name and no flags; the result is checked.
-    let fd = unsafe { libc::memfd_create(c"parachute-handover".as_ptr(), 0) };
+    // SAFETY: memfd_create with a NUL-terminated name and a flag; the result is checked.
+    let fd = unsafe { libc::memfd_create(c"parachute-handover".as_ptr(), libc::MFD_CLOEXEC) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: a descriptor we just created and own.
     let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    file.write_all(&doc.to_json())?;
+    file.write_all(&doc.encode(logs))?;
     file.rewind()?;
     Ok(file.into())
+}
+
+/// Memory files are Linux's; elsewhere an in-place upgrade is refused at its first step.
+#[cfg(not(target_os = "linux"))]
+pub fn to_memfd(_doc: &Handover, _logs: &[u8]) -> std::io::Result<std::os::fd::OwnedFd> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "in-place upgrades need Linux (an anonymous memory file carries the hand-over); restart the hub instead",
+    ))
 }
 
 /// `serve --check-handover <fd>`: the new binary's dry run. Reads the document the running
@@ -251,8 +324,8 @@ pub fn check(fd: i32, writer: u32) -> Result<String, HandoverError> {
     }
     // SAFETY: the caller names a descriptor it was given for this purpose; this process
     // exits right after the check, so ownership ends with it.
-    let file = unsafe { std::fs::File::from_raw_fd(fd) };
-    let doc = Handover::read_from(file)?;
+    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+    let doc = Handover::read_doc(&mut file)?;
     doc.check_writer(writer)?;
     Ok(format!(
         "can take over hub {} (format {}, from build {}, {} module(s))",
@@ -276,6 +349,8 @@ mod tests {
             listener_fd: 3,
             port: 1939,
             from_build: "old".into(),
+            started_at: "2026-12-04T17:00:00Z".into(),
+            generation: 0,
             modules,
         }
     }
@@ -283,21 +358,38 @@ mod tests {
     fn module(short: &str, leader: ProcessIdentity) -> HandedModule {
         HandedModule {
             short: short.into(),
-            leader,
-            stdout_fd: 4,
-            stderr_fd: 5,
-            pidfd: None,
-            next_seq: 42,
-            crashes_ms: vec![1, 2],
+            state: crate::supervisor::ModuleState::new(short, crate::supervisor::ModuleStatus::Running),
+            request: None,
+            leader: Some(leader),
+            stdout_fd: Some(4),
+            stderr_fd: Some(5),
+            partial_stdout: b"half a li".to_vec(),
+            partial_stderr: Vec::new(),
+            ring_first_seq: 42,
+            ring_lens: vec![3, 4],
+            crash_ages_ms: vec![1, 2],
+            spawn_seq: 3,
+            respawn_in_ms: None,
+            uptime_ms: 10,
         }
     }
 
     #[test]
     fn a_document_past_the_bound_is_refused_unread() {
-        let huge = std::io::repeat(b' ').take(MAX_DOC_BYTES + 10);
-        let err = Handover::read_from(huge).unwrap_err();
+        let mut huge = (MAX_DOC_BYTES + 10).to_le_bytes().to_vec();
+        huge.extend_from_slice(b"{}");
+        let err = Handover::read_from(&huge[..]).unwrap_err();
         assert!(matches!(err, HandoverError::Read(_)), "{err}");
         assert!(err.to_string().contains("larger than"), "{err}");
+    }
+
+    #[test]
+    fn the_log_part_must_be_exactly_what_the_document_names() {
+        let d = doc(vec![module("vault", ProcessIdentity { pid: 1, start_ticks: 2 })]);
+        let (back, logs) = Handover::read_from(&d.encode(b"ab\nabc\n")[..]).unwrap();
+        assert_eq!((back, &logs[..]), (d.clone(), &b"ab\nabc\n"[..]));
+        let err = Handover::read_from(&d.encode(b"ab\n")[..]).unwrap_err();
+        assert!(err.to_string().contains("names 7"), "{err}");
     }
 
     #[cfg(target_os = "linux")]
@@ -306,7 +398,7 @@ mod tests {
         use std::os::fd::IntoRawFd;
         let mut d = doc(vec![]);
         d.from_build = "old\u{1b}[2J\r".into();
-        let fd = to_memfd(&d).unwrap().into_raw_fd();
+        let fd = to_memfd(&d, b"").unwrap().into_raw_fd();
         let summary = check(fd, std::process::id()).unwrap();
         assert!(!summary.chars().any(|c| c.is_control()), "{summary:?}");
         assert!(summary.contains("from build old\\e[2J\\r"), "{summary:?}");
@@ -373,13 +465,13 @@ mod tests {
 
     #[cfg(target_os = "linux")]
     #[test]
-    fn a_memfd_carries_the_document_and_survives_exec() {
+    fn a_memfd_carries_the_document_and_reaches_no_child_unasked() {
         use std::os::fd::{AsRawFd, IntoRawFd};
         let d = doc(vec![module("vault", ProcessIdentity { pid: 1, start_ticks: 2 })]);
-        let fd = to_memfd(&d).unwrap();
+        let fd = to_memfd(&d, b"ab\nabc\n").unwrap();
         // SAFETY: F_GETFD on a descriptor we own.
         let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) };
-        assert_eq!(flags & libc::FD_CLOEXEC, 0, "the document must survive the exec");
+        assert_ne!(flags & libc::FD_CLOEXEC, 0, "only a child named in keep_fds may get it");
         let summary = check(fd.into_raw_fd(), std::process::id()).unwrap();
         assert!(summary.contains("1 module(s)"), "{summary}");
     }

@@ -28,6 +28,7 @@ pub mod handover;
 pub mod home_writes;
 pub mod limits;
 pub mod notify;
+pub mod upgrade;
 
 use std::io::Write;
 use std::os::fd::AsFd;
@@ -88,6 +89,11 @@ pub struct ServeOptions {
     /// `--log-file`: the hub writes all its output to this file itself, rotated by size
     /// (`crate::logfile`), instead of to stdout or the journal.
     pub log_file: Option<crate::logfile::LogFileConfig>,
+    /// How to start this hub again in place (`None`: in-place upgrades are refused).
+    pub reexec: Option<upgrade::Reexec>,
+    /// The hand-over document's descriptor, when this image replaced a running hub
+    /// ([`handover::FD_ENV`]).
+    pub handover_fd: Option<i32>,
 }
 
 /// How a hub that got as far as serving ended.
@@ -159,12 +165,37 @@ pub fn run(opts: ServeOptions) -> Result<Outcome, ServeError> {
         say(&format!("could not raise the open-file limit ({e}); a connection flood exhausts it sooner."));
     }
     limits::private_log();
+    // Read before anything else opens a descriptor: what the old image handed over.
+    let received = opts.handover_fd.map(upgrade::receive);
+    // Modules are forked (and an in-place upgrade execs) on this, the main thread; the
+    // hub runs on another. See `Spawner::on_current_thread`: that is what lets a module
+    // survive any number of upgrades.
+    let (spawner, spawner_loop) = parachute_process::Spawner::on_current_thread();
+    let quit = spawner.clone();
+    let hub = std::thread::Builder::new()
+        .name("parachute-hub".into())
+        .spawn(move || {
+            let outcome = run_hub(opts, log, received, spawner);
+            quit.quit();
+            outcome
+        })
+        .map_err(ServeError::Runtime)?;
+    spawner_loop.run();
+    hub.join().unwrap_or_else(|_| Err(ServeError::Runtime(std::io::Error::other("the hub thread panicked"))))
+}
+
+fn run_hub(
+    opts: ServeOptions,
+    log: Option<crate::logfile::RotatingLog>,
+    received: Option<Result<(handover::Handover, Vec<u8>), handover::HandoverError>>,
+    spawner: parachute_process::Spawner,
+) -> Result<Outcome, ServeError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(ServeError::Runtime)?;
-    let outcome = rt.block_on(serve(opts, log));
+    let outcome = rt.block_on(serve(opts, log, received, spawner));
     if let Ok(Outcome::Forced) = outcome {
         // Second signal: every group was SIGKILLed; do not wait for anything else.
         rt.shutdown_background();
@@ -307,10 +338,34 @@ fn open_log(cfg: &crate::logfile::LogFileConfig) -> Result<crate::logfile::Rotat
 async fn serve(
     mut opts: ServeOptions,
     log: Option<crate::logfile::RotatingLog>,
+    received: Option<Result<(handover::Handover, Vec<u8>), handover::HandoverError>>,
+    spawner: parachute_process::Spawner,
 ) -> Result<Outcome, ServeError> {
     let mut signals = Signals::install().map_err(ServeError::Signals)?;
-    let std_listener = bind::bind_loopback(opts.port)?;
+    // This image replaced a running hub (whether or not its document is usable): the
+    // service manager was told the hub started long ago.
+    let reexeced = received.is_some();
+    let handed = match received {
+        Some(Ok(h)) => Some(h),
+        Some(Err(e)) => {
+            say(&format!(
+                "in-place upgrade: {e}; starting afresh (leftover modules are stopped and started again)."
+            ));
+            None
+        }
+        None => None,
+    };
+    // Descriptors the document named that this image has taken (each at most once).
+    let mut taken = Vec::new();
+    let std_listener = match handed.as_ref().and_then(|(doc, _)| upgrade::inherited_listener(doc, &mut taken))
+    {
+        Some(l) => l,
+        None => bind::bind_loopback(opts.port)?,
+    };
     let port = std_listener.local_addr().map(|a| a.port()).unwrap_or(opts.port);
+    // Kept for an in-place upgrade: the socket stays open (and listening) while the API
+    // server is down, so a client is never refused.
+    let listener_keep = std_listener.try_clone().map_err(|source| ServeError::Listener { port, source })?;
     let listener = tokio::net::TcpListener::from_std(std_listener)
         .map_err(|source| ServeError::Listener { port, source })?;
     let home = opts.home.clone();
@@ -334,8 +389,17 @@ async fn serve(
         }
         (Origin::Existing, None) => {}
     }
-    let nonce = crate::token::random_hex(16)?;
-    let instance = HubInstance::new(std::process::id(), port, nonce, time::OffsetDateTime::now_utc());
+    // An in-place upgrade keeps the instance: its nonce (every module's process tag),
+    // its start time; it counts one more generation.
+    let (nonce, started_at, generation) = match &handed {
+        Some((doc, _)) => (
+            doc.instance.clone(),
+            crate::rfc3339::parse(&doc.started_at).unwrap_or_else(time::OffsetDateTime::now_utc),
+            doc.generation.saturating_add(1),
+        ),
+        None => (crate::token::random_hex(16)?, time::OffsetDateTime::now_utc(), 0),
+    };
+    let instance = HubInstance::new(std::process::id(), port, nonce, started_at);
     if let Err(e) = instance.write(&home.hub_instance()) {
         writes.instance_failed(instance.clone(), &e);
     }
@@ -348,8 +412,11 @@ async fn serve(
         process_tag: Some(instance.instance.clone()),
         ..opts.supervisor.clone()
     };
-    for report in crate::supervisor::statefile::stop_recorded(&state_file, config.kill_timeout).await {
-        say(&report.to_string());
+    // After an in-place upgrade the recorded children are this very hub's, being adopted.
+    if handed.is_none() {
+        for report in crate::supervisor::statefile::stop_recorded(&state_file, config.kill_timeout).await {
+            say(&report.to_string());
+        }
     }
     let to_journal = [std::io::stderr().as_fd(), std::io::stdout().as_fd()]
         .into_iter()
@@ -360,11 +427,26 @@ async fn serve(
         None if to_journal => OutputSink::Journal(Default::default()),
         None => OutputSink::Stdout,
     };
-    let supervisor = Supervisor::new(config, sink);
+    let supervisor = Supervisor::with_spawner(config, sink, spawner);
     // The state file names this hub's tag before any module starts, so a hub killed before
     // its first spawn still leaves the next boot a way to find what its modules started.
     // A home that cannot be written is reported by the writer, which keeps retrying.
     supervisor.claim_state_file(STATE_CLAIM_WAIT).await;
+    if let Some((doc, logs)) = &handed {
+        let notes = upgrade::adopt_all(&supervisor, doc, logs, &mut taken);
+        let adopted = supervisor.list().len();
+        say(&format!(
+            "in-place upgrade (generation {generation}): build {} took over from build {}; {adopted} of {} module(s) \
+             kept as they were.",
+            build_id::current().unwrap_or("unknown"),
+            crate::text::field(&doc.from_build),
+            doc.modules.len()
+        ));
+        for n in notes {
+            say(&n);
+        }
+    }
+    let (upgrade_tx, mut upgrade_rx) = tokio::sync::mpsc::channel::<upgrade::Ask>(1);
     let resolver = Arc::new(boot::ModelResolver::new(home.clone(), opts.ctx.clone()));
     let (phase_tx, phase_rx) = watch::channel(Phase::Running);
     let beat = Arc::new(api::probes::LoopBeat::default());
@@ -376,11 +458,16 @@ async fn serve(
         resolver: resolver.clone(),
         phase: phase_rx.clone(),
         beat: Arc::clone(&beat),
+        generation,
+        upgrade: opts.reexec.is_some().then_some(upgrade_tx),
     });
-    let mut closing = phase_rx.clone();
-    let mut server = tokio::spawn(api::serve(listener, state, async move {
-        let _ = closing.wait_for(|p| *p == Phase::Closing).await;
-    }));
+    let serve_api = |listener: tokio::net::TcpListener| {
+        let mut closing = phase_rx.clone();
+        tokio::spawn(api::serve(listener, Arc::clone(&state), async move {
+            let _ = closing.wait_for(Phase::ends_streams).await;
+        }))
+    };
+    let mut server = serve_api(listener);
     say(&format!(
         "listening on http://127.0.0.1:{port} (pid {}, home {}, instance {}, hub origin {}).",
         instance.pid,
@@ -389,7 +476,8 @@ async fn serve(
         opts.ctx.hub_origin.as_deref().unwrap_or("none")
     ));
     let notifier = notify::Notifier::new(&opts.notify, std::process::id());
-    let mut readiness = notify::Readiness::begin(&notifier);
+    let mut readiness =
+        if reexeced { notify::Readiness::already_sent() } else { notify::Readiness::begin(&notifier) };
     let (booted_tx, mut booted_rx) = tokio::sync::oneshot::channel::<()>();
     let boot_run = boot::boot(supervisor.clone(), resolver, opts.boot_concurrency, phase_rx.clone());
     let mut boot = tokio::spawn(async move {
@@ -415,6 +503,39 @@ async fn serve(
             _ = signals.usr1.recv() => report_states(&supervisor),
             _ = signals.chld.recv() => reap(&supervisor),
             _ = sweep.tick() => reap(&supervisor),
+            Some(ask) = upgrade_rx.recv() => {
+                let base = handover::Handover {
+                    version: handover::FORMAT_VERSION,
+                    hub_pid: std::process::id(),
+                    boot_id: crate::supervisor::statefile::boot_id(),
+                    instance: instance.instance.clone(),
+                    started_at: crate::rfc3339::format(instance.started_at),
+                    generation,
+                    listener_fd: std::os::fd::AsRawFd::as_raw_fd(&listener_keep),
+                    port,
+                    from_build: build_id::current().unwrap_or("unknown").to_owned(),
+                    modules: Vec::new(),
+                };
+                let Some(reexec) = opts.reexec.as_ref() else { continue };
+                let Some(binary) = upgrade_checked(&supervisor, reexec, &base, ask).await else { continue };
+                // Answered "handing over": stop serving (the listener stays open), freeze, exec.
+                let _ = phase_tx.send(Phase::Upgrading);
+                if tokio::time::timeout(API_DRAIN, &mut server).await.is_err() {
+                    server.abort();
+                    let _ = (&mut server).await;
+                }
+                let why = hand_over(&supervisor, reexec, &binary, &base).await;
+                say(&format!("in-place upgrade failed: {why}; this build carries on, every module as it was."));
+                let _ = phase_tx.send(Phase::Running);
+                match listener_keep.try_clone().and_then(tokio::net::TcpListener::from_std) {
+                    Ok(l) => server = serve_api(l),
+                    Err(e) => {
+                        say(&format!("the control API cannot serve again ({e}); shutting down so the service manager restarts the hub."));
+                        api_failed = true;
+                        break "control API failure";
+                    }
+                }
+            }
             _ = tick.tick() => {
                 beat.beat();
                 if notifier.active() {
@@ -486,6 +607,72 @@ async fn serve(
         Outcome::Unclean
     };
     Ok(outcome)
+}
+
+/// The checks before an in-place upgrade: the binary is trusted and passed its dry run.
+/// Answers `ask` either way; `Some(binary)` when the hub should hand over to it now.
+async fn upgrade_checked(
+    supervisor: &Supervisor,
+    reexec: &upgrade::Reexec,
+    base: &handover::Handover,
+    ask: upgrade::Ask,
+) -> Option<std::path::PathBuf> {
+    let refuse = |ask: upgrade::Ask, why: String| {
+        say(&format!("in-place upgrade refused: {why}"));
+        let _ = ask.reply.send(Err(upgrade::Refusal(why)));
+    };
+    let binary = match upgrade::trusted_binary(&reexec.program, nix::unistd::geteuid().as_raw()) {
+        Ok(b) => b,
+        Err(why) => {
+            refuse(ask, why);
+            return None;
+        }
+    };
+    match upgrade::dry_run(supervisor.spawner(), &binary, &reexec.env, base).await {
+        Ok(summary) => say(&format!("in-place upgrade: the new binary's dry run: {summary}")),
+        Err(why) => {
+            refuse(ask, why);
+            return None;
+        }
+    }
+    let accepted = upgrade::Accepted {
+        status: "handing_over",
+        binary: binary.to_string_lossy().into_owned(),
+        from_build: build_id::current().map(str::to_owned),
+        to_build: build_id::of_file(&binary),
+        pid: std::process::id(),
+        generation: base.generation,
+    };
+    say(&format!(
+        "in-place upgrade: handing over to {} (build {} → {}).",
+        crate::text::field(&accepted.binary),
+        accepted.from_build.as_deref().unwrap_or("unknown"),
+        accepted.to_build.as_deref().unwrap_or("unknown")
+    ));
+    ask.reply.send(Ok(accepted)).ok().map(|()| binary)
+}
+
+/// Freezes every module, flushes, and execs `binary` with the hand-over. Returns only
+/// if that failed, with why; every module has resumed by then.
+async fn hand_over(
+    supervisor: &Supervisor,
+    reexec: &upgrade::Reexec,
+    binary: &std::path::Path,
+    base: &handover::Handover,
+) -> String {
+    let freeze = match supervisor.freeze(upgrade::FREEZE_WITHIN).await {
+        Ok(f) => f,
+        Err(why) => return why,
+    };
+    if !supervisor.flush_output(Duration::from_secs(2)).await {
+        say(
+            "in-place upgrade: the output did not drain in 2 s; lines still queued are in the module logs only.",
+        );
+    }
+    let (doc, logs) = upgrade::document(base, &freeze);
+    let err = upgrade::exec(supervisor.spawner(), reexec, binary, &doc, &logs).await.to_string();
+    freeze.thaw();
+    err
 }
 
 /// Ends the retries of failed home writes, so none lands after this point.

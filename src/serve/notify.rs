@@ -180,6 +180,13 @@ impl Readiness {
         Readiness { sent: false, last_progress: tokio::time::Instant::now(), last_status: String::new() }
     }
 
+    /// After an in-place upgrade the manager was told long ago: no `EXTEND_TIMEOUT_USEC`,
+    /// no second `READY=1` (systemd would take one outside a start job as a spurious
+    /// notification); status lines and watchdog pings go on as before.
+    pub fn already_sent() -> Readiness {
+        Readiness { sent: true, last_progress: tokio::time::Instant::now(), last_status: String::new() }
+    }
+
     /// One tick of the serve loop with the modules' current states: status on change,
     /// start-window extension on progress, ready-anyway after [`START_WINDOW`] of none,
     /// then the watchdog ping.

@@ -24,6 +24,7 @@ use bytes::Bytes;
 use parachute_process::{
     ExitInfo, GroupChild, KILL_WAIT, ProcessIdentity, Signal, Signalled, SpawnSpec, procfs, signal_identity,
 };
+use tokio::process::{ChildStderr, ChildStdout};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::Instant;
@@ -31,10 +32,11 @@ use tokio::time::Instant;
 use super::attribution::{Attribution, attribute, module_marker};
 use super::budget::{BudgetConfig, CrashBudget, Verdict};
 use super::diagnostics::{self as diag, line};
+use super::handover::{AdoptedModule, FrozenChild, FrozenModule};
 use super::journal::EventKind;
 use super::logbuf::LogRing;
 use super::preflight::{preflight, spawn_error};
-use super::pump::{LineSink, pump};
+use super::pump::{LineSink, Paused, pump};
 use super::registry::{Cmd, Ctx, Live, Module, Stopped};
 use super::state::{ModuleState, ModuleStatus, StartError, StartErrorKind};
 use super::statefile;
@@ -65,12 +67,60 @@ enum Event {
     RespawnDue,
 }
 
+/// How long a frozen module's output pumps get to hand their pipes back (they stop between
+/// two reads, so this is only ever reached by a bug).
+const FREEZE_PUMPS: Duration = Duration::from_secs(2);
+
 /// The child the actor owns.
 struct Current {
     child: GroupChild,
     spawn: u64,
     since: Instant,
-    pumps: Vec<JoinHandle<()>>,
+    pumps: Pumps,
+}
+
+/// The output pumps of the current child (a stream whose pump ended is `None`).
+struct Pumps {
+    out: Option<JoinHandle<Option<Paused<ChildStdout>>>>,
+    err: Option<JoinHandle<Option<Paused<ChildStderr>>>>,
+    pause: watch::Sender<bool>,
+}
+
+impl Pumps {
+    fn start(sink: &LineSink, out: Option<Paused<ChildStdout>>, err: Option<Paused<ChildStderr>>) -> Pumps {
+        let (pause, paused) = watch::channel(false);
+        Pumps {
+            out: out.map(|p| tokio::spawn(pump(p.stream, sink.stdout(), p.partial, paused.clone()))),
+            err: err.map(|p| tokio::spawn(pump(p.stream, sink.stderr(), p.partial, paused))),
+            pause,
+        }
+    }
+
+    /// Waits (until `deadline`) for both pumps to reach EOF; one that does not keeps
+    /// running detached, still writing into the ring.
+    async fn drain(self, deadline: Instant) {
+        if let Some(p) = self.out {
+            let _ = tokio::time::timeout_at(deadline, p).await;
+        }
+        if let Some(p) = self.err {
+            let _ = tokio::time::timeout_at(deadline, p).await;
+        }
+    }
+
+    /// Stops both pumps between two reads and takes their pipes back.
+    async fn pause(self) -> (Option<Paused<ChildStdout>>, Option<Paused<ChildStderr>>) {
+        self.pause.send_replace(true);
+        let deadline = Instant::now() + FREEZE_PUMPS;
+        let out = match self.out {
+            Some(p) => tokio::time::timeout_at(deadline, p).await.ok().and_then(Result::ok).flatten(),
+            None => None,
+        };
+        let err = match self.err {
+            Some(p) => tokio::time::timeout_at(deadline, p).await.ok().and_then(Result::ok).flatten(),
+            None => None,
+        };
+        (out, err)
+    }
 }
 
 /// What `terminate` did.
@@ -115,13 +165,24 @@ pub(crate) fn spawn(ctx: Arc<Ctx>, short: &str) -> Arc<Module> {
     Actor::start(ctx, short)
 }
 
+/// Creates the entry of a module handed over by the image this process replaced.
+pub(crate) fn adopt(ctx: Arc<Ctx>, m: AdoptedModule) -> Arc<Module> {
+    Actor::adopt(ctx, m)
+}
+
 impl Actor {
     fn start(ctx: Arc<Ctx>, short: &str) -> Arc<Module> {
+        let ring = LogRing::new(ctx.config.log_buffer_bytes);
+        let actor = Actor::new(ctx, short, ModuleState::new(short, ModuleStatus::Starting), ring);
+        let module = Arc::clone(&actor.module);
+        tokio::spawn(actor.run());
+        module
+    }
+
+    fn new(ctx: Arc<Ctx>, short: &str, initial: ModuleState, ring: Arc<LogRing>) -> Actor {
         let (tx, rx) = mpsc::unbounded_channel();
         let (itx, irx) = mpsc::unbounded_channel();
-        let initial = ModuleState::new(short, ModuleStatus::Starting);
         let (state_tx, state_rx) = watch::channel(initial);
-        let ring = LogRing::new(ctx.config.log_buffer_bytes);
         let module = Arc::new(Module {
             short: short.to_owned(),
             ring: Arc::clone(&ring),
@@ -141,7 +202,7 @@ impl Actor {
             last_error: Some(Arc::clone(&module.last_error)),
         };
         let closed = ctx.closing.load(Ordering::SeqCst);
-        let actor = Actor {
+        Actor {
             ctx,
             module: Arc::clone(&module),
             sink,
@@ -159,7 +220,46 @@ impl Actor {
             rx,
             itx,
             irx,
-        };
+        }
+    }
+
+    /// A module handed over by the image this process replaced (an in-place upgrade):
+    /// its child (if it had one) keeps running, its pipes are pumped again from where the
+    /// old image stopped, its log keeps its sequence numbers, its crash history counts.
+    fn adopt(ctx: Arc<Ctx>, m: AdoptedModule) -> Arc<Module> {
+        let ring = LogRing::restore(ctx.config.log_buffer_bytes, m.ring_first_seq, m.ring);
+        let mut state = m.state;
+        state.resources = None;
+        let last_error = state.last_error_line.take();
+        let mut actor = Actor::new(ctx, &m.short, state.clone(), ring);
+        *super::registry::lock(&actor.module.last_error) = last_error;
+        let now = Instant::now();
+        actor.status = Some(state.status);
+        actor.req = m.request;
+        actor.budget = CrashBudget::from_ages(now.into_std(), &m.crash_ages);
+        actor.spawn_seq = m.spawn_seq;
+        actor.respawn_at = m.respawn_in.map(|d| now + d);
+        if let Some(c) = m.child {
+            let child = c.spawned.child;
+            let pid = child.pid();
+            let since = now.checked_sub(m.uptime).unwrap_or(now);
+            actor.module.set_live(Some(Live {
+                handle: child.handle(),
+                start_ticks: c.start_ticks,
+                cgroup: procfs::cgroup(pid),
+                since: since.into_std(),
+            }));
+            let pumps = Pumps::start(
+                &actor.sink,
+                c.stdout_open.then(|| Paused { stream: c.spawned.stdout, partial: c.partial_stdout }),
+                c.stderr_open.then(|| Paused { stream: c.spawned.stderr, partial: c.partial_stderr }),
+            );
+            actor.cur = Some(Current { child, spawn: actor.spawn_seq, since, pumps });
+            if state.status == ModuleStatus::Running && state.ready_at.is_none() {
+                actor.regate();
+            }
+        }
+        let module = Arc::clone(&actor.module);
         tokio::spawn(actor.run());
         module
     }
@@ -282,8 +382,81 @@ impl Actor {
                 self.closed = true;
                 return false;
             }
+            Cmd::Freeze { reply, thaw } => self.freeze(reply, thaw).await,
         }
         true
+    }
+
+    /// An in-place upgrade: stop pumping (between two reads, so not a byte is lost), hand
+    /// the module's state and pipes to the hub, and wait. If the hub's image is replaced,
+    /// this never resumes; if the upgrade is abandoned (`thaw` resolves or is dropped),
+    /// pumping resumes on the same pipes where it stopped.
+    async fn freeze(&mut self, reply: oneshot::Sender<FrozenModule>, thaw: oneshot::Receiver<()>) {
+        if self.closed {
+            return;
+        }
+        self.cancel_watchers();
+        self.answer_waiting();
+        let now = Instant::now();
+        let mut paused = None;
+        let mut child = None;
+        if let Some(cur) = self.cur.as_mut() {
+            let (tx, _) = watch::channel(false);
+            let pumps = std::mem::replace(&mut cur.pumps, Pumps { out: None, err: None, pause: tx });
+            let (out, err) = pumps.pause().await;
+            let start_ticks = self.module.live().map_or(0, |l| l.start_ticks);
+            child = Some(FrozenChild {
+                leader: ProcessIdentity { pid: cur.child.pid(), start_ticks },
+                stdout: out.as_ref().map(|p| std::os::fd::AsRawFd::as_raw_fd(&p.stream)),
+                stderr: err.as_ref().map(|p| std::os::fd::AsRawFd::as_raw_fd(&p.stream)),
+                partial_stdout: out.as_ref().map(|p| p.partial.clone()).unwrap_or_default(),
+                partial_stderr: err.as_ref().map(|p| p.partial.clone()).unwrap_or_default(),
+                uptime: now.saturating_duration_since(cur.since),
+            });
+            paused = Some((out, err));
+        }
+        // Lines already taken from the pipes reach the module's journal streams before the
+        // image that owns those streams is gone (the new one opens its own).
+        if let Some(j) = &self.sink.journal {
+            j.out.flush(FREEZE_PUMPS).await;
+            j.err.flush(FREEZE_PUMPS).await;
+        }
+        let (ring_first_seq, ring) = self.module.ring.export();
+        let frozen = FrozenModule {
+            short: self.short().to_owned(),
+            state: self.snapshot(),
+            request: self.req.clone(),
+            child,
+            ring_first_seq,
+            ring,
+            crash_ages: self.budget.ages(now.into_std()),
+            spawn_seq: self.spawn_seq,
+            respawn_in: self.respawn_at.map(|t| t.saturating_duration_since(now)),
+        };
+        if reply.send(frozen).is_ok() {
+            // Resolves (or errs, when dropped) only if the upgrade was abandoned.
+            let _ = thaw.await;
+        }
+        if let (Some(cur), Some((out, err))) = (self.cur.as_mut(), paused) {
+            cur.pumps = Pumps::start(&self.sink, out, err);
+        }
+        if self.status == Some(ModuleStatus::Running) && self.snapshot().ready_at.is_none() {
+            self.regate();
+        }
+    }
+
+    /// Runs the readiness gate again for the current child (after a freeze, or an
+    /// adoption, cancelled or skipped it).
+    fn regate(&mut self) {
+        if let (Some(port), Some(pid), Some(spawn)) =
+            (self.port(), self.pid(), self.cur.as_ref().map(|c| c.spawn))
+        {
+            if self.cfg().ready_timeout.is_zero() {
+                self.mark_ready();
+            } else {
+                self.readiness_gate(spawn, port, pid);
+            }
+        }
     }
 
     fn internal(&mut self, ev: Internal) {
@@ -378,6 +551,7 @@ impl Actor {
                 )
                 .collect(),
             cwd: req.cwd.clone(),
+            keep_fds: Vec::new(),
         };
         let spawned = match self.ctx.spawner.spawn(spec).await {
             Ok(s) => s,
@@ -387,10 +561,11 @@ impl Actor {
         let child = spawned.child;
         let pid = child.pid();
         let start_ticks = procfs::stat(pid).map_or(0, |s| s.start_ticks);
-        let pumps = vec![
-            tokio::spawn(pump(spawned.stdout, self.sink.stdout())),
-            tokio::spawn(pump(spawned.stderr, self.sink.stderr())),
-        ];
+        let pumps = Pumps::start(
+            &self.sink,
+            Some(Paused { stream: spawned.stdout, partial: Vec::new() }),
+            Some(Paused { stream: spawned.stderr, partial: Vec::new() }),
+        );
         self.module.set_live(Some(Live {
             handle: child.handle(),
             start_ticks,
@@ -551,11 +726,7 @@ impl Actor {
         let Current { child, since, pumps, .. } = cur;
         let exit = child.reap(grace).await;
         let uptime = since.elapsed();
-        let deadline = Instant::now() + DRAIN_TIMEOUT;
-        for p in pumps {
-            // On timeout the pump keeps running detached, still writing into this ring.
-            let _ = tokio::time::timeout_at(deadline, p).await;
-        }
+        pumps.drain(Instant::now() + DRAIN_TIMEOUT).await;
         // Descendants that left the group are the module's too (a daemonizing wrapper's
         // server): they go with it, by identity — after the drain, so a writer's last
         // words still arrive. They stay recorded in the state file until they are gone.

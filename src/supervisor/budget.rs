@@ -93,6 +93,19 @@ impl CrashBudget {
     pub fn reset(&mut self) {
         self.stamps.clear();
     }
+
+    /// How long ago each counted crash was, oldest first (an in-place upgrade carries the
+    /// history over, so an upgrade never resets a crash loop's budget).
+    pub fn ages(&self, now: Instant) -> Vec<Duration> {
+        self.stamps.iter().map(|t| now.saturating_duration_since(*t)).collect()
+    }
+
+    /// A history whose crashes were `ages` before `now` ([`CrashBudget::ages`]).
+    pub fn from_ages(now: Instant, ages: &[Duration]) -> CrashBudget {
+        let mut stamps: Vec<Instant> = ages.iter().filter_map(|a| now.checked_sub(*a)).collect();
+        stamps.sort();
+        CrashBudget { stamps: stamps.into() }
+    }
 }
 
 /// `base × 2^(n-1)`, capped at `cap` (`n` is 1 for the first crash).
@@ -116,6 +129,18 @@ mod tests {
     }
 
     const QUICK: Duration = Duration::from_millis(10);
+
+    #[test]
+    fn a_handed_over_history_counts_the_same_crashes() {
+        let (t0, c) = (Instant::now(), cfg(3, 60_000));
+        let mut b = CrashBudget::default();
+        b.record(t0, QUICK, &c);
+        b.record(t0 + Duration::from_secs(1), QUICK, &c);
+        let now = t0 + Duration::from_secs(2);
+        let mut back = CrashBudget::from_ages(now, &b.ages(now));
+        assert_eq!(back.count(), 2);
+        assert_eq!(back.record(now, QUICK, &c), Verdict::GiveUp { n: 3 });
+    }
 
     #[test]
     fn default_budget_gives_up_on_the_third_crash() {

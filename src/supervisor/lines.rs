@@ -72,6 +72,12 @@ impl LineSplitter {
         self.buf.len()
     }
 
+    /// Takes the unfinished line held (an in-place upgrade hands it to the new image's
+    /// splitter, so a line cut by the hand-over is still one line).
+    pub fn take_pending(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
+    }
+
     fn emit_complete(&self, mut line: &[u8], emit: &mut impl FnMut(&[u8], bool)) {
         while line.len() > self.max {
             let cut = cut_point(line, self.max);

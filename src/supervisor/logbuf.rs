@@ -140,6 +140,37 @@ impl LogRing {
         LogSnapshot { lines, missed, next_seq: r.next_seq }
     }
 
+    /// Every kept line, oldest first, and the `seq` of the first (an in-place upgrade hands
+    /// them to the new image: [`LogRing::restore`]).
+    pub fn export(&self) -> (u64, Vec<Bytes>) {
+        let r = self.lock();
+        (r.first_seq(), r.lines.iter().map(|(_, b)| b.clone()).collect())
+    }
+
+    /// A buffer holding `lines` (as [`LogRing::export`] gave them) numbered from
+    /// `first_seq` on, so followers resume at the same sequence numbers.
+    pub fn restore(cap: usize, first_seq: u64, lines: Vec<Bytes>) -> Arc<LogRing> {
+        let ring = LogRing::new(cap);
+        {
+            let mut r = ring.lock();
+            r.next_seq = first_seq;
+            for line in lines {
+                let seq = r.next_seq;
+                r.next_seq += 1;
+                r.bytes += line.len();
+                r.lines.push_back((seq, line));
+            }
+            while r.bytes > ring.cap && r.lines.len() > 1 {
+                if let Some((_, old)) = r.lines.pop_front() {
+                    r.bytes -= old.len();
+                }
+            }
+            let next = r.next_seq;
+            ring.tick.send_modify(|t| t.0 = next);
+        }
+        ring
+    }
+
     /// A follower starting at `since` (`None`: the oldest kept line).
     pub fn follow(self: &Arc<Self>, since: Option<u64>) -> LogFollower {
         let cursor = since.unwrap_or_else(|| self.lock().first_seq());
@@ -199,6 +230,18 @@ impl LogFollower {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_restored_ring_keeps_every_line_at_its_sequence_number() {
+        let ring = LogRing::new(1 << 10);
+        for i in 0..5 {
+            ring.push(Bytes::from(format!("line {i}\n")));
+        }
+        let (first, lines) = ring.export();
+        let back = LogRing::restore(1 << 10, first, lines);
+        assert_eq!(back.snapshot(None), ring.snapshot(None));
+        assert_eq!(back.push(Bytes::from_static(b"next\n")), 5);
+    }
+
     use super::*;
     use std::time::Duration;
 

@@ -35,6 +35,7 @@ pub(crate) mod attribution;
 pub(crate) mod budget;
 pub mod dependencies;
 pub(crate) mod diagnostics;
+pub mod handover;
 pub(crate) mod journal;
 pub(crate) mod lines;
 pub(crate) mod logbuf;
@@ -432,6 +433,57 @@ impl Supervisor {
         for m in self.ctx().modules() {
             m.kill_now();
         }
+    }
+
+    /// Freezes every module for an in-place upgrade (see [`handover`]): each actor, between
+    /// two of its events, stops pumping output and answers with its state and pipes. `Err`
+    /// (and every module resumed) when the supervisor is shutting down or an actor did not
+    /// answer within `within`.
+    pub async fn freeze(&self, within: Duration) -> Result<handover::Freeze, String> {
+        if self.ctx().closing.load(Ordering::SeqCst) {
+            return Err("the hub is shutting down".into());
+        }
+        let mut freeze = handover::Freeze::default();
+        let mut replies = Vec::new();
+        for m in self.ctx().modules() {
+            let (reply, rx) = oneshot::channel();
+            let (thaw, thawed) = oneshot::channel();
+            if m.tx.send(Cmd::Freeze { reply, thaw: thawed }).is_err() {
+                return Err(format!("{} is not answering", m.short));
+            }
+            freeze.thaws.push(thaw);
+            replies.push((m.short.clone(), rx));
+        }
+        let until = tokio::time::Instant::now() + within;
+        for (short, rx) in replies {
+            match tokio::time::timeout_at(until, rx).await {
+                Ok(Ok(frozen)) => freeze.modules.push(frozen),
+                Ok(Err(_)) => return Err(format!("{short} is stopping")),
+                Err(_) => return Err(format!("{short} is busy (a start or stop in progress); try again")),
+            }
+        }
+        Ok(freeze)
+    }
+
+    /// Waits (up to `within`) until every line queued for the output has been written.
+    pub async fn flush_output(&self, within: Duration) -> bool {
+        self.ctx().output.flush(within).await
+    }
+
+    /// Supervises a module handed over by the image this process replaced. `false` if a
+    /// module of that name is supervised already (nothing is taken over then: the caller
+    /// still owns nothing, the child and its pipes were moved in and are dropped, which
+    /// stops that child).
+    pub fn adopt(&self, m: handover::AdoptedModule) -> bool {
+        let adopted = self.ctx().adopt(m);
+        self.ctx().persist();
+        adopted
+    }
+
+    /// The spawner thread children of this supervisor are started from (keep using it for
+    /// anything else this process starts or execs: see [`Spawner::exec`]).
+    pub fn spawner(&self) -> &Spawner {
+        &self.ctx().spawner
     }
 
     /// Pids of the live children (each leads its own group), for a PID-1/subreaper zombie

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::watch;
 
 use std::borrow::Cow;
 
@@ -61,13 +62,31 @@ impl LineSink {
     }
 }
 
-/// Pumps `stream` until EOF or a read error, then flushes a partial last line.
+/// What a pump hands back when it is paused (an in-place upgrade): its stream, untouched
+/// since the last line it delivered, and the unfinished line it held.
+pub struct Paused<R> {
+    /// The pipe.
+    pub stream: R,
+    /// Bytes of a line whose end has not arrived yet.
+    pub partial: Vec<u8>,
+}
+
+/// Pumps `stream` until EOF or a read error, then flushes a partial last line; or, once
+/// `pause` turns `true`, stops between two reads and hands the stream back (nothing read
+/// is lost: a read is only ever abandoned before it returned bytes). `partial` is an
+/// unfinished line handed over by a previous pump of the same pipe.
 ///
 /// Every line of one read is formatted into a single buffer and handed out as slices of it
 /// (no allocation per line), pushed into the ring under one lock with one wake-up, then
 /// queued for the output writer.
-pub async fn pump(mut stream: impl AsyncRead + Unpin, sink: LineSink) {
+pub async fn pump<R: AsyncRead + Unpin>(
+    mut stream: R,
+    sink: LineSink,
+    partial: Vec<u8>,
+    mut pause: watch::Receiver<bool>,
+) -> Option<Paused<R>> {
     let mut splitter = LineSplitter::new(sink.max_line);
+    splitter.push(&partial, &mut |_, _| {});
     let mut buf = vec![0u8; 16 * 1024];
     let mut chunk = BytesMut::new();
     let mut ends: Vec<usize> = Vec::new();
@@ -77,7 +96,15 @@ pub async fn pump(mut stream: impl AsyncRead + Unpin, sink: LineSink) {
     // that need no escaping (nearly all) are shared, not copied.
     let mut escaped: Vec<(usize, Bytes)> = Vec::new();
     loop {
-        let eof = match stream.read(&mut buf).await {
+        let read = tokio::select! {
+            biased;
+            () = paused(&mut pause) => None,
+            r = stream.read(&mut buf) => Some(r),
+        };
+        let Some(read) = read else {
+            return Some(Paused { stream, partial: splitter.take_pending() });
+        };
+        let eof = match read {
             Ok(0) | Err(_) => true,
             Ok(n) => {
                 splitter.push(&buf[..n], &mut |piece: &[u8], continued: bool| {
@@ -134,11 +161,23 @@ pub async fn pump(mut stream: impl AsyncRead + Unpin, sink: LineSink) {
             }
         }
         if eof {
-            break;
+            return None;
         }
         // Throttle a chatty child to the sink's pace (through its own pipe) rather than
         // dropping its lines; returns at once when the sink is stalled.
-        sink.stream.as_ref().unwrap_or(&sink.output).make_room().await;
+        tokio::select! {
+            biased;
+            () = paused(&mut pause) => {}
+            () = sink.stream.as_ref().unwrap_or(&sink.output).make_room() => {}
+        }
+    }
+}
+
+/// Resolves once a pause is asked for. A dropped sender is not a request: a pump left
+/// running detached (its pipe held by an escaped process) goes on until EOF.
+async fn paused(pause: &mut watch::Receiver<bool>) {
+    if pause.wait_for(|p| *p).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -162,12 +201,44 @@ mod tests {
             last_error: None,
         };
         let (mut w, r) = tokio::io::duplex(64);
-        let task = tokio::spawn(pump(r, sink));
-        w.write_all(b"listening on ").await.unwrap();
+        let (_pause, paused) = watch::channel(false);
+        let task = tokio::spawn(pump(r, sink, b"listening ".to_vec(), paused));
+        w.write_all(b"on ").await.unwrap();
         w.write_all(b"3200\nbye").await.unwrap();
         drop(w);
-        task.await.unwrap();
+        assert!(task.await.unwrap().is_none(), "EOF ends the pump");
         let texts: Vec<_> = ring.snapshot(None).lines.into_iter().map(|l| l.text).collect();
         assert_eq!(texts, ["[scribe] listening on 3200\n", "[scribe] bye\n"]);
+    }
+
+    #[tokio::test]
+    async fn a_paused_pump_hands_back_its_stream_and_unfinished_line() {
+        let ring = LogRing::new(1 << 16);
+        let sink = LineSink {
+            prefix: Bytes::from_static(b"[notes] "),
+            ring: Arc::clone(&ring),
+            output: Output::start(OutputSink::Discard, 8),
+            max_line: 1024,
+            journal: None,
+            stream: None,
+            last_error: None,
+        };
+        let (mut w, r) = tokio::io::duplex(64);
+        let (pause, paused) = watch::channel(false);
+        let task = tokio::spawn(pump(r, sink, Vec::new(), paused));
+        w.write_all(b"one\ntw").await.unwrap();
+        while ring.snapshot(None).lines.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        pause.send_replace(true);
+        let Paused { mut stream, partial } = task.await.unwrap().expect("paused, not ended");
+        assert_eq!(partial, b"tw");
+        // The pipe is intact: what is written next is still there for the next pump.
+        w.write_all(b"o\n").await.unwrap();
+        let mut rest = [0u8; 2];
+        stream.read_exact(&mut rest).await.unwrap();
+        assert_eq!(&rest, b"o\n");
+        let texts: Vec<_> = ring.snapshot(None).lines.into_iter().map(|l| l.text).collect();
+        assert_eq!(texts, ["[notes] one\n"]);
     }
 }

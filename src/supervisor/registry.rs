@@ -67,6 +67,17 @@ impl Ctx {
         lock(&self.modules).iter().find(|m| m.short == short).cloned()
     }
 
+    /// Registers a module handed over by the image this process replaced; `false` (and
+    /// nothing registered) if one of that name exists.
+    pub fn adopt(self: &Arc<Self>, m: super::handover::AdoptedModule) -> bool {
+        let mut modules = lock(&self.modules);
+        if modules.iter().any(|x| x.short == m.short) {
+            return false;
+        }
+        modules.push(super::actor::adopt(Arc::clone(self), m));
+        true
+    }
+
     /// The module's entry, created (with its actor) if it does not exist yet.
     pub fn get_or_create(self: &Arc<Self>, short: &str) -> Arc<Module> {
         let mut modules = lock(&self.modules);
@@ -288,4 +299,10 @@ pub(crate) enum Cmd {
     },
     /// The supervisor handle was dropped: kill at once and end.
     Abort,
+    /// An in-place upgrade: stop pumping, answer with the module's state, wait for `thaw`
+    /// (see `handover`).
+    Freeze {
+        reply: oneshot::Sender<super::handover::FrozenModule>,
+        thaw: oneshot::Receiver<()>,
+    },
 }

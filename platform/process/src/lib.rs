@@ -69,7 +69,9 @@ pub use facts::{Fact, Facts, NoFacts, ProcessFacts, Unavailable};
 pub use foreign::{Signalled, signal_identity};
 pub use peer::{PeerOwner, tcp_peer_owner};
 pub use procfs::{CpuTime, HeldPort, Listener, Memory, ProcessIdentity};
-pub use spawn::{Resolve, SpawnError, SpawnSpec, Spawned, Spawner, inherit_across_exec, resolve_program};
+pub use spawn::{
+    Resolve, SpawnError, SpawnSpec, Spawned, Spawner, SpawnerLoop, inherit_across_exec, resolve_program,
+};
 pub use zombies::{reap_untracked_zombies, set_child_subreaper};
 
 use std::fmt;

@@ -36,6 +36,11 @@ pub struct SpawnSpec {
     pub env: Vec<(OsString, OsString)>,
     /// Working directory; `None` inherits ours.
     pub cwd: Option<PathBuf>,
+    /// Descriptors of ours the child (or, for [`Spawner::exec`], the new image) gets at the
+    /// same numbers. Every other descriptor above stderr stays ours alone. They keep
+    /// `FD_CLOEXEC` in this process: it is cleared in the forked child only, or by the
+    /// spawner thread just before `execve` — so no other child started meanwhile gets them.
+    pub keep_fds: Vec<std::os::fd::RawFd>,
 }
 
 impl SpawnSpec {
@@ -235,6 +240,48 @@ enum Request {
         spec: SpawnSpec,
         reply: oneshot::Sender<io::Error>,
     },
+    /// End [`SpawnerLoop::run`].
+    Quit,
+}
+
+/// The request loop of a [`Spawner`] that runs on a thread of the caller's choosing
+/// ([`Spawner::on_current_thread`]).
+#[derive(Debug)]
+pub struct SpawnerLoop {
+    rx: mpsc::Receiver<Request>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Request::Spawn { .. } => "Spawn",
+            Request::Exec { .. } => "Exec",
+            Request::Quit => "Quit",
+        })
+    }
+}
+
+impl SpawnerLoop {
+    /// Serves spawn and exec requests on this thread until [`Spawner::quit`] (or every
+    /// [`Spawner`] clone is gone). Children started here die when this thread ends.
+    pub fn run(self) {
+        serve_requests(self.rx);
+    }
+}
+
+fn serve_requests(rx: mpsc::Receiver<Request>) {
+    for req in rx {
+        match req {
+            // If the caller went away, the returned `Forked` is dropped: see its doc.
+            Request::Spawn { spec, reply } => {
+                let _ = reply.send(fork_child(&spec));
+            }
+            Request::Exec { spec, reply } => {
+                let _ = reply.send(exec_self(&spec));
+            }
+            Request::Quit => return,
+        }
+    }
 }
 
 /// What the spawner thread hands back; turned into tokio types on the caller's runtime.
@@ -258,20 +305,25 @@ impl Spawner {
     /// Start the spawner thread.
     pub fn new() -> io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Request>();
-        std::thread::Builder::new().name("parachute-spawner".into()).spawn(move || {
-            for req in rx {
-                match req {
-                    // If the caller went away, the returned `Forked` is dropped: see its doc.
-                    Request::Spawn { spec, reply } => {
-                        let _ = reply.send(fork_child(&spec));
-                    }
-                    Request::Exec { spec, reply } => {
-                        let _ = reply.send(exec_self(&spec));
-                    }
-                }
-            }
-        })?;
+        std::thread::Builder::new().name("parachute-spawner".into()).spawn(move || serve_requests(rx))?;
         Ok(Self { tx })
+    }
+
+    /// A spawner whose requests are served by the caller's own thread, in
+    /// [`SpawnerLoop::run`]. For a process that replaces its image more than once
+    /// ([`Spawner::exec`]): a child's `PR_SET_PDEATHSIG` follows the *thread* that forked it,
+    /// and an `execve` ends every thread but the one calling it. Children forked and the exec
+    /// both on the main thread keep one parent thread across any number of execs — a
+    /// separate spawner thread would be a new thread in each image, and the next exec would
+    /// end the previous image's children's parent thread.
+    pub fn on_current_thread() -> (Self, SpawnerLoop) {
+        let (tx, rx) = mpsc::channel::<Request>();
+        (Self { tx }, SpawnerLoop { rx })
+    }
+
+    /// Ends the [`SpawnerLoop`] serving this spawner, once the requests before it are served.
+    pub fn quit(&self) {
+        let _ = self.tx.send(Request::Quit);
     }
 
     /// Start `spec` in its own process group (`pgid == pid`), stdin `/dev/null`, stdout and
@@ -328,14 +380,46 @@ pub fn inherit_across_exec(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
-/// Runs on the spawner thread only; returns only on failure.
+/// Runs on the spawner thread only; returns only on failure. `keep_fds` lose `FD_CLOEXEC`
+/// here, right before the `execve` (no fork can come in between: forks run on this thread
+/// too), and get it back if the exec failed.
 fn exec_self(spec: &SpawnSpec) -> io::Error {
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args).env_clear().envs(spec.env.iter().map(|(k, v)| (k, v)));
     if let Some(cwd) = &spec.cwd {
         cmd.current_dir(cwd);
     }
-    cmd.exec()
+    for (i, &fd) in spec.keep_fds.iter().enumerate() {
+        if let Err(e) = set_cloexec(fd, false) {
+            for &done in &spec.keep_fds[..i] {
+                let _ = set_cloexec(done, true);
+            }
+            return io::Error::new(
+                e.kind(),
+                format!("descriptor {fd} cannot be handed to the new image: {e}"),
+            );
+        }
+    }
+    let err = cmd.exec();
+    for &fd in &spec.keep_fds {
+        let _ = set_cloexec(fd, true);
+    }
+    err
+}
+
+/// Sets or clears `FD_CLOEXEC` on `fd`. Async-signal-safe (two `fcntl`s).
+fn set_cloexec(fd: std::os::fd::RawFd, on: bool) -> io::Result<()> {
+    // SAFETY: fcntl on a plain number; EBADF is returned, not undefined.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let want = if on { flags | libc::FD_CLOEXEC } else { flags & !libc::FD_CLOEXEC };
+    // SAFETY: as above.
+    if want != flags && unsafe { libc::fcntl(fd, libc::F_SETFD, want) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 impl Spawned {
@@ -477,6 +561,19 @@ fn fork_child(spec: &SpawnSpec) -> Result<Forked, SpawnError> {
             cloexec_from(3, fd_limit);
             Ok(())
         });
+    }
+    if !spec.keep_fds.is_empty() {
+        let keep = spec.keep_fds.clone();
+        // SAFETY: between fork and exec; only fcntl (async-signal-safe), on a vector built
+        // before the fork (the closure only reads it). Runs after the closure above.
+        unsafe {
+            cmd.pre_exec(move || {
+                for &fd in &keep {
+                    set_cloexec(fd, false)?;
+                }
+                Ok(())
+            });
+        }
     }
 
     // Hold the registry lock across the fork so that `reap_untracked_zombies` can never see
