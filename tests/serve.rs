@@ -475,6 +475,19 @@ fn modules_survive_upgrades_in_a_row_and_a_broken_binary_is_refused() {
     let before = pids(&s);
     assert!(before.0.is_u64() && before.1.is_u64(), "{before:?}");
 
+    // What the hub holds besides sockets (pipes, files, the memfd while it lasts).
+    let files = |pid: u32| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .map(|t| t.to_string_lossy().into_owned())
+            .filter(|t| !t.starts_with("socket:") && !t.starts_with("anon_inode:"))
+            .map(|t| if t.starts_with("pipe:") { "pipe".to_owned() } else { t })
+            .collect();
+        v.sort();
+        v
+    };
+    let mut held = Vec::new();
     for generation in 1..=2u64 {
         let build = rebuild_in_place(&bin);
         let (st, body) = s.http("POST", "/api/hub/upgrade", Some(&h.token()));
@@ -491,7 +504,25 @@ fn modules_survive_upgrades_in_a_row_and_a_broken_binary_is_refused() {
         assert_eq!(now["pid"], s.pid(), "{now}");
         assert_eq!(std::fs::read_link(format!("/proc/{}/exe", s.pid())).unwrap(), bin);
         assert_eq!(pids(&s), before, "upgrade {generation} restarted a module:\n{}", s.stderr());
+        held.push(files(s.pid()));
     }
+    assert_eq!(held[0], held[1], "an upgrade leaves no descriptor behind");
+    assert!(held[1].iter().filter(|f| *f == "pipe").count() >= 4, "both modules' pipes: {:?}", held[1]);
+    assert!(held[1].iter().any(|f| f.ends_with("serve.lock")), "the lock: {:?}", held[1]);
+    assert!(!held[1].iter().any(|f| f.contains("parachute-handover")), "{:?}", held[1]);
+
+    // The home's locks crossed both execs: a second hub on this home is still refused.
+    let second = crate::support::parachute()
+        .arg("serve")
+        .arg("--home")
+        .arg(h.home())
+        .arg("--port")
+        .arg(free_port().to_string())
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1), "{}", String::from_utf8_lossy(&second.stderr));
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert!(said.contains(&format!("pid {}", s.pid())), "{said}");
 
     std::fs::write(dir.join("broken"), "#!/bin/sh\necho 'cannot start: libfoo.so missing' >&2\nexit 127\n")
         .unwrap();

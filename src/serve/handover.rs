@@ -65,6 +65,10 @@ pub struct Handover {
     pub listener_fd: i32,
     /// The control API's port.
     pub port: u16,
+    /// The descriptors holding the home's locks (the home directory's and `serve.lock`'s),
+    /// inherited so no second hub can take the home while the image changes.
+    #[serde(default)]
+    pub lock_fds: (Option<i32>, Option<i32>),
     /// The build that wrote this (for the log line of the new image).
     pub from_build: String,
     /// Every supervised module.
@@ -351,6 +355,7 @@ mod tests {
             from_build: "old".into(),
             started_at: "2026-12-04T17:00:00Z".into(),
             generation: 0,
+            lock_fds: (None, None),
             modules,
         }
     }

@@ -42,6 +42,27 @@ pub struct HomeLock {
     file: Option<File>,
 }
 
+impl HomeLock {
+    /// The descriptors holding the locks `(home directory, serve.lock)`, for an in-place
+    /// upgrade to hand them to the new image: closing them would open a window in which a
+    /// second hub could take the home.
+    pub fn raw_fds(&self) -> (Option<i32>, Option<i32>) {
+        use std::os::fd::AsRawFd;
+        (self._dir.as_ref().map(AsRawFd::as_raw_fd), self.file.as_ref().map(AsRawFd::as_raw_fd))
+    }
+
+    /// The locks as the image this one replaced held them (the locks belong to the open
+    /// files, which the exec kept). `None` unless it held the serve lock file.
+    pub fn inherited(dir: Option<File>, file: Option<File>) -> Option<HomeLock> {
+        file.is_some().then_some(HomeLock { _dir: dir, file })
+    }
+}
+
+/// [`HomeLock::raw_fds`] of the hub's shared lock.
+pub fn lock_fds(lock: &Mutex<HomeLock>) -> (Option<i32>, Option<i32>) {
+    lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner).raw_fds()
+}
+
 /// The serve lock's path.
 pub fn lock_path(home: &Home) -> PathBuf {
     home.root().join("hub/run/serve.lock")

@@ -371,7 +371,11 @@ async fn serve(
     let home = opts.home.clone();
     // A full or read-only home does not stop the hub: what cannot be written is said once
     // and retried (see home_writes).
-    let (lock, lock_failed) = home_writes::lock_home(&home).map_err(ServeError::Locked)?;
+    let (lock, lock_failed) =
+        match handed.as_ref().and_then(|(doc, _)| upgrade::inherited_lock(doc, &mut taken)) {
+            Some(lock) => (lock, None),
+            None => home_writes::lock_home(&home).map_err(ServeError::Locked)?,
+        };
     let lock = Arc::new(std::sync::Mutex::new(lock));
     let mut writes = home_writes::HomeWrites::new(home.clone(), Arc::clone(&lock));
     if let Some(why) = lock_failed {
@@ -513,6 +517,7 @@ async fn serve(
                     generation,
                     listener_fd: std::os::fd::AsRawFd::as_raw_fd(&listener_keep),
                     port,
+                    lock_fds: home_writes::lock_fds(&lock),
                     from_build: build_id::current().unwrap_or("unknown").to_owned(),
                     modules: Vec::new(),
                 };

@@ -213,6 +213,8 @@ pub async fn exec(
         Err(e) => return e,
     };
     let mut keep = vec![memfd.as_raw_fd(), doc.listener_fd];
+    keep.extend(doc.lock_fds.0);
+    keep.extend(doc.lock_fds.1);
     for m in &doc.modules {
         keep.extend(m.stdout_fd);
         keep.extend(m.stderr_fd);
@@ -271,6 +273,14 @@ pub fn inherited_listener(doc: &Handover, taken: &mut Vec<i32>) -> Option<std::n
     }
     listener.set_nonblocking(true).ok()?;
     Some(listener)
+}
+
+/// The home's locks as the old image held them, if `doc` names them (see
+/// [`HomeLock::inherited`](super::home_writes::HomeLock::inherited)).
+pub fn inherited_lock(doc: &Handover, taken: &mut Vec<i32>) -> Option<super::home_writes::HomeLock> {
+    let dir = take_fd(doc.lock_fds.0, taken).map(std::fs::File::from);
+    let file = take_fd(doc.lock_fds.1, taken).map(std::fs::File::from);
+    super::home_writes::HomeLock::inherited(dir, file)
 }
 
 /// An empty pipe's read end: the stand-in for a stream the child had closed.
