@@ -552,3 +552,35 @@ fn modules_survive_upgrades_in_a_row_and_a_broken_binary_is_refused() {
         logs["lines"].as_array().unwrap().iter().map(|l| l["seq"].as_u64().unwrap()).collect();
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "log sequence numbers carried over: {seqs:?}");
 }
+
+/// Issue 17: a stop signal that arrives while the hub hands over (here held open by a
+/// client that connected and has not sent its request yet) is honoured — the upgrade is
+/// abandoned and the hub stops cleanly — instead of being lost with the old image's
+/// handlers, which left a hub running that its manager had been told to stop.
+#[test]
+fn a_stop_signal_during_the_hand_over_stops_the_hub() {
+    let h = TestHome::new();
+    h.fixture("quiet", free_port(), &[]);
+    let dir = h.scratch("bin");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.join("parachute");
+    std::fs::copy(parachute_bin(), &bin).unwrap();
+    let port = free_port();
+    let mut cmd = crate::support::isolated(&bin);
+    cmd.arg("serve").arg("--home").arg(h.home()).arg("--port").arg(port.to_string());
+    let mut s = Serve::spawn(cmd, &h, port);
+    s.wait_err("boot", |l| l.contains("boot done: 1 running"));
+    let module = s.state(&h, "quiet")["pid"].as_u64().unwrap() as u32;
+    rebuild_in_place(&bin);
+    // Accepted before the upgrade's own request (the accept loop takes connections in
+    // order), so stopping the API waits for it.
+    let _idle = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (st, body) = s.http("POST", "/api/hub/upgrade", Some(&h.token()));
+    assert_eq!(st, 200, "{body}");
+    s.signal(libc::SIGTERM);
+    let status = s.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "{status:?}\n{}", s.stderr());
+    assert!(s.stderr().contains("in-place upgrade abandoned: SIGTERM"), "{}", s.stderr());
+    assert!(!alive(module), "the module stopped with the hub");
+}

@@ -529,15 +529,24 @@ async fn serve(
                     server.abort();
                     let _ = (&mut server).await;
                 }
-                let why = hand_over(&supervisor, reexec, &binary, &base).await;
-                say(&format!("in-place upgrade failed: {why}; this build carries on, every module as it was."));
+                let ended = hand_over(&supervisor, reexec, &binary, &base, &mut signals.stop).await;
                 let _ = phase_tx.send(Phase::Running);
-                match listener_keep.try_clone().and_then(tokio::net::TcpListener::from_std) {
+                let served = listener_keep.try_clone().and_then(tokio::net::TcpListener::from_std);
+                match served {
                     Ok(l) => server = serve_api(l),
                     Err(e) => {
                         say(&format!("the control API cannot serve again ({e}); shutting down so the service manager restarts the hub."));
                         api_failed = true;
                         break "control API failure";
+                    }
+                }
+                match ended {
+                    HandOverEnd::Failed(why) => say(&format!(
+                        "in-place upgrade failed: {why}; this build carries on, every module as it was."
+                    )),
+                    HandOverEnd::Stop(which) => {
+                        say(&format!("in-place upgrade abandoned: {which} arrived during the hand-over."));
+                        break which;
                     }
                 }
             }
@@ -657,17 +666,29 @@ async fn upgrade_checked(
     ask.reply.send(Ok(accepted)).ok().map(|()| binary)
 }
 
+/// Why [`hand_over`] returned (it returns only when the exec did not happen).
+enum HandOverEnd {
+    /// Something failed, with why.
+    Failed(String),
+    /// A stop signal arrived during the hand-over: the hub stops instead.
+    Stop(&'static str),
+}
+
 /// Freezes every module, flushes, and execs `binary` with the hand-over. Returns only
-/// if that failed, with why; every module has resumed by then.
+/// if that did not happen; every module has resumed by then. A stop signal that arrived
+/// since the upgrade began is honoured here, right before the exec, instead of being lost
+/// with the old image's handlers.
 async fn hand_over(
     supervisor: &Supervisor,
     reexec: &upgrade::Reexec,
     binary: &std::path::Path,
     base: &handover::Handover,
-) -> String {
+    stop: &mut StopSignals,
+) -> HandOverEnd {
+    use futures_util::FutureExt;
     let freeze = match supervisor.freeze(upgrade::FREEZE_WITHIN).await {
         Ok(f) => f,
-        Err(why) => return why,
+        Err(why) => return HandOverEnd::Failed(why),
     };
     if !supervisor.flush_output(Duration::from_secs(2)).await {
         say(
@@ -675,9 +696,12 @@ async fn hand_over(
         );
     }
     let (doc, logs) = upgrade::document(base, &freeze);
+    if let Some(which) = stop.requested().now_or_never() {
+        return HandOverEnd::Stop(which);
+    }
     let err = upgrade::exec(supervisor.spawner(), reexec, binary, &doc, &logs).await.to_string();
     freeze.thaw();
-    err
+    HandOverEnd::Failed(err)
 }
 
 /// Ends the retries of failed home writes, so none lands after this point.
