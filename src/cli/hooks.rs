@@ -41,7 +41,9 @@ the hub unit could not be removed (preremove); 2 bad flags.";
 #[command(after_help = EXIT_HELP)]
 pub struct PostinstallArgs {
     /// This is an upgrade: re-render an installed hub unit for this binary and restart it
-    /// when its definition or the running binary is out of date.
+    /// when its definition or the running binary is out of date. When only the binary
+    /// changed, the running hub is first asked to upgrade in place (same pid, every module
+    /// kept running); the restart is the fallback, and the output says which happened.
     #[arg(long)]
     pub upgrade: bool,
     /// The Parachute home to look at for legacy daemons (default: $PARACHUTE_HOME and the

@@ -111,7 +111,8 @@ pub enum Command {
     /// Print the manual page, or write one page per subcommand with --out DIR.
     Man(docs::ManArgs),
     /// Packaging hook after install or upgrade: on --upgrade, refresh an installed hub unit
-    /// for this binary (restart only on drift, roll back if the hub does not come back).
+    /// for this binary (in place when only the binary changed, else restart on drift; roll
+    /// back if the hub does not come back).
     Postinstall(hooks::PostinstallArgs),
     /// Packaging hook before removal: stop and remove the hub unit (not on --upgrade);
     /// --purge also deletes the cutover journal and lock, never the home's data.

@@ -7,6 +7,10 @@
 //!  `<exec> --version` fails ────────────────────────────────────► exec-broken (left as is)
 //!  definition current, running binary not replaced, same version ► in-sync (no restart)
 //!  unit not running ── rewrite only ───────────────────────────► rewritten
+//!  definition current, only the binary changed, hub healthy:
+//!    in-place upgrade (same pid, modules kept) ── same MainPID ─► upgraded-in-place
+//!        │ refused, unsupported, not back in time (the reason is reported)
+//!        ▼
 //!  rewrite + restart ── /health from the manager's MainPID ─────► restarted
 //!        │ not healthy by the deadline, or the manager failed
 //!        ▼
@@ -20,6 +24,12 @@
 //! replaces the binary behind an unchanged `ExecStart=`, so a hub whose `/proc/<pid>/exe` is
 //! deleted, or whose `/health` version differs from the new binary's, is restarted too
 //! (upstream §5.6 restarted on a version mismatch, but never re-rendered the unit).
+//!
+//! When only the binary changed (the unit's text is what this parachute renders) and the
+//! hub is healthy, the restart is a last resort: the hub is first asked to replace its own
+//! image ([`crate::client::Hub::upgrade_in_place`], issue 17), which keeps its pid (the
+//! manager sees no restart) and every module process. A changed definition still needs the
+//! restart (the manager applies a unit's text only when it starts the service).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -31,6 +41,7 @@ use serde::Serialize;
 
 use super::installed::InstalledHub;
 use crate::api::wire::Health;
+use crate::client::{Hub, InPlaceUpgrade, UpgradeError};
 use crate::cutover::probe;
 use crate::model::home::Home;
 use crate::model::hub_instance::HubInstance;
@@ -60,6 +71,9 @@ pub enum RefreshOutcome {
     Rewritten,
     /// Rewritten and/or restarted, and the hub answered healthy.
     Restarted,
+    /// Only the binary changed: the hub replaced its own image (same pid, every module kept
+    /// running) and answers healthy as the new build.
+    UpgradedInPlace,
     /// The installed unit could not be read back; it was left as it is.
     Unreadable,
     /// The new binary does not run (`--version` failed); the unit was left as it is.
@@ -70,6 +84,16 @@ pub enum RefreshOutcome {
     RolledBack,
     /// The new definition did not come up healthy, and neither did the restored one.
     RollbackFailed,
+}
+
+/// How a running hub was moved onto the new binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpgradePath {
+    /// The hub replaced its own image (same pid, modules kept running).
+    InPlace,
+    /// The unit was restarted (the hub and every module with it).
+    Restart,
 }
 
 /// The report of one scope's refresh.
@@ -97,6 +121,13 @@ pub struct RefreshReport {
     pub pid_after: Option<u32>,
     /// Whether the hub answered healthy before anything was done.
     pub healthy_before: bool,
+    /// How a running hub was moved onto the new binary: `in_place` or `restart` (`null`
+    /// when it was not: nothing to do, not running, or nothing changed).
+    pub upgrade: Option<UpgradePath>,
+    /// The in-place upgrade, when it happened: builds, generation, modules kept.
+    pub in_place: Option<InPlaceUpgrade>,
+    /// Why the in-place upgrade was tried and not done (the restart happened instead).
+    pub in_place_error: Option<String>,
     /// What happened, in sentences.
     pub message: String,
     /// The last lines of the hub's log, when the new definition failed.
@@ -127,6 +158,8 @@ enum Step {
     Inspect(Plan),
     /// Rewrite the definition of a hub that is not running (it stays down).
     Rewrite(Plan),
+    /// Ask the running hub to replace its own image (only the binary changed).
+    InPlace(Plan),
     /// Rewrite and/or restart a running hub, then wait for it to answer healthy.
     Apply(Plan),
     /// Put the previous definition back and bring the hub up on it.
@@ -168,6 +201,9 @@ pub async fn refresh<M: ServiceManager>(m: &M, opts: &RefreshOptions) -> Refresh
         pid_before: None,
         pid_after: None,
         healthy_before: false,
+        upgrade: None,
+        in_place: None,
+        in_place_error: None,
         message: String::new(),
         log_tail: Vec::new(),
     };
@@ -178,6 +214,7 @@ pub async fn refresh<M: ServiceManager>(m: &M, opts: &RefreshOptions) -> Refresh
             Step::Respec(installed) => respec(&cx, &mut r, installed),
             Step::Inspect(plan) => inspect(&cx, &mut r, plan).await,
             Step::Rewrite(plan) => rewrite(&cx, &r, &plan).await,
+            Step::InPlace(plan) => in_place(&cx, &mut r, plan).await,
             Step::Apply(plan) => apply(&cx, &mut r, plan).await,
             Step::RollBack(plan, failure) => roll_back(&cx, &mut r, &plan, &failure).await,
             Step::Done(outcome, message) => return r.end(outcome, message),
@@ -289,8 +326,47 @@ async fn inspect<M: ServiceManager>(cx: &Ctx<'_, M>, r: &mut RefreshReport, mut 
             Step::Done(RefreshOutcome::InSync, format!("{name} is current{pid}; nothing to do."))
         }
         None => Step::Rewrite(plan),
+        // Only the binary changed and the hub answered healthy from the manager's main pid.
+        Some(_) if plan.drift == Drift::InSync && r.healthy_before => Step::InPlace(plan),
         Some(_) => Step::Apply(plan),
     }
+}
+
+/// Asks the running hub to exec the new binary in place; on success the manager's main pid
+/// must be the same and answer healthy. Anything else falls back to the restart, with the
+/// reason kept for the report.
+async fn in_place<M: ServiceManager>(cx: &Ctx<'_, M>, r: &mut RefreshReport, plan: Plan) -> Step {
+    let Some(pid) = r.pid_before else { return Step::Apply(plan) };
+    let attempt = async {
+        let hub = Hub::connect(&plan.home).await?;
+        hub.upgrade_in_place(cx.opts.wait).await
+    };
+    let why = match attempt.await {
+        Err(e @ UpgradeError::Client(_)) => format!("the hub could not be asked: {e}"),
+        Err(e) => e.to_string(),
+        Ok(done) => match check_health(cx.m, &plan.home, plan.port, cx.opts.probe_timeout).await {
+            Ok((now, _)) if now == pid => {
+                let msg = format!(
+                    "{}: upgraded in place (pid {pid} kept, {} module{} kept running) onto {} ({}).",
+                    cx.name,
+                    done.kept.len(),
+                    if done.kept.len() == 1 { "" } else { "s" },
+                    done.binary.display(),
+                    r.reasons.join("; ")
+                );
+                r.pid_after = Some(pid);
+                r.upgrade = Some(UpgradePath::InPlace);
+                r.in_place = Some(done);
+                return Step::Done(RefreshOutcome::UpgradedInPlace, msg);
+            }
+            Ok((now, _)) => {
+                format!("the hub upgraded in place, but the manager's main pid is now {now}, not {pid}")
+            }
+            Err(why) => format!("the hub upgraded in place, but is not healthy: {why}"),
+        },
+    };
+    r.in_place_error = Some(why);
+    Step::Apply(plan)
 }
 
 async fn rewrite<M: ServiceManager>(cx: &Ctx<'_, M>, r: &RefreshReport, plan: &Plan) -> Step {
@@ -313,6 +389,7 @@ async fn rewrite<M: ServiceManager>(cx: &Ctx<'_, M>, r: &RefreshReport, plan: &P
 
 async fn apply<M: ServiceManager>(cx: &Ctx<'_, M>, r: &mut RefreshReport, plan: Plan) -> Step {
     let m = cx.m;
+    r.upgrade = Some(UpgradePath::Restart);
     let applied = if plan.drift == Drift::InSync {
         m.restart(&cx.id).await.map(drop)
     } else {
@@ -326,8 +403,14 @@ async fn apply<M: ServiceManager>(cx: &Ctx<'_, M>, r: &mut RefreshReport, plan: 
         Ok(()) => match wait_healthy(m, &plan.home, plan.port, cx.opts).await {
             Ok(pid) => {
                 r.pid_after = Some(pid);
+                let instead = match &r.in_place_error {
+                    Some(why) => {
+                        format!(" The in-place upgrade was not possible ({why}), so it was restarted.")
+                    }
+                    None => String::new(),
+                };
                 let msg = format!(
-                    "{}: refreshed for {} ({}); the hub is healthy again (pid {} → {pid}).",
+                    "{}: refreshed for {} ({}); the hub is healthy again (pid {} → {pid}).{instead}",
                     cx.name,
                     cx.opts.exec.display(),
                     r.reasons.join("; "),
@@ -352,8 +435,12 @@ async fn roll_back<M: ServiceManager>(
     failure: &str,
 ) -> Step {
     let m = cx.m;
+    let instead = match &r.in_place_error {
+        Some(why) => format!(" after a restart (the in-place upgrade was not possible: {why})"),
+        None => String::new(),
+    };
     let head = format!(
-        "{}: the hub did not come back healthy running {} ({failure})",
+        "{}: the hub did not come back healthy running {}{instead} ({failure})",
         cx.name,
         plan.spec.argv.first().map(String::as_str).unwrap_or("?")
     );

@@ -190,9 +190,11 @@ fn act_on(u: &UserUnit, action: &UserAction, self_exe: &Path) -> UserReport {
             Ok(())
         });
     }
+    // A refresh may wait up to `wait` three times: for an in-place upgrade, for the restart
+    // it falls back to, and for a rollback.
     let limit = Duration::from_secs(match action {
         UserAction::Remove => 60,
-        UserAction::Refresh { wait, .. } => wait + 60,
+        UserAction::Refresh { wait, .. } => wait.saturating_mul(3).saturating_add(60),
     });
     match run_bounded(cmd, limit) {
         Ok((code, stdout, stderr)) => {
