@@ -203,7 +203,8 @@ fn upgrade_repairs_drift_restarts_once_and_then_leaves_the_hub_alone() {
     assert_eq!(std::fs::metadata(&unit).unwrap().modified().unwrap(), before, "the file is not rewritten");
 
     // A package upgrade replaces the binary under an unchanged unit (rename over it, as
-    // dpkg does): the running hub's binary is deleted, so it is restarted onto the new one.
+    // dpkg does): the running hub's binary is deleted, and only the binary changed, so the
+    // hub replaces its own image (issue 17): same main pid, now running the new file.
     let staged = sb.dir().join("bin/.parachute.dpkg-new");
     std::fs::copy(parachute_bin(), &staged).unwrap();
     std::fs::rename(&staged, &new).unwrap();
@@ -211,11 +212,33 @@ fn upgrade_repairs_drift_restarts_once_and_then_leaves_the_hub_alone() {
     let unit_bytes = std::fs::read(&unit).unwrap();
     let out = hub.upgrade(&sb, &new, &[]);
     let r = unit_report(&out);
-    assert_eq!(r["outcome"], "restarted", "{r:#}");
+    assert_eq!(
+        (r["outcome"].as_str(), r["upgrade"].as_str()),
+        (Some("upgraded-in-place"), Some("in_place")),
+        "{r:#}"
+    );
     assert!(r["reasons"].to_string().contains("has since been replaced"), "{r:#}");
-    let pid3 = hub.wait_healthy(&sb, Some(pid2));
-    assert_eq!(exe_of(pid3), new.to_string_lossy());
+    assert_eq!(r["pid_after"].as_u64(), Some(u64::from(pid2)), "{r:#}");
+    assert_eq!(hub.wait_healthy(&sb, None), pid2, "the same main process");
+    assert_eq!(exe_of(pid2), new.to_string_lossy());
     assert_eq!(std::fs::read(&unit).unwrap(), unit_bytes, "the definition itself was current");
+    hub.wait_module();
+
+    // A new build that refuses the hand-over (its dry run fails) but serves: the hook says
+    // why and falls back to the restart.
+    let refusing = "#!/bin/sh\ncase \"$*\" in *--check-handover*) echo 'this build refuses the hand-over' >&2; exit 1;; esac\n";
+    std::fs::write(&staged, format!("{refusing}exec {} \"$@\"\n", parachute_bin().display())).unwrap();
+    std::fs::set_permissions(&staged, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::rename(&staged, &new).unwrap();
+    let out = hub.upgrade(&sb, &new, &[]);
+    assert!(out.status.success(), "{}", show(&out));
+    let r = unit_report(&out);
+    assert_eq!((r["outcome"].as_str(), r["upgrade"].as_str()), (Some("restarted"), Some("restart")), "{r:#}");
+    let why = r["in_place_error"].as_str().unwrap_or_default();
+    assert!(why.contains("this build refuses the hand-over"), "{r:#}");
+    assert!(r["message"].as_str().unwrap().contains("in-place upgrade was not possible"), "{r:#}");
+    let pid3 = hub.wait_healthy(&sb, Some(pid2));
+    assert_eq!(r["pid_after"].as_u64(), Some(u64::from(pid3)), "{r:#}");
 }
 
 #[test]
