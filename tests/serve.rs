@@ -487,6 +487,25 @@ fn modules_survive_upgrades_in_a_row_and_a_broken_binary_is_refused() {
         v.sort();
         v
     };
+    // A follower of the tick module's log, across both upgrades.
+    let mut follower = h
+        .cli_command(&["logs", "tick", "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let followed = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+    {
+        use std::io::BufRead;
+        let (out, followed) = (follower.stdout.take().unwrap(), std::sync::Arc::clone(&followed));
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some(n) = line.strip_prefix("[tick] tick ").and_then(|n| n.trim().parse().ok()) {
+                    followed.lock().unwrap().push(n);
+                }
+            }
+        });
+    }
     let mut held = Vec::new();
     for generation in 1..=2u64 {
         let build = rebuild_in_place(&bin);
@@ -535,6 +554,25 @@ fn modules_survive_upgrades_in_a_row_and_a_broken_binary_is_refused() {
     assert!(refused["error_description"].as_str().unwrap().contains("libfoo.so missing"), "{refused}");
     assert_eq!(health(&s)["generation"], 2);
     assert_eq!(pids(&s), before);
+
+    // The follower went on through both upgrades: every tick once, in order, to a tick
+    // printed after the second.
+    let (st, body) = s.http("GET", "/api/modules/tick/logs", Some(&h.token()));
+    assert_eq!(st, 200, "{body}");
+    let newest: u64 = serde_json::from_str::<Value>(&body).unwrap()["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find_map(|l| l["text"].as_str()?.strip_prefix("[tick] tick ")?.trim().parse().ok())
+        .unwrap();
+    wait_for("the follower to reach the newest tick", Duration::from_secs(20), || {
+        followed.lock().unwrap().last().is_some_and(|&n| n >= newest).then_some(())
+    });
+    let _ = follower.kill();
+    let _ = follower.wait();
+    let seen = followed.lock().unwrap().clone();
+    assert!(seen.windows(2).all(|w| w[1] == w[0] + 1), "the follower missed or repeated a line: {seen:?}");
 
     // Not a line of the tick sequence was lost across both hand-overs.
     let (st, body) = s.http("GET", "/api/modules/tick/logs", Some(&h.token()));

@@ -38,12 +38,30 @@ pub struct OpArgs {
     pub json: bool,
 }
 
+/// After a follow stream ended: the same hub (pid and instance) answering as a later
+/// generation within a few seconds, if it is one; `None` when the hub is stopping or gone.
+async fn upgraded(home: &crate::model::home::Home, hub: &Hub) -> Option<Hub> {
+    const WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+    let until = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < until {
+        let next = Hub::connect(home).await.ok()?;
+        if next.health.pid != hub.health.pid || next.health.instance != hub.health.instance {
+            return None;
+        }
+        if next.health.generation > hub.health.generation {
+            return Some(next);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    None
+}
+
 /// Arguments of `logs`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Lines come from the hub's in-memory ring buffer of the module's stdout and stderr, each \
-with a sequence number. --follow streams new lines (across crashes and restarts) until the \
-hub stops or you press Ctrl-C.
+with a sequence number. --follow streams new lines (across crashes, restarts and in-place \
+upgrades of the hub) until the hub stops or you press Ctrl-C.
 
 Exit codes: 0 done; 2 the module is not supervised; 3 no hub running; 6 timed out.")]
 pub struct LogsArgs {
@@ -325,30 +343,44 @@ pub fn run_logs(args: LogsArgs, env: &HostEnv) -> Code {
             }
             return Code::Success;
         }
-        let mut stream = match hub.follow(&args.svc, args.since).await {
-            Ok(s) => s,
-            Err(e) => return fail(&e),
-        };
-        while let Some(event) = stream.next().await {
-            let event = match event {
-                Ok(ev) => ev,
+        let mut hub = hub;
+        let mut since = args.since;
+        loop {
+            let mut stream = match hub.follow(&args.svc, since).await {
+                Ok(s) => s,
                 Err(e) => return fail(&e),
             };
-            let mut out = std::io::stdout().lock();
-            let written = if args.json {
-                writeln!(out, "{}", serde_json::to_string(&event).expect("serializable"))
-            } else {
-                match &event {
-                    FollowEvent::Line(l) => writeln!(out, "{}", for_reader(&l.text)),
-                    FollowEvent::Gap { missed } => {
-                        eprintln!("({missed} line(s) were evicted before they could be shown)");
-                        Ok(())
-                    }
+            while let Some(event) = stream.next().await {
+                let event = match event {
+                    Ok(ev) => ev,
+                    Err(e) => return fail(&e),
+                };
+                if let FollowEvent::Line(l) = &event {
+                    since = Some(l.seq + 1);
                 }
-            };
-            // A closed stdout (`| head`) ends the follow quietly.
-            if written.and_then(|()| out.flush()).is_err() {
-                return Code::Success;
+                let mut out = std::io::stdout().lock();
+                let written = if args.json {
+                    writeln!(out, "{}", serde_json::to_string(&event).expect("serializable"))
+                } else {
+                    match &event {
+                        FollowEvent::Line(l) => writeln!(out, "{}", for_reader(&l.text)),
+                        FollowEvent::Gap { missed } => {
+                            eprintln!("({missed} line(s) were evicted before they could be shown)");
+                            Ok(())
+                        }
+                    }
+                };
+                // A closed stdout (`| head`) ends the follow quietly.
+                if written.and_then(|()| out.flush()).is_err() {
+                    return Code::Success;
+                }
+            }
+            // The stream also ends when the hub replaces its own image (an in-place
+            // upgrade): the same hub answers again as its next generation, with the same
+            // sequence numbers, so the follow goes on from where it was.
+            match upgraded(&home, &hub).await {
+                Some(next) => hub = next,
+                None => break,
             }
         }
         eprintln!("(the hub ended the stream: it is shutting down)");
