@@ -155,6 +155,8 @@ struct Actor {
     /// Readiness gate and late-bind watch of the current spawn.
     watchers: Vec<AbortHandle>,
     closed: bool,
+    /// The leader the supervisor already sent SIGTERM at shutdown (see `Cmd::Shutdown`).
+    termed: Option<u32>,
     rx: mpsc::UnboundedReceiver<Cmd>,
     itx: mpsc::UnboundedSender<Internal>,
     irx: mpsc::UnboundedReceiver<Internal>,
@@ -217,6 +219,7 @@ impl Actor {
             spawn_seq: 0,
             watchers: Vec::new(),
             closed,
+            termed: None,
             rx,
             itx,
             irx,
@@ -367,8 +370,9 @@ impl Actor {
                 self.waiting.push(reply);
                 self.spawn_flow().await;
             }
-            Cmd::Shutdown { grace, reply } => {
+            Cmd::Shutdown { grace, termed, reply } => {
                 self.closed = true;
+                self.termed = termed;
                 let escalated = self.stop(grace).await;
                 let _ = reply.send(Stopped { state: self.snapshot(), escalated });
             }
@@ -693,7 +697,9 @@ impl Actor {
             let ctx = Arc::clone(&self.ctx);
             let _ = tokio::task::spawn_blocking(move || ctx.track_descendants()).await;
         }
-        let _ = cur.child.signal_group(Signal::Term);
+        if self.termed != Some(cur.child.pid()) {
+            let _ = cur.child.signal_group(Signal::Term);
+        }
         let mut escalated = false;
         if tokio::time::timeout(kt, cur.child.exited()).await.is_err() {
             escalated = true;
@@ -732,10 +738,7 @@ impl Actor {
         // words still arrive. They stay recorded in the state file until they are gone.
         let mut escaped = super::registry::lock(&self.module.escaped).clone();
         if self.cfg().adopt_orphans {
-            let (ctx, short) = (Arc::clone(&self.ctx), self.short().to_owned());
-            for id in
-                tokio::task::spawn_blocking(move || ctx.tagged_orphans(&short)).await.unwrap_or_default()
-            {
+            for id in self.ctx.tagged_orphans(self.short()).await {
                 if !escaped.contains(&id) {
                     escaped.push(id);
                 }
@@ -778,12 +781,11 @@ impl Actor {
         // after the reap below, `pgid == pid` could name a stranger that recycled the pid.
         let own_group = match self.port() {
             Some(_) => {
-                let h = cur.child.handle();
-                let mut own = tokio::task::spawn_blocking(move || {
-                    h.group_members().into_iter().filter_map(procfs::identity).collect::<Vec<_>>()
-                })
-                .await
-                .unwrap_or_default();
+                // The scan is shared with the drain in `finish_child` below (one scan on the
+                // crash path, not two): both need the group as it is after the exit.
+                let members = cur.child.handle().group_members_after_exit().await;
+                let mut own: Vec<ProcessIdentity> =
+                    members.into_iter().filter_map(procfs::identity).collect();
                 // Descendants that left the group, and orphans that came back to the
                 // supervisor, are provably ours as well, not "unrelated".
                 own.extend(super::registry::lock(&self.module.escaped).iter().copied());
@@ -956,7 +958,14 @@ impl Actor {
     /// Hands the state file's writer the newest view. Never waits: the write (with its
     /// fsyncs) would otherwise sit between a crash and the respawn, and the one writer
     /// coalesces, so the crash rate cannot queue writes.
+    ///
+    /// Not while the supervisor is closing: every actor finishing its child would queue a
+    /// write (each with its fsyncs) that the final one, which `shutdown` waits for, makes
+    /// moot; a hub killed meanwhile leaves the previous file, whose children are checked
+    /// by identity at the next boot.
     async fn persist(&self) {
-        self.ctx.persist();
+        if !self.ctx.closing.load(Ordering::SeqCst) {
+            self.ctx.persist();
+        }
     }
 }

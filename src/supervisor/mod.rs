@@ -374,11 +374,21 @@ impl Supervisor {
         // The actors escalate at `deadline` themselves; this outer bound only catches an
         // actor that could not (a child stuck in uninterruptible sleep).
         let until = tokio::time::Instant::now() + deadline + parachute_process::KILL_WAIT;
+        // Every group gets its SIGTERM now, in one pass, rather than as each actor gets to
+        // run (50 actors on two workers spread the signals over ~10 ms, and the early
+        // leaders' exits competed with the later signals). Each actor then waits, escalates
+        // and drains as before, without signalling again (a second SIGTERM means "now" to
+        // some programs).
+        let termed: Vec<Option<u32>> = modules
+            .iter()
+            .map(|m| m.live().filter(|l| l.handle.signal_group(parachute_process::Signal::Term).is_ok()))
+            .map(|l| l.map(|l| l.handle.pid()))
+            .collect();
         let mut set = tokio::task::JoinSet::new();
         let mut pending: HashSet<String> = HashSet::new();
-        for m in &modules {
+        for (m, termed) in modules.iter().zip(termed) {
             let (reply, rx) = oneshot::channel();
-            if m.tx.send(Cmd::Shutdown { grace: deadline, reply }).is_ok() {
+            if m.tx.send(Cmd::Shutdown { grace: deadline, termed, reply }).is_ok() {
                 pending.insert(m.short.clone());
                 let short = m.short.clone();
                 set.spawn(async move { (short, rx.await.map(|s| s.escalated).unwrap_or(false)) });

@@ -172,25 +172,41 @@ impl Ctx {
     }
 }
 
+/// This process's children, one shared read for every module that asks at about the same
+/// time (each module asks once its group is drained; at shutdown all of them at once).
+static OWN_CHILDREN: parachute_process::SharedScan<Vec<u32>> =
+    parachute_process::SharedScan::new(|| procfs::children_of(std::process::id()));
+
 impl Ctx {
     /// Orphans that came back to the supervisor carrying `short`'s tag, and their
-    /// descendants. Blocking: reads `/proc`.
-    pub fn tagged_orphans(&self, short: &str) -> Vec<ProcessIdentity> {
-        let (true, Some(tag)) = (self.config.adopt_orphans, self.config.process_tag.as_deref()) else {
+    /// descendants, as of now or later. Reads `/proc` on the blocking pool.
+    pub async fn tagged_orphans(self: &Arc<Self>, short: &str) -> Vec<ProcessIdentity> {
+        let (true, Some(_)) = (self.config.adopt_orphans, self.config.process_tag.as_deref()) else {
             return Vec::new();
         };
+        let children = OWN_CHILDREN.since(std::time::Instant::now()).await;
         let leaders = self.live_leaders();
-        let mut out = Vec::new();
-        for pid in procfs::children_of(std::process::id()) {
-            if leaders.contains(&pid) || super::statefile::tagged_module(pid, tag).as_deref() != Some(short) {
-                continue;
-            }
-            if let Some(id) = procfs::identity(pid) {
-                out.push(id);
-                out.extend(escapees_of(pid));
-            }
+        let others: Vec<u32> = children.iter().copied().filter(|p| !leaders.contains(p)).collect();
+        if others.is_empty() {
+            return Vec::new();
         }
-        out
+        let (ctx, short) = (Arc::clone(self), short.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let tag = ctx.config.process_tag.as_deref().unwrap_or_default();
+            let mut out = Vec::new();
+            for pid in others {
+                if super::statefile::tagged_module(pid, tag).as_deref() != Some(short.as_str()) {
+                    continue;
+                }
+                if let Some(id) = procfs::identity(pid) {
+                    out.push(id);
+                    out.extend(escapees_of(pid));
+                }
+            }
+            out
+        })
+        .await
+        .unwrap_or_default()
     }
 }
 
@@ -291,6 +307,9 @@ pub(crate) enum Cmd {
     /// timeout (the hub's `--stop-timeout`).
     Shutdown {
         grace: std::time::Duration,
+        /// The leader whose group the supervisor has already sent SIGTERM (it signals
+        /// every group at once, before the actors get to run): not signalled twice.
+        termed: Option<u32>,
         reply: oneshot::Sender<Stopped>,
     },
     /// Stop, end the actor and close the log (the entry is being removed).

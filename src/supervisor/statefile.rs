@@ -108,8 +108,14 @@ impl StateDoc {
 
 /// This boot's identity, where the kernel gives one.
 pub fn boot_id() -> Option<String> {
-    let raw = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
-    Some(raw.trim().to_owned()).filter(|s| !s.is_empty())
+    // Read once: it cannot change while this process runs, and every state write (two
+    // per crash) stamps it.
+    static ID: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let raw = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        Some(raw.trim().to_owned()).filter(|s| !s.is_empty())
+    })
+    .clone()
 }
 
 /// Why the state file could not be used.
@@ -345,7 +351,9 @@ pub async fn stop_recorded(state_file: &Path, grace: Duration) -> Vec<LeftoverRe
 
 /// The life bound's upper end: nothing started after this process can be a leftover.
 pub fn my_start_ticks() -> u64 {
-    procfs::stat(std::process::id()).map_or(u64::MAX, |s| s.start_ticks)
+    // Fixed for the life of the process (an exec keeps it too).
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| procfs::stat(std::process::id()).map_or(u64::MAX, |s| s.start_ticks))
 }
 
 /// Live members of `pgid` that started inside `[from, until]`, by identity.

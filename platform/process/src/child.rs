@@ -15,7 +15,7 @@
 //! [`crate::reap_untracked_zombies`] consults so that it never steals a leader's exit status.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 #[cfg(target_os = "linux")]
@@ -72,6 +72,9 @@ struct Inner {
     /// `true` once the leader's exit status has been collected. Read-locked while signalling.
     reaped: RwLock<bool>,
     exit: ExitWatch,
+    /// When this process first saw the leader's exit: a scan of the process table that
+    /// started later sees every group member that outlived the leader.
+    exited_at: OnceLock<std::time::Instant>,
 }
 
 #[derive(Debug)]
@@ -102,7 +105,14 @@ impl GroupChild {
     fn with_watch(pid: u32, exit: std::io::Result<ExitWatch>) -> std::io::Result<Self> {
         match exit {
             Ok(exit) => Ok(Self {
-                handle: ChildHandle { inner: Arc::new(Inner { pid, reaped: RwLock::new(false), exit }) },
+                handle: ChildHandle {
+                    inner: Arc::new(Inner {
+                        pid,
+                        reaped: RwLock::new(false),
+                        exit,
+                        exited_at: OnceLock::new(),
+                    }),
+                },
             }),
             Err(e) => {
                 abandon(pid);
@@ -221,6 +231,7 @@ impl ChildHandle {
                 let _ = rx.wait_for(|exited| *exited).await;
             }
         }
+        self.inner.exited_at.get_or_init(std::time::Instant::now);
     }
 
     /// Whether the leader has exited (non-blocking).
@@ -228,7 +239,7 @@ impl ChildHandle {
         if self.inner.is_reaped() {
             return true;
         }
-        match &self.inner.exit {
+        let exited = match &self.inner.exit {
             #[cfg(target_os = "linux")]
             ExitWatch::Pidfd(fd) => {
                 use std::os::fd::AsRawFd;
@@ -238,7 +249,11 @@ impl ChildHandle {
                 n == 1 && pfd.revents & libc::POLLIN != 0
             }
             ExitWatch::Thread(rx) => *rx.borrow(),
+        };
+        if exited {
+            self.inner.exited_at.get_or_init(std::time::Instant::now);
         }
+        exited
     }
 
     /// Send `sig` to the leader only (via its pidfd on Linux). Refused once reaped.
@@ -260,7 +275,27 @@ impl ChildHandle {
         let pid = self.inner.pid;
         crate::procfs::group_members(pid).into_iter().filter(|&p| p != pid).collect()
     }
+
+    /// [`group_members`](Self::group_members) as of a moment after the leader's exit was
+    /// first seen (or after this call, while it runs). The `/proc` scan is shared: every
+    /// caller waiting while one runs is answered by the next one, which covers all groups
+    /// (when 50 leaders exit together at shutdown, a handful of scans instead of 50), and a
+    /// caller whose leader exited before a scan started is answered by that scan.
+    pub async fn group_members_after_exit(&self) -> Vec<u32> {
+        let since = self.inner.exited_at.get().copied().unwrap_or_else(std::time::Instant::now);
+        self.group_members_since(since).await
+    }
+
+    /// Group members (leader excluded) from a shared scan that started at `since` or later.
+    async fn group_members_since(&self, since: std::time::Instant) -> Vec<u32> {
+        let pid = self.inner.pid;
+        GROUPS.since(since).await.get(&pid).into_iter().flatten().copied().filter(|&p| p != pid).collect()
+    }
 }
+
+/// Every process group's live members, one shared scan for all groups (see [`SharedScan`]).
+static GROUPS: crate::SharedScan<std::collections::HashMap<u32, Vec<u32>>> =
+    crate::SharedScan::new(crate::procfs::groups);
 
 impl Inner {
     fn is_reaped(&self) -> bool {
@@ -374,7 +409,7 @@ pub(crate) fn abandon(pid: u32) {
 /// Returns (terminated, killed) pids.
 #[cfg(target_os = "linux")]
 async fn drain_group(handle: &ChildHandle, grace: Duration) -> (Vec<u32>, Vec<u32>) {
-    let terminated = handle.group_members();
+    let terminated = handle.group_members_after_exit().await;
     if terminated.is_empty() {
         return (terminated, Vec::new());
     }
@@ -384,7 +419,7 @@ async fn drain_group(handle: &ChildHandle, grace: Duration) -> (Vec<u32>, Vec<u3
     if wait_members_gone(handle, Instant::now() + grace).await {
         return (terminated, Vec::new());
     }
-    let killed = handle.group_members();
+    let killed = handle.group_members_since(std::time::Instant::now()).await;
     let _ = handle.signal_group(Signal::Kill);
     wait_members_gone(handle, Instant::now() + KILL_WAIT).await;
     (terminated, killed)
@@ -395,7 +430,7 @@ async fn drain_group(handle: &ChildHandle, grace: Duration) -> (Vec<u32>, Vec<u3
 #[cfg(target_os = "linux")]
 async fn wait_members_gone(handle: &ChildHandle, deadline: Instant) -> bool {
     loop {
-        let members = handle.group_members();
+        let members = handle.group_members_since(std::time::Instant::now()).await;
         if members.is_empty() {
             return true;
         }

@@ -58,6 +58,7 @@ pub mod facts;
 mod foreign;
 mod peer;
 pub mod procfs;
+mod shared;
 #[cfg(target_os = "linux")]
 mod sockdiag;
 mod spawn;
@@ -69,6 +70,7 @@ pub use facts::{Fact, Facts, NoFacts, ProcessFacts, Unavailable};
 pub use foreign::{Signalled, signal_identity};
 pub use peer::{PeerOwner, tcp_peer_owner};
 pub use procfs::{CpuTime, HeldPort, Listener, Memory, ProcessIdentity};
+pub use shared::SharedScan;
 pub use spawn::{
     Resolve, SpawnError, SpawnSpec, Spawned, Spawner, SpawnerLoop, inherit_across_exec, resolve_program,
 };

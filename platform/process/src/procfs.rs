@@ -308,6 +308,21 @@ pub fn group_members(pgid: u32) -> Vec<u32> {
     host_ref().group_members(pgid).unwrap_or_default()
 }
 
+/// Every live (not exited) process by process group: `pgid → pids`, from one scan of every
+/// process (what [`group_members`] costs for one group, for all of them at once).
+pub fn groups() -> std::collections::HashMap<u32, Vec<u32>> {
+    let host = host_ref();
+    let mut out: std::collections::HashMap<u32, Vec<u32>> = std::collections::HashMap::new();
+    for p in host.all_pids().unwrap_or_default() {
+        if let Ok(Some(s)) = host.stat(p)
+            && !s.is_exited()
+        {
+            out.entry(s.pgid).or_default().push(p);
+        }
+    }
+    out
+}
+
 /// Every pid on the machine (empty if the list cannot be read).
 pub fn all_pids() -> impl Iterator<Item = u32> {
     host_ref().all_pids().unwrap_or_default().into_iter()

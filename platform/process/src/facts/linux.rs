@@ -48,10 +48,28 @@ fn absent_or<T>(r: io::Result<T>, what: impl FnOnce() -> String) -> Fact<Option<
 }
 
 /// Read a small file (one `/proc` stat is generated whole), bounded by `limit`.
+///
+/// Open, read into a 1 KiB buffer until end of file, close: three or four system calls for
+/// a `/proc/<pid>/stat`. `read_to_end` costs twice that here (a `statx` for a size hint that
+/// `/proc` reports as 0, then a 32-byte probe and growing reads, each of which makes the
+/// kernel format the whole stat line again), and a `/proc` scan does this once per process.
 fn read_bounded(path: &str, limit: u64) -> io::Result<Vec<u8>> {
+    let mut file = fs::File::open(path)?;
     let mut buf = Vec::new();
-    fs::File::open(path)?.take(limit).read_to_end(&mut buf)?;
-    Ok(buf)
+    let mut chunk = [0u8; 1024];
+    loop {
+        let room =
+            usize::try_from(limit.saturating_sub(buf.len() as u64)).unwrap_or(usize::MAX).min(chunk.len());
+        if room == 0 {
+            return Ok(buf);
+        }
+        match file.read(&mut chunk[..room]) {
+            Ok(0) => return Ok(buf),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 impl ProcessFacts for LinuxFacts {
@@ -248,8 +266,12 @@ impl ProcessFacts for LinuxFacts {
         let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else { return Ok(Vec::new()) };
         let mut out = Vec::new();
         for task in tasks.flatten() {
-            match fs::read_to_string(task.path().join("children")) {
-                Ok(text) => out.extend(text.split_ascii_whitespace().filter_map(|p| p.parse::<u32>().ok())),
+            let path = task.path().join("children");
+            match read_bounded(&path.to_string_lossy(), 1 << 20) {
+                Ok(raw) => out.extend(
+                    raw.split(u8::is_ascii_whitespace)
+                        .filter_map(|p| std::str::from_utf8(p).ok()?.parse::<u32>().ok()),
+                ),
                 Err(e) if e.kind() == io::ErrorKind::NotFound && task.path().join("stat").exists() => {
                     let mut found = Vec::new();
                     for p in self.all_pids()? {
