@@ -15,10 +15,22 @@ use tokio::time::Instant;
 use crate::port_holder::{on_port, on_port_async};
 
 /// Whether a process in `leader`'s group (or a descendant) listens on `port`.
+///
+/// The leader's own descriptors are looked at first (most modules listen in the process
+/// that was started): the answer is the same, and it costs a readlink per descriptor of
+/// one process instead of one per descriptor of every process on the host, which is what
+/// finding every holder of the port takes (and what the boot of 50 modules paid 50 times).
 pub async fn owned_listener(port: u16, leader: u32) -> bool {
-    tokio::task::spawn_blocking(move || on_port(port).iter().any(|h| h.in_any_group(&[leader])))
-        .await
-        .unwrap_or(false)
+    tokio::task::spawn_blocking(move || {
+        // Nothing listens yet (what most polls find): one socket dump, no descriptor read.
+        if procfs::listening_sockets(port).is_empty() {
+            return false;
+        }
+        !procfs::listeners_among(port, &[leader]).is_empty()
+            || on_port(port).iter().any(|h| h.in_any_group(&[leader]))
+    })
+    .await
+    .unwrap_or(false)
 }
 
 /// Polls until a process of `pid`'s group listens on `port` (`true`) or `window` ends.
