@@ -62,6 +62,10 @@ impl LineSink {
     }
 }
 
+/// The first read buffer of a pump, and the most it grows to.
+const READ_FIRST: usize = 1024;
+const READ_MAX: usize = 64 * 1024;
+
 /// What a pump hands back when it is paused (an in-place upgrade): its stream, untouched
 /// since the last line it delivered, and the unfinished line it held.
 pub struct Paused<R> {
@@ -87,7 +91,10 @@ pub async fn pump<R: AsyncRead + Unpin>(
 ) -> Option<Paused<R>> {
     let mut splitter = LineSplitter::new(sink.max_line);
     splitter.push(&partial, &mut |_, _| {});
-    let mut buf = vec![0u8; 16 * 1024];
+    // Starts small and doubles whenever a read fills it: a quiet module (most of them)
+    // keeps 1 KiB per stream instead of 16, and a chatty one reaches 64 KiB reads, a
+    // quarter of the system calls of 16 KiB ones.
+    let mut buf = vec![0u8; READ_FIRST];
     let mut chunk = BytesMut::new();
     let mut ends: Vec<usize> = Vec::new();
     // The hub's log gets every module line escaped (`crate::text::line_bytes`), so a
@@ -107,6 +114,7 @@ pub async fn pump<R: AsyncRead + Unpin>(
         let eof = match read {
             Ok(0) | Err(_) => true,
             Ok(n) => {
+                let full = n == buf.len();
                 splitter.push(&buf[..n], &mut |piece: &[u8], continued: bool| {
                     if let Cow::Owned(safe) = crate::text::line_bytes(piece) {
                         escaped.push((ends.len(), format_line(&sink.prefix, &safe, continued)));
@@ -114,6 +122,9 @@ pub async fn pump<R: AsyncRead + Unpin>(
                     append_line(&mut chunk, &sink.prefix, piece, continued);
                     ends.push(chunk.len());
                 });
+                if full && buf.len() < READ_MAX {
+                    buf.resize(buf.len() * 2, 0);
+                }
                 false
             }
         };
