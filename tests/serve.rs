@@ -523,7 +523,19 @@ fn modules_survive_upgrades_in_a_row_and_a_broken_binary_is_refused() {
         assert_eq!(now["pid"], s.pid(), "{now}");
         assert_eq!(std::fs::read_link(format!("/proc/{}/exe", s.pid())).unwrap(), bin);
         assert_eq!(pids(&s), before, "upgrade {generation} restarted a module:\n{}", s.stderr());
-        held.push(files(s.pid()));
+        // The new image writes the state file as it adopts, and its writer holds the file
+        // (and a temporary one) open for the moment of each write: compare the hub's
+        // descriptors once two looks in a row agree.
+        let mut seen = files(s.pid());
+        for _ in 0..200 {
+            std::thread::sleep(Duration::from_millis(25));
+            let again = files(s.pid());
+            if again == seen {
+                break;
+            }
+            seen = again;
+        }
+        held.push(seen);
     }
     assert_eq!(held[0], held[1], "an upgrade leaves no descriptor behind");
     assert!(held[1].iter().filter(|f| *f == "pipe").count() >= 4, "both modules' pipes: {:?}", held[1]);
