@@ -442,10 +442,7 @@ fn rebuild_in_place(bin: &std::path::Path) -> String {
     let mut bytes = std::fs::read(bin).unwrap();
     let at = bytes.windows(raw.len()).position(|w| w == raw).unwrap();
     bytes[at] ^= 0xff;
-    let next = bin.with_extension("new");
-    std::fs::write(&next, &bytes).unwrap();
-    std::fs::set_permissions(&next, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::rename(&next, bin).unwrap();
+    crate::upgrade::replace_binary(bin, &bytes);
     parachute::build_id::of_file(bin).unwrap()
 }
 
@@ -463,8 +460,8 @@ fn modules_survive_upgrades_in_a_row_and_a_broken_binary_is_refused() {
     let dir = h.scratch("bin");
     std::fs::create_dir(&dir).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let bin = dir.join("parachute");
-    std::fs::copy(parachute_bin(), &bin).unwrap();
+    // Written by a child process: see `upgrade::write_executable` (ETXTBSY).
+    let bin = crate::upgrade::binary_copy(&dir);
     let port = free_port();
     let mut cmd = crate::support::isolated(&bin);
     cmd.arg("serve").arg("--home").arg(h.home()).arg("--port").arg(port.to_string());
@@ -555,10 +552,10 @@ fn modules_survive_upgrades_in_a_row_and_a_broken_binary_is_refused() {
     let said = String::from_utf8_lossy(&second.stderr);
     assert!(said.contains(&format!("pid {}", s.pid())), "{said}");
 
-    std::fs::write(dir.join("broken"), "#!/bin/sh\necho 'cannot start: libfoo.so missing' >&2\nexit 127\n")
-        .unwrap();
-    std::fs::set_permissions(dir.join("broken"), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::rename(dir.join("broken"), &bin).unwrap();
+    crate::upgrade::replace_binary(
+        &bin,
+        b"#!/bin/sh\necho 'cannot start: libfoo.so missing' >&2\nexit 127\n",
+    );
     let (st, body) = s.http("POST", "/api/hub/upgrade", Some(&h.token()));
     assert_eq!(st, 422, "{body}");
     let refused: Value = serde_json::from_str(&body).unwrap();
@@ -614,8 +611,8 @@ fn a_stop_signal_during_the_hand_over_stops_the_hub() {
     let dir = h.scratch("bin");
     std::fs::create_dir(&dir).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let bin = dir.join("parachute");
-    std::fs::copy(parachute_bin(), &bin).unwrap();
+    // Written by a child process: see `upgrade::write_executable` (ETXTBSY).
+    let bin = crate::upgrade::binary_copy(&dir);
     let port = free_port();
     let mut cmd = crate::support::isolated(&bin);
     cmd.arg("serve").arg("--home").arg(h.home()).arg("--port").arg(port.to_string());

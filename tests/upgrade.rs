@@ -57,7 +57,7 @@ fn three_modules(h: &TestHome) {
 /// this multi-threaded test process had open for writing can be inherited by a child that
 /// another test thread forks at that moment, and until that child execs, executing the file
 /// fails with ETXTBSY (the hub's dry run and exec of it included).
-fn write_executable(path: &Path, bytes: &[u8]) {
+pub(crate) fn write_executable(path: &Path, bytes: &[u8]) {
     let mut c = Command::new("sh")
         .args(["-c", "cat > \"$1\" && chmod 0755 \"$1\"", "sh"])
         .arg(path)
@@ -70,7 +70,7 @@ fn write_executable(path: &Path, bytes: &[u8]) {
 
 /// A copy of this build's `parachute` at `dir/parachute` (a copy, not a link: the upgrade
 /// replaces that name and nothing else).
-fn binary_copy(dir: &Path) -> PathBuf {
+pub(crate) fn binary_copy(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     let p = dir.join("parachute");
     write_executable(&p, &std::fs::read(parachute_bin()).unwrap());
@@ -79,7 +79,7 @@ fn binary_copy(dir: &Path) -> PathBuf {
 
 /// Puts `bytes` at `path` the way a package manager does: written beside it, then renamed
 /// over it (the running image keeps the old inode).
-fn replace_binary(path: &Path, bytes: &[u8]) {
+pub(crate) fn replace_binary(path: &Path, bytes: &[u8]) {
     let staged = path.with_file_name(".parachute.new");
     write_executable(&staged, bytes);
     std::fs::rename(&staged, path).unwrap();
