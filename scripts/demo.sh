@@ -5,6 +5,8 @@
 #   → `parachute start` notices and offers the migration
 #   → `parachute migrate --to-supervised` puts one hub under systemd; it supervises the modules
 #   → `parachute status`, a module is SIGKILLed and comes back, `parachute logs`
+#   → a package upgrade replaces the unit's binary; `parachute postinstall --upgrade` has
+#     the hub exec the new build in place: same pid, systemd sees no restart, no module restarts
 #   → `parachute migrate --teardown` removes the unit; nothing is left listening.
 #
 # Nothing outside the temp dir is touched: the service manager is the project's private,
@@ -276,9 +278,12 @@ fi
 # --------------------------------------------------------------------------- 5. migrate
 
 step "Migrate: one hub under systemd, supervising every module"
-show parachute migrate --to-supervised --scope user --home "$H" --json
+# The unit runs its own copy of the binary, as an installed package's would be: step 9
+# replaces it the way a package upgrade does.
+cp "$BIN/parachute" "$TMP/bin/parachute"
+show parachute migrate --to-supervised --scope user --home "$H" --exec "$TMP/bin/parachute" --json
 rc=0
-in_sandbox parachute migrate --to-supervised --scope user --home "$H" --json \
+in_sandbox parachute migrate --to-supervised --scope user --home "$H" --exec "$TMP/bin/parachute" --json \
     >"$TMP/migrate.json" 2>"$TMP/migrate.err" </dev/null || rc=$?
 python3 - "$TMP/migrate.json" <<'PY' || true
 import json, sys
@@ -363,7 +368,44 @@ grep -q "ready pid=$NEW_PID" "$TMP/logs.out" || fail "the log does not show the 
 grep -q "ready pid=$OLD_PID" "$TMP/logs.out" || fail "the log lost the first process's lines (ready pid=$OLD_PID)."
 ok "both lives of $VICTIM are in one buffer (\`parachute logs -f\` follows it)."
 
-# --------------------------------------------------------------------------- 9. teardown
+# --------------------------------------------------------------------------- 9. upgrade
+
+step "A package upgrade: the hub replaces its own image, no module restarts"
+in_sandbox parachute unit status --scope user --home "$H" --json >"$TMP/unit.json" 2>/dev/null ||
+    fail "parachute unit status failed."
+RESTARTS=$(json "$TMP/unit.json" 'v["status"].get("restarts")') || true
+in_sandbox parachute status --home "$H" --json >"$TMP/before.json" 2>/dev/null || fail "parachute status failed."
+MODULE_PIDS=$(json "$TMP/before.json" '" ".join(m["short"] + "=" + str(m["pid"]) for m in v["modules"])')
+# A "rebuilt" binary: this one with a different GNU build id, renamed over the unit's
+# binary as dpkg or rpm does (the running hub keeps the old file open).
+python3 - "$TMP/bin/parachute" "$TMP/bin/.parachute.new" <<'PY' || fail "could not make a rebuilt binary."
+import sys
+b = bytearray(open(sys.argv[1], "rb").read())
+at = b.find(b"\x04\x00\x00\x00\x14\x00\x00\x00\x03\x00\x00\x00GNU\x00")
+assert at >= 0, "no GNU build id note"
+b[at + 16] ^= 0xFF
+open(sys.argv[2], "wb").write(b)
+PY
+chmod 0755 "$TMP/bin/.parachute.new"
+mv -f "$TMP/bin/.parachute.new" "$TMP/bin/parachute"
+say "The unit's binary was replaced (a new build id); now the package's postinstall hook runs:"
+show parachute postinstall --upgrade --exec "$TMP/bin/parachute"
+rc=0
+in_sandbox parachute postinstall --upgrade --exec "$TMP/bin/parachute" >"$TMP/upgrade.out" 2>&1 </dev/null || rc=$?
+indent <"$TMP/upgrade.out"
+[[ $rc == 0 ]] && grep -q "upgraded in place (pid $HUB_PID kept, 3 modules kept running)" "$TMP/upgrade.out" ||
+    fail "postinstall --upgrade did not upgrade the hub in place (exit $rc)."
+in_sandbox parachute unit status --scope user --home "$H" --json >"$TMP/unit.json" 2>/dev/null ||
+    fail "parachute unit status failed."
+[[ $(json "$TMP/unit.json" 'v["status"]["main_pid"]') == "$HUB_PID" ]] || fail "the unit has a new main process."
+[[ $(json "$TMP/unit.json" 'v["status"].get("restarts")') == "$RESTARTS" ]] || fail "systemd counted a restart."
+in_sandbox parachute status --home "$H" --json >"$TMP/after.json" 2>/dev/null || fail "parachute status failed."
+[[ $(json "$TMP/after.json" '" ".join(m["short"] + "=" + str(m["pid"]) for m in v["modules"])') == "$MODULE_PIDS" ]] ||
+    fail "a module was restarted by the upgrade." "before: $MODULE_PIDS" "after: $(cat "$TMP/after.json")"
+[[ $(readlink "/proc/$HUB_PID/exe") == "$TMP/bin/parachute" ]] || fail "the hub does not run the new file."
+ok "same hub pid $HUB_PID (systemd saw no restart), now the new build; modules kept: $MODULE_PIDS."
+
+# --------------------------------------------------------------------------- 10. teardown
 
 step "Teardown: remove the hub unit"
 show parachute migrate --teardown --scope user --home "$H"

@@ -113,6 +113,8 @@ fn the_demo_tells_the_whole_story_and_cleans_up() {
         "3 of 3 modules running, each a child of the hub",
         "now pid",
         "both lives of",
+        "upgraded in place (pid",
+        "(systemd saw no restart), now the new build",
         "Removed the hub unit parachute-hub.service",
         "✓ the unit is gone and nothing listens on ports",
         "Done in",
