@@ -446,6 +446,20 @@ fn rebuild_in_place(bin: &std::path::Path) -> String {
     parachute::build_id::of_file(bin).unwrap()
 }
 
+/// `parachute serve` for `h` run from a copy of the binary in `<scratch>/bin` (0755), which
+/// an upgrade can replace: (the copy, the command, its API port).
+fn hub_from_copy(h: &TestHome) -> (std::path::PathBuf, Command, u16) {
+    let dir = h.scratch("bin");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Written by a child process: see `upgrade::write_executable` (ETXTBSY).
+    let bin = crate::upgrade::binary_copy(&dir);
+    let port = free_port();
+    let mut cmd = crate::support::isolated(&bin);
+    cmd.arg("serve").arg("--home").arg(h.home()).arg("--port").arg(port.to_string());
+    (bin, cmd, port)
+}
+
 /// Issue 17: a module's child was forked by one thread of the hub, and an exec ends every
 /// thread but the caller's; with a spawner thread of its own in each image, a second
 /// upgrade ended the thread the first image's children were forked by, and their
@@ -457,14 +471,7 @@ fn modules_survive_upgrades_in_a_row_and_a_broken_binary_is_refused() {
     h.fixture("tick", free_port(), &["--tick-ms", "10"]);
     h.fixture("quiet", free_port(), &[]);
     // The hub runs from a copy of its own that can be replaced.
-    let dir = h.scratch("bin");
-    std::fs::create_dir(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    // Written by a child process: see `upgrade::write_executable` (ETXTBSY).
-    let bin = crate::upgrade::binary_copy(&dir);
-    let port = free_port();
-    let mut cmd = crate::support::isolated(&bin);
-    cmd.arg("serve").arg("--home").arg(h.home()).arg("--port").arg(port.to_string());
+    let (bin, cmd, port) = hub_from_copy(&h);
     let s = Serve::spawn(cmd, &h, port);
     s.wait_err("boot", |l| l.contains("boot done: 2 running"));
     let health = |s: &Serve| -> Value { serde_json::from_str(&s.http("GET", "/health", None).1).unwrap() };
@@ -608,14 +615,7 @@ fn modules_survive_upgrades_in_a_row_and_a_broken_binary_is_refused() {
 fn a_stop_signal_during_the_hand_over_stops_the_hub() {
     let h = TestHome::new();
     h.fixture("quiet", free_port(), &[]);
-    let dir = h.scratch("bin");
-    std::fs::create_dir(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    // Written by a child process: see `upgrade::write_executable` (ETXTBSY).
-    let bin = crate::upgrade::binary_copy(&dir);
-    let port = free_port();
-    let mut cmd = crate::support::isolated(&bin);
-    cmd.arg("serve").arg("--home").arg(h.home()).arg("--port").arg(port.to_string());
+    let (bin, cmd, port) = hub_from_copy(&h);
     let mut s = Serve::spawn(cmd, &h, port);
     s.wait_err("boot", |l| l.contains("boot done: 1 running"));
     let module = s.state(&h, "quiet")["pid"].as_u64().unwrap() as u32;

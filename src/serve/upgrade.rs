@@ -375,13 +375,19 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
-    #[test]
-    fn a_binary_another_user_could_swap_is_not_trusted() {
+    /// A shell script `parachute` (0755) in a fresh directory (0755).
+    fn script() -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let bin = dir.path().join("parachute");
         std::fs::write(&bin, b"#!/bin/sh\n").unwrap();
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        (dir, bin)
+    }
+
+    #[test]
+    fn a_binary_another_user_could_swap_is_not_trusted() {
+        let (dir, bin) = script();
         let me = nix::unistd::geteuid().as_raw();
         assert!(trusted_binary(&bin, me).is_ok(), "{:?}", trusted_binary(&bin, me));
 
@@ -403,11 +409,7 @@ mod tests {
 
     #[test]
     fn a_binary_owned_by_someone_else_is_not_trusted() {
-        let dir = tempfile::tempdir().unwrap();
-        let bin = dir.path().join("parachute");
-        std::fs::write(&bin, b"#!/bin/sh\n").unwrap();
-        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (_dir, bin) = script();
         let me = nix::unistd::geteuid().as_raw();
         if me == 0 {
             // Root owns it: hand it to another user, as a local user's own file would be.

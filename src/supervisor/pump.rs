@@ -198,12 +198,11 @@ mod tests {
     use crate::supervisor::output::OutputSink;
     use tokio::io::AsyncWriteExt;
 
-    #[tokio::test]
-    async fn lines_are_prefixed_and_the_tail_gets_a_newline() {
-        // Scenarios 32/33.
+    /// A sink with `prefix` into a fresh ring (returned), its output discarded.
+    fn sink(prefix: &'static [u8]) -> (Arc<LogRing>, LineSink) {
         let ring = LogRing::new(1 << 16);
         let sink = LineSink {
-            prefix: Bytes::from_static(b"[scribe] "),
+            prefix: Bytes::from_static(prefix),
             ring: Arc::clone(&ring),
             output: Output::start(OutputSink::Discard, 8),
             max_line: 1024,
@@ -211,6 +210,13 @@ mod tests {
             stream: None,
             last_error: None,
         };
+        (ring, sink)
+    }
+
+    #[tokio::test]
+    async fn lines_are_prefixed_and_the_tail_gets_a_newline() {
+        // Scenarios 32/33.
+        let (ring, sink) = sink(b"[scribe] ");
         let (mut w, r) = tokio::io::duplex(64);
         let (_pause, paused) = watch::channel(false);
         let task = tokio::spawn(pump(r, sink, b"listening ".to_vec(), paused));
@@ -224,16 +230,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_paused_pump_hands_back_its_stream_and_unfinished_line() {
-        let ring = LogRing::new(1 << 16);
-        let sink = LineSink {
-            prefix: Bytes::from_static(b"[notes] "),
-            ring: Arc::clone(&ring),
-            output: Output::start(OutputSink::Discard, 8),
-            max_line: 1024,
-            journal: None,
-            stream: None,
-            last_error: None,
-        };
+        let (ring, sink) = sink(b"[notes] ");
         let (mut w, r) = tokio::io::duplex(64);
         let (pause, paused) = watch::channel(false);
         let task = tokio::spawn(pump(r, sink, Vec::new(), paused));
