@@ -476,6 +476,10 @@ pub enum UpgradeError {
     /// run failed): the old hub keeps running.
     #[error("the hub refused the in-place upgrade and keeps running as it was: {0}")]
     Refused(String),
+    /// The new binary cannot serve at all (its dry run did not start, crashed or hung):
+    /// the old hub keeps running, and a restart onto that binary would fail too.
+    #[error("the new binary cannot serve, so the hub keeps running as it was: {0}")]
+    BinaryUnusable(String),
     /// Another upgrade is under way.
     #[error("another in-place upgrade of this hub is under way: {0}")]
     InProgress(String),
@@ -529,6 +533,7 @@ impl UpgradeError {
         // Matched by wire name: the hub's codes for this route are newer than some clients.
         match code.as_str() {
             "upgrade_refused" => UpgradeError::Refused(description.clone()),
+            "upgrade_binary_unusable" => UpgradeError::BinaryUnusable(description.clone()),
             "upgrade_in_progress" => UpgradeError::InProgress(description.clone()),
             "shutting_down" => UpgradeError::ShuttingDown(description.clone()),
             "not_found" | "method_not_allowed" if *status == 404 || *status == 405 => {
@@ -542,6 +547,7 @@ impl UpgradeError {
     pub fn json_code(&self) -> &str {
         match self {
             UpgradeError::Refused(_) => "upgrade_refused",
+            UpgradeError::BinaryUnusable(_) => "upgrade_binary_unusable",
             UpgradeError::InProgress(_) => "upgrade_in_progress",
             UpgradeError::ShuttingDown(_) => "shutting_down",
             UpgradeError::Unsupported { .. } => "upgrade_unsupported",

@@ -224,12 +224,31 @@ fn upgrade_repairs_drift_restarts_once_and_then_leaves_the_hub_alone() {
     assert_eq!(std::fs::read(&unit).unwrap(), unit_bytes, "the definition itself was current");
     hub.wait_module();
 
+    // A new build that answers `--version` but crashes as soon as it is asked to serve:
+    // a restart onto it would take the hub down with its modules, so the hook leaves the
+    // running hub (the previous build) alone and warns, saying why (exit 0, as for any
+    // warning: the package operation goes on; the hub was not broken).
+    let crashing =
+        "#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'parachute 9.9.9'; exit 0; fi\nkill -SEGV $$\n";
+    crate::upgrade::replace_binary(&new, crashing.as_bytes());
+    let out = hub.upgrade(&sb, &new, &[]);
+    assert!(out.status.success(), "{}", show(&out));
+    let r = unit_report(&out);
+    assert_eq!(r["outcome"], "exec-broken", "{r:#}");
+    let msg = r["message"].as_str().unwrap();
+    assert!(msg.contains("cannot serve") && msg.contains("keeps running the previous build"), "{r:#}");
+    assert_eq!(hub.main_pid(&sb), Some(pid2), "the hub was not restarted onto the broken build");
+    assert_eq!(hub.wait_healthy(&sb, None), pid2);
+    hub.wait_module();
+
     // A new build that refuses the hand-over (its dry run fails) but serves: the hook says
     // why and falls back to the restart.
-    let refusing = "#!/bin/sh\ncase \"$*\" in *--check-handover*) echo 'this build refuses the hand-over' >&2; exit 1;; esac\n";
-    std::fs::write(&staged, format!("{refusing}exec {} \"$@\"\n", parachute_bin().display())).unwrap();
-    std::fs::set_permissions(&staged, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    std::fs::rename(&staged, &new).unwrap();
+    // (A refusing `parachute` names the flag, as this build's own refusal does.)
+    let refusing = "#!/bin/sh\ncase \"$*\" in *--check-handover*) echo 'parachute serve --check-handover: this build refuses the hand-over' >&2; exit 1;; esac\n";
+    crate::upgrade::replace_binary(
+        &new,
+        format!("{refusing}exec {} \"$@\"\n", parachute_bin().display()).as_bytes(),
+    );
     let out = hub.upgrade(&sb, &new, &[]);
     assert!(out.status.success(), "{}", show(&out));
     let r = unit_report(&out);
@@ -239,6 +258,7 @@ fn upgrade_repairs_drift_restarts_once_and_then_leaves_the_hub_alone() {
     assert!(r["message"].as_str().unwrap().contains("in-place upgrade was not possible"), "{r:#}");
     let pid3 = hub.wait_healthy(&sb, Some(pid2));
     assert_eq!(r["pid_after"].as_u64(), Some(u64::from(pid3)), "{r:#}");
+    hub.wait_module();
 }
 
 #[test]

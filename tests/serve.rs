@@ -566,7 +566,7 @@ fn modules_survive_upgrades_in_a_row_and_a_broken_binary_is_refused() {
     let (st, body) = s.http("POST", "/api/hub/upgrade", Some(&h.token()));
     assert_eq!(st, 422, "{body}");
     let refused: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(refused["error"], "upgrade_refused", "{refused}");
+    assert_eq!(refused["error"], "upgrade_binary_unusable", "{refused}");
     assert!(refused["error_description"].as_str().unwrap().contains("libfoo.so missing"), "{refused}");
     assert_eq!(health(&s)["generation"], 2);
     assert_eq!(pids(&s), before);

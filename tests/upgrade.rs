@@ -420,18 +420,26 @@ fn a_broken_new_binary_leaves_the_old_hub_running_and_the_command_says_why() {
     let script = b"#!/bin/sh\necho \"broken build: cannot take the hub over\" >&2\nexit 1\n";
     let mut truncated = std::fs::read(parachute_bin()).unwrap();
     truncated.truncate(4096);
-    for (what, bytes) in [("a script that exits 1", &script[..]), ("a truncated ELF", &truncated[..])] {
+    // A `parachute` that refuses names the flag (as this build's own refusal does); anything
+    // else cannot serve at all.
+    let refusing =
+        b"#!/bin/sh\necho \"parachute serve --check-handover: format version 9 unknown\" >&2\nexit 1\n";
+    for (what, bytes, said, code) in [
+        ("a script that exits 1", &script[..], "cannot serve", "upgrade_binary_unusable"),
+        ("a truncated ELF", &truncated[..], "cannot serve", "upgrade_binary_unusable"),
+        ("a parachute that refuses", &refusing[..], "refused the in-place upgrade", "upgrade_refused"),
+    ] {
         replace_binary(&exe, bytes);
         let out = cli(&["upgrade", "--in-place"]);
         assert_eq!(out.status.code(), Some(1), "{what}: {}", show(&out));
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("refused the in-place upgrade"), "{what}: {}", show(&out));
+        assert!(err.contains(said), "{what}: {}", show(&out));
         if what.contains("script") {
             assert!(err.contains("broken build: cannot take the hub over"), "the binary's own words: {err}");
         }
         let out = cli(&["upgrade", "--in-place", "--json"]);
         assert_eq!(out.status.code(), Some(1), "{what}: {}", show(&out));
-        assert_eq!(json(&out)["error"], "upgrade_refused", "{what}: {}", show(&out));
+        assert_eq!(json(&out)["error"], code, "{what}: {}", show(&out));
 
         // The old hub, untouched: same process and image, same build and generation,
         // every module on its old pid.

@@ -28,7 +28,7 @@ pub(crate) fn status_of(code: &ErrorCode) -> StatusCode {
         ErrorCode::BadRequest | ErrorCode::NotInstalled => StatusCode::BAD_REQUEST,
         ErrorCode::NoStartCmd | ErrorCode::InvalidModule => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorCode::ShuttingDown | ErrorCode::Upgrading => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorCode::UpgradeRefused => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::UpgradeRefused | ErrorCode::UpgradeBinaryUnusable => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorCode::UpgradeInProgress => StatusCode::CONFLICT,
         ErrorCode::ModuleOpFailed | ErrorCode::Other(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }

@@ -16,7 +16,7 @@
 //! GET  /api/modules/<short>/logs        bearer: ?since=<seq> → {short, lines:[{seq,text}], missed, nextSeq}
 //!                                       &follow=1 → application/x-ndjson stream (see `logs`)
 //! POST /api/hub/upgrade                 bearer: {status:"handing_over", binary, fromBuild, toBuild, pid, generation}
-//!                                       | 422 upgrade_refused | 409 upgrade_in_progress (see `serve::upgrade`)
+//!                                       | 422 upgrade_refused / upgrade_binary_unusable | 409 upgrade_in_progress (see `serve::upgrade`)
 //! ```
 //!
 //! Every field, ours and upstream's, is described in docs/api.md (and docs/api.schema.json).
@@ -317,7 +317,8 @@ async fn upgrade(State(s): State<Shared>, _op: auth::Operator) -> Result<Respons
     }
     match rx.await {
         Ok(Ok(accepted)) => Ok(json(accepted)),
-        Ok(Err(Refusal(why))) => Err(ApiError::new(ErrorCode::UpgradeRefused, why)),
+        Ok(Err(Refusal { unusable: false, why })) => Err(ApiError::new(ErrorCode::UpgradeRefused, why)),
+        Ok(Err(Refusal { unusable: true, why })) => Err(ApiError::new(ErrorCode::UpgradeBinaryUnusable, why)),
         Err(_) => Err(ApiError::shutting_down()),
     }
 }

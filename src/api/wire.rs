@@ -260,12 +260,15 @@ pub enum ErrorCode {
     UpgradeRefused,
     /// Another in-place upgrade is under way (409).
     UpgradeInProgress,
+    /// An in-place upgrade was not attempted: the new binary cannot serve at all (it did
+    /// not start, crashed or hung in its dry run) (422).
+    UpgradeBinaryUnusable,
     /// A code this build does not know (a newer hub).
     Other(String),
 }
 
 impl ErrorCode {
-    const KNOWN: [ErrorCode; 13] = [
+    const KNOWN: [ErrorCode; 14] = [
         ErrorCode::Unauthenticated,
         ErrorCode::NotFound,
         ErrorCode::MethodNotAllowed,
@@ -279,6 +282,7 @@ impl ErrorCode {
         ErrorCode::Upgrading,
         ErrorCode::UpgradeRefused,
         ErrorCode::UpgradeInProgress,
+        ErrorCode::UpgradeBinaryUnusable,
     ];
 
     /// The wire name.
@@ -297,6 +301,7 @@ impl ErrorCode {
             ErrorCode::Upgrading => "upgrading",
             ErrorCode::UpgradeRefused => "upgrade_refused",
             ErrorCode::UpgradeInProgress => "upgrade_in_progress",
+            ErrorCode::UpgradeBinaryUnusable => "upgrade_binary_unusable",
             ErrorCode::Other(s) => s,
         }
     }

@@ -53,6 +53,7 @@ fn code_of(e: &UpgradeError) -> Code {
     match e {
         UpgradeError::Client(c) => super::modules::code_of(c),
         UpgradeError::Refused(_)
+        | UpgradeError::BinaryUnusable(_)
         | UpgradeError::InProgress(_)
         | UpgradeError::ShuttingDown(_)
         | UpgradeError::Unsupported { .. }

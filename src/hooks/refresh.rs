@@ -76,7 +76,8 @@ pub enum RefreshOutcome {
     UpgradedInPlace,
     /// The installed unit could not be read back; it was left as it is.
     Unreadable,
-    /// The new binary does not run (`--version` failed); the unit was left as it is.
+    /// The new binary does not run (`--version` failed, or the running hub's dry run of it
+    /// showed it cannot serve); the unit, and a running hub, were left as they are.
     ExecBroken,
     /// The manager failed before anything was changed.
     ManagerError,
@@ -342,6 +343,18 @@ async fn in_place<M: ServiceManager>(cx: &Ctx<'_, M>, r: &mut RefreshReport, pla
         hub.upgrade_in_place(cx.opts.wait).await
     };
     let why = match attempt.await {
+        Err(UpgradeError::BinaryUnusable(why)) => {
+            // A restart onto this binary would take the hub down with every module (and the
+            // rollback has no good binary to go back to: the package replaced it). The
+            // running hub, on the previous build, is left exactly as it is.
+            r.pid_after = Some(pid);
+            let msg = format!(
+                "{}: {why}; the hub keeps running the previous build (pid {pid}, every module as it was) \
+                 and was not restarted onto it. Fix the package and run `parachute postinstall --upgrade` again.",
+                cx.name
+            );
+            return Step::Done(RefreshOutcome::ExecBroken, msg);
+        }
         Err(e @ UpgradeError::Client(_)) => format!("the hub could not be asked: {e}"),
         Err(e) => e.to_string(),
         Ok(done) => match check_health(cx.m, &plan.home, plan.port, cx.opts.probe_timeout).await {

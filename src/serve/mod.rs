@@ -635,21 +635,21 @@ async fn upgrade_checked(
     base: &handover::Handover,
     ask: upgrade::Ask,
 ) -> Option<std::path::PathBuf> {
-    let refuse = |ask: upgrade::Ask, why: String| {
-        say(&format!("in-place upgrade refused: {why}"));
-        let _ = ask.reply.send(Err(upgrade::Refusal(why)));
+    let refuse = |ask: upgrade::Ask, refusal: upgrade::Refusal| {
+        say(&format!("in-place upgrade refused: {}", refusal.why));
+        let _ = ask.reply.send(Err(refusal));
     };
     let binary = match upgrade::trusted_binary(&reexec.program, nix::unistd::geteuid().as_raw()) {
         Ok(b) => b,
         Err(why) => {
-            refuse(ask, why);
+            refuse(ask, upgrade::Refusal { unusable: false, why });
             return None;
         }
     };
     match upgrade::dry_run(supervisor.spawner(), &binary, &reexec.env, base).await {
         Ok(summary) => say(&format!("in-place upgrade: the new binary's dry run: {summary}")),
-        Err(why) => {
-            refuse(ask, why);
+        Err(refusal) => {
+            refuse(ask, refusal);
             return None;
         }
     }

@@ -68,9 +68,35 @@ pub struct Accepted {
     pub generation: u32,
 }
 
-/// Why an upgrade was not attempted (the binary is untrusted, or its dry run failed).
+/// Why an upgrade was not attempted.
 #[derive(Debug, Clone)]
-pub struct Refusal(pub String);
+pub struct Refusal {
+    /// The binary cannot serve at all (it did not start, crashed, hung, or answered the dry
+    /// run as no `parachute` would): a restart onto it would take the hub down too. `false`
+    /// when it is untrusted, or a `parachute` that refuses the hand-over (another format, or
+    /// an older build without the dry run), which may well start afresh.
+    pub unusable: bool,
+    /// Why, for people.
+    pub why: String,
+}
+
+impl Refusal {
+    fn refused(why: String) -> Refusal {
+        Refusal { unusable: false, why }
+    }
+
+    fn unusable(why: String) -> Refusal {
+        Refusal { unusable: true, why }
+    }
+}
+
+/// Whether a failed dry run came from a `parachute` that refuses the hand-over: it exits 1
+/// (this build's `--check-handover` refusal) or 2 (an older build's unknown-flag error), and
+/// says so naming the flag. Anything else — a crash, a hang, a shell's 126/127, a program
+/// that does not know what it was asked — is a binary that cannot serve.
+fn refused_by_parachute(code: Option<i32>, said: &str) -> bool {
+    matches!(code, Some(1 | 2)) && said.contains("--check-handover")
+}
 
 /// An upgrade request from the API to the serve loop.
 #[derive(Debug)]
@@ -123,11 +149,11 @@ pub async fn dry_run(
     binary: &Path,
     env: &[(OsString, OsString)],
     doc: &Handover,
-) -> Result<String, String> {
+) -> Result<String, Refusal> {
     use std::os::fd::AsRawFd;
     use tokio::io::AsyncReadExt;
     let memfd = super::handover::to_memfd(doc, &[])
-        .map_err(|e| format!("cannot write the hand-over document: {e}"))?;
+        .map_err(|e| Refusal::refused(format!("cannot write the hand-over document: {e}")))?;
     let fd = memfd.as_raw_fd();
     let spec = SpawnSpec {
         program: binary.to_owned(),
@@ -137,8 +163,10 @@ pub async fn dry_run(
         keep_fds: vec![fd],
     };
     let shown = crate::text::field(&binary.to_string_lossy()).into_owned();
-    let mut spawned =
-        spawner.spawn(spec).await.map_err(|e| format!("the new binary {shown} cannot start: {e}"))?;
+    let mut spawned = spawner
+        .spawn(spec)
+        .await
+        .map_err(|e| Refusal::unusable(format!("the new binary {shown} cannot start: {e}")))?;
     drop(memfd);
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let read = async {
@@ -150,7 +178,9 @@ pub async fn dry_run(
     if tokio::time::timeout(DRY_RUN_TIMEOUT, read).await.is_err() {
         let _ = spawned.child.signal_group(parachute_process::Signal::Kill);
         spawned.child.reap(Duration::ZERO).await;
-        return Err(format!("the new binary {shown} did not finish its dry run within {DRY_RUN_TIMEOUT:?}"));
+        return Err(Refusal::unusable(format!(
+            "the new binary {shown} did not finish its dry run within {DRY_RUN_TIMEOUT:?}"
+        )));
     }
     let exit = spawned.child.reap(Duration::ZERO).await;
     let said = |b: &[u8]| crate::text::field(String::from_utf8_lossy(b).trim()).into_owned();
@@ -158,7 +188,13 @@ pub async fn dry_run(
         Ok(said(&out))
     } else {
         let words = if err.iter().any(|b| !b.is_ascii_whitespace()) { said(&err) } else { said(&out) };
-        Err(format!("the new binary {shown} refused the hand-over ({exit}): {words}"))
+        if refused_by_parachute(exit.code, &words) {
+            Err(Refusal::refused(format!("the new binary {shown} refused the hand-over ({exit}): {words}")))
+        } else {
+            Err(Refusal::unusable(format!(
+                "the new binary {shown} cannot serve: its dry run {exit}, saying: {words}"
+            )))
+        }
     }
 }
 
@@ -405,6 +441,18 @@ mod tests {
 
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert!(trusted_binary(&bin, me).unwrap_err().contains("not an executable"));
+    }
+
+    #[test]
+    fn only_a_parachute_naming_the_flag_refuses_the_rest_cannot_serve() {
+        let ours = "parachute serve --check-handover: the hand-over document has format version 2";
+        assert!(refused_by_parachute(Some(1), ours));
+        let older = "error: unexpected argument '--check-handover' found";
+        assert!(refused_by_parachute(Some(2), older));
+        assert!(!refused_by_parachute(Some(127), "sh: 1: parachute: not found"));
+        assert!(!refused_by_parachute(None, ours), "killed by a signal");
+        assert!(!refused_by_parachute(Some(1), "cannot start: libfoo.so missing"));
+        assert!(!refused_by_parachute(Some(3), "broken build: cannot serve (serve --check-handover 7)"));
     }
 
     #[test]
