@@ -569,3 +569,72 @@ fn postinstall_upgrade_upgrades_the_unit_hub_in_place() {
         show(&out)
     );
 }
+
+/// The packager's path, as root: a system unit whose hub runs as the home's owner (not
+/// root), the package's binary at a root-owned path, a rebuilt binary renamed over it, and
+/// root's `postinstall --upgrade`. The hub, running as that user, trusts the root-owned
+/// binary and replaces its image in place: the system manager's MainPID and NRestarts stay,
+/// the module keeps its pid, and the hub answers as the new build.
+#[test]
+fn root_postinstall_upgrades_a_system_unit_hub_in_place() {
+    use crate::support::system_box::SystemBox;
+    let Some(b) = SystemBox::start("root_in_place") else { return };
+    let u = b.new_user("inplace");
+    let home = format!("{}/ph", u.home.display());
+    let (hub_port, module_port) = ("19411", "19412");
+    let manifest = serde_json::json!({"name": TICKER, "startCmd": [b.fixture(), "--port", module_port, "--tick-ms", "10"]});
+    let services = serde_json::json!({"services": [{
+        "name": TICKER, "port": 19412, "paths": ["/t"], "health": "/health", "version": "1.0.0",
+        "installDir": format!("{home}/modules/{TICKER}"),
+    }]});
+    b.sh_as(
+        &u,
+        &format!(
+            "mkdir -p {home}/modules/{TICKER}/.parachute && printf '%s' '{manifest}' > {home}/modules/{TICKER}/.parachute/module.json \
+             && printf '%s' '{services}' > {home}/services.json"
+        ),
+    );
+    // The package's binary: root's, at a path only root can write.
+    let exe = "/usr/local/bin/parachute";
+    b.sh(&format!("mkdir -p /usr/local/bin && install -m 0755 {} {exe}", b.parachute()));
+    let out = b.run(&[
+        exe, "unit", "install", "--scope", "system", "--home", &home, "--exec", exe, "--port", hub_port,
+    ]);
+    assert!(out.status.success(), "{}", show(&out));
+    let prop =
+        |key: &str| b.sh(&format!("systemctl show -p {key} --value parachute-hub.service")).trim().to_owned();
+    let status = || -> Option<Value> {
+        let out = b.run(&[exe, "status", "--home", &home, "--json"]);
+        serde_json::from_slice(&out.stdout).ok()
+    };
+    let module_pid = |v: &Value| v["modules"][0]["pid"].as_u64();
+    let before = wait_for("the hub and its module running", Duration::from_secs(30), || {
+        let v = status()?;
+        (v["modules"][0]["status"] == "running" && module_pid(&v).is_some()).then_some(v)
+    });
+    let main_pid = prop("MainPID");
+    assert_eq!(before["hub"]["pid"].to_string(), main_pid, "{before:#}");
+    assert_eq!(
+        b.sh(&format!("stat -c %u /proc/{main_pid}")).trim(),
+        u.uid.to_string(),
+        "the hub runs as its owner"
+    );
+    let restarts = prop("NRestarts");
+
+    let (bytes, new_build) = rebuilt();
+    write_executable(&b.host_path(Path::new("/usr/local/bin/.parachute.new")), &bytes);
+    b.sh(&format!("chown root:root /usr/local/bin/.parachute.new && mv /usr/local/bin/.parachute.new {exe}"));
+    let out = b.run(&[exe, "postinstall", "--upgrade", "--exec", exe, "--wait", "20", "--json"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\"upgraded-in-place\""), "{}", show(&out));
+
+    assert_eq!(prop("MainPID"), main_pid, "the manager saw no new main process");
+    assert_eq!(prop("NRestarts"), restarts, "the manager counted no restart");
+    assert_eq!(b.sh(&format!("readlink /proc/{main_pid}/exe")).trim(), exe);
+    let after = status().expect("status after the upgrade");
+    assert_eq!(after["hub"]["buildId"], new_build.as_str(), "{after:#}");
+    assert_eq!(after["hub"]["generation"], 1, "{after:#}");
+    assert_eq!(module_pid(&after), module_pid(&before), "the module was not restarted: {after:#}");
+    b.sh("systemctl stop parachute-hub.service");
+}
