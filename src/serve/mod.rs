@@ -66,6 +66,9 @@ const BOOT_ABANDON: Duration = Duration::from_secs(2);
 /// anyway (a full or read-only home: the writer keeps retrying).
 const STATE_CLAIM_WAIT: Duration = Duration::from_secs(2);
 
+/// How long an in-place upgrade asked for during boot waits for boot to finish.
+const BOOT_BEFORE_UPGRADE: Duration = Duration::from_secs(20);
+
 /// How long the API gets to finish in-flight answers after the modules stopped.
 const API_DRAIN: Duration = Duration::from_secs(2);
 
@@ -526,6 +529,22 @@ async fn serve(
                     modules: Vec::new(),
                 };
                 let Some(reexec) = opts.reexec.as_ref() else { continue };
+                // Boot creates modules as it goes; one created after the freeze would be
+                // started by an actor nobody froze, and be lost to the hand-over. So an
+                // upgrade asked for during boot waits for it (the API keeps serving).
+                if !booted {
+                    if tokio::time::timeout(BOOT_BEFORE_UPGRADE, &mut booted_rx).await.is_err() {
+                        let why = format!(
+                            "the hub is still starting its modules after {BOOT_BEFORE_UPGRADE:?}; ask again once boot is done"
+                        );
+                        say(&format!("in-place upgrade refused: {why}"));
+                        let _ = ask.reply.send(Err(upgrade::Refusal { unusable: false, why }));
+                        continue;
+                    }
+                    booted = true;
+                    beat.booted();
+                    readiness.booted(&notifier, &supervisor.list());
+                }
                 let Some(binary) = upgrade_checked(&supervisor, reexec, &base, ask).await else { continue };
                 // Answered "handing over": stop serving (the listener stays open), freeze, exec.
                 let _ = phase_tx.send(Phase::Upgrading);
