@@ -151,22 +151,10 @@ impl LogRing {
     /// `first_seq` on, so followers resume at the same sequence numbers.
     pub fn restore(cap: usize, first_seq: u64, lines: Vec<Bytes>) -> Arc<LogRing> {
         let ring = LogRing::new(cap);
-        {
-            let mut r = ring.lock();
-            r.next_seq = first_seq;
-            for line in lines {
-                let seq = r.next_seq;
-                r.next_seq += 1;
-                r.bytes += line.len();
-                r.lines.push_back((seq, line));
-            }
-            while r.bytes > ring.cap && r.lines.len() > 1 {
-                if let Some((_, old)) = r.lines.pop_front() {
-                    r.bytes -= old.len();
-                }
-            }
-            let next = r.next_seq;
-            ring.tick.send_modify(|t| t.0 = next);
+        ring.lock().next_seq = first_seq;
+        ring.tick.send_modify(|t| t.0 = first_seq);
+        if !lines.is_empty() {
+            ring.push_many(lines);
         }
         ring
     }
