@@ -96,14 +96,18 @@ impl Pumps {
         }
     }
 
-    /// Waits (until `deadline`) for both pumps to reach EOF; one that does not keeps
-    /// running detached, still writing into the ring.
-    async fn drain(self, deadline: Instant) {
-        if let Some(p) = self.out {
-            let _ = tokio::time::timeout_at(deadline, p).await;
+    /// Waits (until `deadline`) for both pumps to reach EOF; one that does not is kept, to
+    /// be waited for again (or to run on detached, still writing into the ring).
+    async fn drain(&mut self, deadline: Instant) {
+        if let Some(p) = self.out.as_mut()
+            && tokio::time::timeout_at(deadline, p).await.is_ok()
+        {
+            self.out = None;
         }
-        if let Some(p) = self.err {
-            let _ = tokio::time::timeout_at(deadline, p).await;
+        if let Some(p) = self.err.as_mut()
+            && tokio::time::timeout_at(deadline, p).await.is_ok()
+        {
+            self.err = None;
         }
     }
 
@@ -729,7 +733,7 @@ impl Actor {
     /// The leader has exited (or will): drain and reap its group, clear the live slot,
     /// wait for the output. Returns how it ended and how long it had been up.
     async fn finish_child(&mut self, cur: Current, grace: Duration) -> (ExitInfo, Duration) {
-        let Current { child, since, pumps, .. } = cur;
+        let Current { child, since, mut pumps, .. } = cur;
         let exit = child.reap(grace).await;
         let uptime = since.elapsed();
         pumps.drain(Instant::now() + DRAIN_TIMEOUT).await;
@@ -758,6 +762,10 @@ impl Actor {
                     }
                 ),
             );
+            // They held the pipes (which is why the drain above could time out): now the
+            // pumps reach EOF, and the escapees' last words are in the log before this
+            // returns (R9), not shortly after.
+            pumps.drain(Instant::now() + DRAIN_TIMEOUT).await;
         }
         super::registry::lock(&self.module.escaped).clear();
         self.module.set_live(None);
