@@ -79,9 +79,31 @@ pub fn on_port(port: u16) -> Vec<PortHolder> {
     pids.into_iter().map(PortHolder::read).collect()
 }
 
-/// [`on_port`] on the blocking pool, so a busy host cannot stall the runtime.
+/// [`on_port`] on the blocking pool, so a busy host cannot stall the runtime — unless
+/// nothing listens on the port, which [`surely_unheld`] tells at once.
 pub async fn on_port_async(port: u16) -> Vec<PortHolder> {
+    if surely_unheld(port) {
+        return Vec::new();
+    }
     tokio::task::spawn_blocking(move || on_port(port)).await.unwrap_or_default()
+}
+
+/// `true` when nothing listens on `port` and that could be told in microseconds (Linux:
+/// one `sock_diag` dump of the listen table, cheap enough for a runtime worker); `false`
+/// when something listens, or when only a slower source could tell. The answer of most
+/// port checks (a crashed module's port before the respawn, every readiness poll before
+/// the bind), and the blocking pool's hand-off is what it saves: a thread wake-up per
+/// check on the crash path, and a thread per module polling at once at boot.
+pub fn surely_unheld(port: u16) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        matches!(procfs::listening_sockets_diag(port), Ok(found) if found.is_empty())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = port;
+        false
+    }
 }
 
 /// Whether `cmdline` contains one of `needles`, case-insensitively; empty needles match

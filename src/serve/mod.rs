@@ -172,6 +172,7 @@ pub fn run(opts: ServeOptions) -> Result<Outcome, ServeError> {
         say(&format!("could not raise the open-file limit ({e}); a connection flood exhausts it sooner."));
     }
     limits::private_log();
+    limits::lean_malloc();
     // Read before anything else opens a descriptor: what the old image handed over.
     let received = opts.handover_fd.map(upgrade::receive);
     // Modules are forked (and an in-place upgrade execs) on this, the main thread; the

@@ -511,16 +511,28 @@ const ORPHAN_GRACE: Duration = Duration::from_secs(3);
 /// subreaper's orphan list catches what this misses).
 const TRACK_EVERY: Duration = Duration::from_secs(1);
 
+/// The longest pause between two walks of a fleet where nothing changes. A walk reads the
+/// children of every thread of every module's process: with 50 idle modules about a
+/// thousand system calls, which every second were most of the hub's idle CPU. While walks
+/// find nothing new and no module was (re)spawned, the pause doubles up to this; any change
+/// brings it back to [`TRACK_EVERY`]. What a longer pause can miss is an escapee whose whole
+/// parent chain dies within it; with the hub a subreaper, such an orphan comes back to it
+/// and is found by its tag (`tagged_orphans`).
+const TRACK_MAX: Duration = Duration::from_secs(8);
+
 async fn track_descendants(ctx: std::sync::Weak<Ctx>) {
-    let mut every = tokio::time::interval(TRACK_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pause = TRACK_EVERY;
+    let mut last_leaders: Vec<u32> = Vec::new();
     loop {
-        every.tick().await;
+        tokio::time::sleep(pause).await;
         let Some(ctx) = ctx.upgrade() else { return };
         if ctx.closing.load(Ordering::SeqCst) {
             return;
         }
-        let _ = tokio::task::spawn_blocking(move || ctx.track_descendants()).await;
+        let leaders = ctx.live_leaders();
+        let changed = tokio::task::spawn_blocking(move || ctx.track_descendants()).await.unwrap_or(true);
+        pause = if changed || leaders != last_leaders { TRACK_EVERY } else { (pause * 2).min(TRACK_MAX) };
+        last_leaders = leaders;
     }
 }
 
@@ -538,7 +550,7 @@ async fn sample_cpu(ctx: std::sync::Weak<Ctx>) {
         if ctx.live_leaders().is_empty() {
             continue;
         }
-        let _ = tokio::task::spawn_blocking(move || ctx.sample(&ctx.facts, None)).await;
+        let _ = tokio::task::spawn_blocking(move || ctx.record_cpu(&ctx.facts)).await;
     }
 }
 

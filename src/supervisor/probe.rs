@@ -21,6 +21,9 @@ use crate::port_holder::{on_port, on_port_async};
 /// one process instead of one per descriptor of every process on the host, which is what
 /// finding every holder of the port takes (and what the boot of 50 modules paid 50 times).
 pub async fn owned_listener(port: u16, leader: u32) -> bool {
+    if crate::port_holder::surely_unheld(port) {
+        return false;
+    }
     tokio::task::spawn_blocking(move || {
         // Nothing listens yet (what most polls find): one socket dump, no descriptor read.
         if procfs::listening_sockets(port).is_empty() {

@@ -121,9 +121,9 @@ impl Ctx {
 
     /// Looks for descendants that left their module's group (a `setsid` or daemonizing
     /// wrapper) and for orphans that came back to the supervisor, records them by identity
-    /// (dropping the ones that have exited), and persists when anything changed. Blocking:
-    /// reads `/proc`.
-    pub fn track_descendants(&self) {
+    /// (dropping the ones that have exited), and persists when anything changed (and says
+    /// so). Blocking: reads `/proc`.
+    pub fn track_descendants(&self) -> bool {
         let mut changed = false;
         let mut seen_anywhere: Vec<ProcessIdentity> = Vec::new();
         let modules = self.modules();
@@ -146,7 +146,7 @@ impl Ctx {
             if changed {
                 self.persist();
             }
-            return;
+            return changed;
         }
         let me = std::process::id();
         let strays: Vec<ProcessIdentity> = procfs::children_of(me)
@@ -169,6 +169,7 @@ impl Ctx {
         if changed {
             self.persist();
         }
+        changed
     }
 }
 

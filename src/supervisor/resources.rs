@@ -288,6 +288,40 @@ impl Ctx {
         out
     }
 
+    /// Records a CPU sample of every module with a live child (the baseline a later
+    /// `status` computes its percentage over), reading only what that needs: one
+    /// process-table scan and each tree member's CPU time. The periodic sample used to be
+    /// a full [`Ctx::sample`], which also reads every member's memory (`statm`,
+    /// `smaps_rollup`: a page-table walk) and every descriptor for the ports, all thrown
+    /// away. Blocking: reads `/proc`.
+    pub(crate) fn record_cpu(&self, facts: &Facts) {
+        let modules: Vec<_> = self.modules().into_iter().filter(|m| m.live().is_some()).collect();
+        if modules.is_empty() {
+            return;
+        }
+        let Ok(table) = ProcTable::read(facts.as_ref()) else { return };
+        let mut orphans = self.tagged_orphans_by_module(&table);
+        let mut samples = Vec::with_capacity(modules.len());
+        for m in &modules {
+            let Some(live) = m.live() else { continue };
+            let leader = ProcessIdentity { pid: live.handle.pid(), start_ticks: live.start_ticks };
+            let mut extra = lock(&m.escaped).clone();
+            extra.extend(orphans.remove(&m.short).unwrap_or_default());
+            let times: HashMap<ProcessIdentity, Duration> = table
+                .tree(leader, &extra)
+                .into_iter()
+                .filter_map(|id| Some((id, facts.cpu_time(id.pid).ok()??.total())))
+                .collect();
+            samples.push((m.short.clone(), CpuSample { at: Instant::now(), times }));
+        }
+        let mut history = lock(&self.cpu);
+        for (short, sample) in samples {
+            history.record(&short, sample);
+        }
+        let shorts: HashSet<String> = self.modules().iter().map(|m| m.short.clone()).collect();
+        history.retain(&shorts.iter().map(String::as_str).collect());
+    }
+
     /// Measures every module with a live child — or only `only` — from one process-table
     /// scan and one listen-table read for all, records the CPU samples, and returns the
     /// resources by module. Blocking: reads `/proc`.
