@@ -144,7 +144,13 @@ pub fn write(path: &Path, doc: &StateDoc) -> Result<(), StateFileError> {
     let mut json = serde_json::to_vec_pretty(doc).unwrap_or_else(|_| b"{\"modules\":[]}".to_vec());
     json.push(b'\n');
     let opts = parachute_fsx::WriteOptions { mode: 0o600, ..Default::default() };
-    parachute_fsx::write_atomic_with(path, &json, opts)?;
+    // Not fsynced: what the file says is only ever acted on within the boot that wrote it
+    // (a reader compares its boot id where there is one, and each process's start
+    // time; every process it names died with a crash of the machine, and a torn or lost file
+    // then names nothing to stop), while a killed hub's
+    // last write is in the page cache for the next one to read. The two fsyncs per write
+    // were milliseconds on every spawn, exit and shutdown.
+    parachute_fsx::write_atomic_unsynced(path, &json, opts)?;
     Ok(())
 }
 

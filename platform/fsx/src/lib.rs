@@ -166,6 +166,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<Written, Error> {
 /// Writes `bytes` to `path` atomically (temp file, fsync, rename, fsync of the directory),
 /// unless the file already holds exactly these bytes and has the requested mode.
 pub fn write_atomic_with(path: &Path, bytes: &[u8], opts: WriteOptions) -> Result<Written, Error> {
+    write_atomic_impl(path, bytes, opts, true)
+}
+
+/// [`write_atomic_with`] without the two `fsync`s: still atomic for every reader (the
+/// rename), but not durable across a crash of the machine. For a file whose content means
+/// nothing after a reboot (a record of this boot's processes, stamped with its boot id),
+/// where the fsyncs cost milliseconds on every write and bought nothing.
+pub fn write_atomic_unsynced(path: &Path, bytes: &[u8], opts: WriteOptions) -> Result<Written, Error> {
+    write_atomic_impl(path, bytes, opts, false)
+}
+
+fn write_atomic_impl(path: &Path, bytes: &[u8], opts: WriteOptions, durable: bool) -> Result<Written, Error> {
     if let Some(current) = read_optional(path)?
         && current == bytes
         && mode_matches(path, opts.mode)
@@ -190,9 +202,11 @@ pub fn write_atomic_with(path: &Path, bytes: &[u8], opts: WriteOptions) -> Resul
         #[cfg(unix)]
         f.set_permissions(fs::Permissions::from_mode(opts.mode)).map_err(|e| Error::new("chmod", &tmp, e))?;
         f.write_all(bytes).map_err(|e| Error::new("write", &tmp, e))?;
-        f.sync_all().map_err(|e| Error::new("fsync", &tmp, e))?;
+        if durable {
+            f.sync_all().map_err(|e| Error::new("fsync", &tmp, e))?;
+        }
         fs::rename(&tmp, path).map_err(|e| Error::new("rename", path, e))?;
-        sync_dir(&dir)
+        if durable { sync_dir(&dir) } else { Ok(()) }
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
