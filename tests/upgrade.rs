@@ -356,13 +356,20 @@ fn serve_from(h: &TestHome, port: u16, wrap: Option<&[&str]>, exe: &Path) -> Ser
     s
 }
 
-#[test]
-fn a_plain_serve_upgrades_in_place_keeping_its_pid_and_every_module() {
+/// Three modules under a plain `serve` run from a replaceable copy of the binary: the home,
+/// the copy, the hub's port and the hub.
+fn plain_hub() -> (TestHome, PathBuf, u16, Serve) {
     let h = TestHome::new();
     three_modules(&h);
     let exe = binary_copy(&h.scratch("bin"));
     let port = free_port();
     let s = serve_from(&h, port, None, &exe);
+    (h, exe, port, s)
+}
+
+#[test]
+fn a_plain_serve_upgrades_in_place_keeping_its_pid_and_every_module() {
+    let (h, exe, port, s) = plain_hub();
     let cli = |args: &[&str]| h.cli(args);
     let r = Running { home: &h, port, host_pid: s.pid(), exe, cli: &cli };
     upgrade_in_place_and_check(&r);
@@ -407,11 +414,7 @@ fn as_pid_1_the_hub_upgrades_in_place() {
 
 #[test]
 fn a_broken_new_binary_leaves_the_old_hub_running_and_the_command_says_why() {
-    let h = TestHome::new();
-    three_modules(&h);
-    let exe = binary_copy(&h.scratch("bin"));
-    let port = free_port();
-    let s = serve_from(&h, port, None, &exe);
+    let (h, exe, port, s) = plain_hub();
     let cli = |args: &[&str]| h.cli(args);
     let old_build = this_build();
     let r = Running { home: &h, port, host_pid: s.pid(), exe: exe.clone(), cli: &cli };
