@@ -585,7 +585,13 @@ fn root_postinstall_upgrades_a_system_unit_hub_in_place() {
     let u = b.new_user("inplace");
     let home = format!("{}/ph", u.home.display());
     let (hub_port, module_port) = ("19411", "19412");
-    let manifest = serde_json::json!({"name": TICKER, "startCmd": [b.fixture(), "--port", module_port, "--tick-ms", "10"]});
+    // Both binaries at root's paths in the box, as a package installs them: the unit's
+    // hub gets `PrivateTmp=`, so a module binary left in a checkout under /tmp would be
+    // out of its sight.
+    let fixture = "/usr/local/bin/parachute-fixture";
+    b.sh(&format!("mkdir -p /usr/local/bin && install -m 0755 {} {fixture}", b.fixture()));
+    let manifest =
+        serde_json::json!({"name": TICKER, "startCmd": [fixture, "--port", module_port, "--tick-ms", "10"]});
     let services = serde_json::json!({"services": [{
         "name": TICKER, "port": 19412, "paths": ["/t"], "health": "/health", "version": "1.0.0",
         "installDir": format!("{home}/modules/{TICKER}"),
@@ -599,7 +605,7 @@ fn root_postinstall_upgrades_a_system_unit_hub_in_place() {
     );
     // The package's binary: root's, at a path only root can write.
     let exe = "/usr/local/bin/parachute";
-    b.sh(&format!("mkdir -p /usr/local/bin && install -m 0755 {} {exe}", b.parachute()));
+    b.sh(&format!("install -m 0755 {} {exe}", b.parachute()));
     let out = b.run(&[
         exe, "unit", "install", "--scope", "system", "--home", &home, "--exec", exe, "--port", hub_port,
     ]);
